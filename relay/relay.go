@@ -1,0 +1,239 @@
+// Package relay is the forwarding service that lets a node behind a NAT be
+// reached: the node registers a name over its outgoing connection to the
+// relay, and messages sent to forward_to_NAME on the relay are forwarded to
+// it over that connection.
+//
+// The relay only moves routed messages. It links no decryption code, so it
+// cannot read what it forwards; the secure channels that cross it are end to
+// end between the nodes on each side.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/transport"
+)
+
+// ServiceAddress is where a node's forwarding service listens.
+const ServiceAddress = "forwarding_service"
+
+// Prefix starts the address of every forwarder.
+const Prefix = "forward_to_"
+
+// MaxRequestSize bounds a request to the forwarding service.
+const MaxRequestSize = 1024
+
+// MaxRelays bounds the names one relay node holds.
+const MaxRelays = 10000
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Request is the CBOR payload sent to the forwarding service.
+type Request struct {
+	Op   string `cbor:"1,keyasint"` // "register" or "ping"
+	Name string `cbor:"2,keyasint,omitempty"`
+}
+
+// Response answers a Request.
+type Response struct {
+	Address string `cbor:"1,keyasint,omitempty"` // forwarder address on success
+	Error   string `cbor:"2,keyasint,omitempty"`
+}
+
+var decMode, _ = cbor.DecOptions{
+	MaxNestedLevels:   4,
+	MaxArrayElements:  16,
+	MaxMapPairs:       16,
+	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+}.DecMode()
+
+// DecodeRequest parses a forwarding-service request.
+func DecodeRequest(b []byte) (Request, error) {
+	var r Request
+	if len(b) > MaxRequestSize {
+		return r, fmt.Errorf("relay: request of %d bytes is over %d", len(b), MaxRequestSize)
+	}
+	if err := decMode.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("relay: bad request: %w", err)
+	}
+	return r, nil
+}
+
+// Info describes one registered relay.
+type Info struct {
+	Name    string    `json:"name"`
+	Address string    `json:"address"`
+	Remote  string    `json:"remote"` // the registrant connection's peer address
+	Since   time.Time `json:"since"`
+}
+
+type forwarder struct {
+	info  Info
+	route routing.Route // route to the registrant, usually its connection
+	conn  string        // connection the registration came over
+}
+
+// Service is the forwarding service of a relay node.
+type Service struct {
+	n   *node.Node
+	log *slog.Logger
+
+	mu     sync.Mutex
+	byName map[string]*forwarder
+	stop   func()
+}
+
+// NewService registers the forwarding service on n.
+func NewService(n *node.Node, log *slog.Logger) (*Service, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{n: n, log: log, byName: make(map[string]*forwarder)}
+	if err := n.Register(ServiceAddress, s.handle); err != nil {
+		return nil, err
+	}
+	s.stop = n.WatchConns(s.connClosed)
+	return s, nil
+}
+
+// Close unregisters the service and its forwarders.
+func (s *Service) Close() {
+	s.stop()
+	s.n.Unregister(ServiceAddress)
+	s.mu.Lock()
+	for name, f := range s.byName {
+		s.n.Unregister(f.info.Address)
+		delete(s.byName, name)
+	}
+	s.mu.Unlock()
+}
+
+// List returns the registered relays, by name.
+func (s *Service) List() []Info {
+	s.mu.Lock()
+	out := make([]Info, 0, len(s.byName))
+	for _, f := range s.byName {
+		out = append(out, f.info)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Service) handle(m *routing.Message) {
+	req, err := DecodeRequest(m.Payload)
+	var resp Response
+	switch {
+	case err != nil:
+		resp.Error = err.Error()
+	case req.Op == "ping":
+	case req.Op == "register":
+		resp.Address, err = s.register(req.Name, m.Return)
+		if err != nil {
+			resp.Error = err.Error()
+		}
+	default:
+		resp.Error = fmt.Sprintf("relay: unknown operation %q", req.Op)
+	}
+	b, _ := cbor.Marshal(resp)
+	if err := s.n.Reply(m, ServiceAddress, b); err != nil {
+		s.log.Debug("reply failed", "err", err)
+	}
+}
+
+// register binds name to the registrant. The rule against squatting: a name
+// is held by the connection that registered it until that connection closes;
+// another connection asking for it is refused meanwhile.
+func (s *Service) register(name string, ret routing.Route) (string, error) {
+	if !validName.MatchString(name) {
+		return "", fmt.Errorf("relay: invalid name %q (want 1-64 of A-Z a-z 0-9 _ . -)", name)
+	}
+	if len(ret) < 2 || ret[0].Type != routing.Local {
+		return "", errors.New("relay: registration must arrive over a connection")
+	}
+	conn := ret[0].Value
+	c := s.n.Transport().Conn(conn)
+	if c == nil {
+		return "", errors.New("relay: registration must arrive over a connection")
+	}
+	// The registrant's route is its return route without its own last hop
+	// (the worker that asked): messages go to its node, whose router then
+	// reads the rest of their onward route.
+	route := ret[:len(ret)-1].Clone()
+	addr := Prefix + name
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.byName[name]; f != nil {
+		if f.conn != conn {
+			return "", fmt.Errorf("relay: name %q is held by another connection", name)
+		}
+		f.route = route
+		return addr, nil
+	}
+	if len(s.byName) >= MaxRelays {
+		return "", fmt.Errorf("relay: this relay holds %d names, its limit", MaxRelays)
+	}
+	f := &forwarder{
+		info:  Info{Name: name, Address: addr, Remote: c.Remote(), Since: time.Now().UTC()},
+		route: route,
+		conn:  conn,
+	}
+	if err := s.n.Register(addr, s.forward(f)); err != nil {
+		return "", err
+	}
+	s.byName[name] = f
+	s.log.Info("relay registered", "name", name, "remote", c.Remote())
+	return addr, nil
+}
+
+// forward returns the handler of a forwarder: it replaces its own hop with
+// the route to the registrant. The return route is left as it is, so replies
+// go straight back to the sender, not through the forwarder.
+func (s *Service) forward(f *forwarder) node.Handler {
+	return func(m *routing.Message) {
+		s.mu.Lock()
+		route := f.route
+		s.mu.Unlock()
+		onward := m.Onward
+		if len(route) == 1 {
+			saved := onward[0]
+			onward[0] = route[0]
+			err := s.n.Send(context.Background(), m)
+			onward[0] = saved
+			if err != nil {
+				s.log.Debug("forward failed", "name", f.info.Name, "err", err)
+			}
+			return
+		}
+		m.Onward = route.Join(onward[1:])
+		if err := s.n.Send(context.Background(), m); err != nil {
+			s.log.Debug("forward failed", "name", f.info.Name, "err", err)
+		}
+		m.Onward = onward
+	}
+}
+
+func (s *Service) connClosed(c *transport.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, f := range s.byName {
+		if f.conn == c.ID() {
+			s.n.Unregister(f.info.Address)
+			delete(s.byName, name)
+			s.log.Info("relay freed", "name", name, "reason", "registrant connection closed")
+		}
+	}
+}

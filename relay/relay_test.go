@@ -1,0 +1,184 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/relay"
+	"github.com/ockam-go/ockam/routing"
+)
+
+func newNode(t *testing.T, listen string) (*node.Node, string) {
+	t.Helper()
+	n := node.New(node.Config{})
+	t.Cleanup(func() { n.Close() })
+	if listen == "" {
+		return n, ""
+	}
+	a, err := n.Listen(listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, a.String()
+}
+
+func waitRegistered(t *testing.T, reg *relay.Registration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := reg.WaitReady(ctx); err != nil {
+		t.Fatalf("registration: %v", err)
+	}
+}
+
+func TestForwardThroughRelay(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	rn, raddr := newNode(t, "127.0.0.1:0")
+	svc, err := relay.NewService(rn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	b, _ := newNode(t, "")
+	a, _ := newNode(t, "")
+
+	reg, err := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRegistered(t, reg)
+	if got := reg.Status().Address; got != "/ip4/127.0.0.1/tcp/"+raddr[strings.LastIndexByte(raddr, ':')+1:]+"/service/forward_to_b" {
+		t.Errorf("status address = %q", got)
+	}
+	if l := svc.List(); len(l) != 1 || l[0].Name != "b" || l[0].Address != "forward_to_b" {
+		t.Fatalf("List() = %+v", l)
+	}
+
+	route, _ := routing.ParseRoute("/tcp/"+raddr+"/service/forward_to_b/service/echo", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	payload := bytes.Repeat([]byte("x"), 60<<10)
+	m, err := a.Request(ctx, route, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.Payload, payload) {
+		t.Fatalf("echo payload differs: %d bytes", len(m.Payload))
+	}
+	// The reply came back directly over a's connection to the relay, then
+	// from b's echo service: the forwarder is not on the return path.
+	if len(m.Return) != 3 || m.Return[2].Value != node.EchoAddress {
+		t.Fatalf("reply return route = %v", m.Return)
+	}
+
+	// A second registrant cannot take the name while b holds it.
+	c, _ := newNode(t, "")
+	reg2, _ := relay.Register(c, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	err = reg2.WaitReady(ctx2)
+	cancel2()
+	reg2.Close()
+	if err == nil || !strings.Contains(err.Error(), "held by another") {
+		t.Fatalf("squatting: err = %v, want 'held by another'", err)
+	}
+
+	// Closing the registrant frees the name.
+	reg.Close()
+	b.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(svc.List()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("name not freed: %+v", svc.List())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Close()
+	a.Close()
+	rn.Close()
+}
+
+func TestReRegisterAfterRelayRestart(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	oldMin := relay.BackoffMin
+	relay.BackoffMin = 50 * time.Millisecond
+	defer func() { relay.BackoffMin = oldMin }()
+
+	rn, raddr := newNode(t, "127.0.0.1:0")
+	if _, err := relay.NewService(rn, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newNode(t, "")
+	a, _ := newNode(t, "")
+	reg, _ := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	defer reg.Close()
+	waitRegistered(t, reg)
+
+	route, _ := routing.ParseRoute("/tcp/"+raddr+"/service/forward_to_b/service/echo", nil)
+	send := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := a.Request(ctx, route, []byte("ping"))
+		return err
+	}
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+
+	rn.Close()
+	// While the relay is down the registrant retries with backoff: count
+	// attempts over a fixed window to prove it is not a hot loop.
+	before := reg.Status().Attempts
+	downSince := time.Now()
+	for time.Since(downSince) < 1500*time.Millisecond {
+		time.Sleep(50 * time.Millisecond)
+	}
+	tries := reg.Status().Attempts - before
+	if tries > 8 {
+		t.Errorf("%d registration attempts in 1.5s while the relay was down: hot loop", tries)
+	}
+	if reg.Status().Connected {
+		t.Errorf("status says connected while the relay is down")
+	}
+
+	rn2 := node.New(node.Config{})
+	defer rn2.Close()
+	if _, err := rn2.Listen(raddr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.NewService(rn2, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		if err := send(); err == nil {
+			break
+		} else if time.Since(start) > 10*time.Second {
+			t.Fatalf("no echo 10s after relay restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("messages flow again %v after the relay came back", time.Since(start).Round(time.Millisecond))
+}
+
+func TestDecodeRequestLimits(t *testing.T) {
+	if _, err := relay.DecodeRequest(make([]byte, relay.MaxRequestSize+1)); err == nil {
+		t.Fatal("oversize request accepted")
+	}
+	if _, err := relay.DecodeRequest([]byte{0xff}); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte{0xa2, 0x01, 0x68, 'r', 'e', 'g', 'i', 's', 't', 'e', 'r', 0x02, 0x61, 'b'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		relay.DecodeRequest(b)
+	})
+}
+

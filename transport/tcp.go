@@ -1,0 +1,544 @@
+// Package transport carries routed messages between nodes over TCP.
+//
+// A connection starts with one protocol-version byte in each direction, then
+// carries frames: a 4-byte big-endian length and that many bytes of body. An
+// empty body is a keepalive; any other body is a routing.Message in its wire
+// form. See docs/PROTOCOL.md.
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ockam-go/ockam/routing"
+)
+
+// ProtocolVersion is the byte each side writes when a connection opens.
+const ProtocolVersion byte = 1
+
+const (
+	// MaxFrameSize bounds the body of one frame. It is checked before any
+	// buffer is allocated. Portal payloads are at most 64 KiB, so this leaves
+	// room for routes and channel overhead.
+	MaxFrameSize = 256 << 10
+	// SendQueueLen is the number of frames a connection buffers for its
+	// writer before Send blocks (backpressure, never a drop).
+	SendQueueLen = 256
+	// DefaultKeepalive is how often an idle connection sends a keepalive.
+	DefaultKeepalive = 5 * time.Second
+	// DefaultIdleTimeout closes a connection that has received nothing
+	// (not even a keepalive) for this long: a half-open peer is detected in
+	// at most this time.
+	DefaultIdleTimeout = 3 * DefaultKeepalive
+	// DialTimeout bounds how long a connection attempt may take.
+	DialTimeout = 10 * time.Second
+
+	frameHeader  = 4
+	readBufSize  = 64 << 10
+	writeBufSize = 64 << 10
+)
+
+// ErrVersion is returned when the peer speaks another protocol version.
+var ErrVersion = errors.New("transport: protocol version mismatch")
+
+// Config configures a Transport. It is not modified and may be shared.
+type Config struct {
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+	// OnMessage is called on the connection's reader goroutine for every
+	// message received. The message and its payload belong to the callee only
+	// for the duration of the call. It must not block for long: it holds up
+	// every message behind it on that connection.
+	OnMessage func(c *Conn, m *routing.Message)
+	// OnClose, if set, is called once when a connection ends.
+	OnClose func(c *Conn, err error)
+	// Keepalive and IdleTimeout override the defaults when non-zero.
+	Keepalive   time.Duration
+	IdleTimeout time.Duration
+}
+
+// Transport owns a set of TCP connections and listeners.
+type Transport struct {
+	cfg       Config
+	log       *slog.Logger
+	keepalive time.Duration
+	idle      time.Duration
+
+	mu        sync.Mutex
+	closed    bool
+	conns     map[string]*Conn // by ID
+	outbound  map[string]*Conn // by dialled address
+	dialing   map[string]*dialCall
+	listeners []net.Listener
+	wg        sync.WaitGroup
+}
+
+type dialCall struct {
+	done chan struct{}
+	conn *Conn
+	err  error
+}
+
+// New returns a Transport; cfg.OnMessage must be set.
+func New(cfg Config) *Transport {
+	t := &Transport{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		keepalive: cfg.Keepalive,
+		idle:      cfg.IdleTimeout,
+		conns:     make(map[string]*Conn),
+		outbound:  make(map[string]*Conn),
+		dialing:   make(map[string]*dialCall),
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if t.keepalive <= 0 {
+		t.keepalive = DefaultKeepalive
+	}
+	if t.idle <= 0 {
+		t.idle = 3 * t.keepalive
+	}
+	return t
+}
+
+// Listen starts accepting connections on addr ("host:port") and returns the
+// address it is bound to.
+func (t *Transport) Listen(addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("transport: cannot listen on %s: address already in use", addr)
+		}
+		return nil, fmt.Errorf("transport: listen: %w", err)
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		ln.Close()
+		return nil, net.ErrClosed
+	}
+	t.listeners = append(t.listeners, ln)
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go t.acceptLoop(ln)
+	return ln.Addr(), nil
+}
+
+func (t *Transport) acceptLoop(ln net.Listener) {
+	defer t.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, don't spin.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			t.log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if _, err := t.start(nc, ""); err != nil {
+			nc.Close()
+		}
+	}
+}
+
+// Dial returns the connection to addr, opening it if there is none. Concurrent
+// calls for the same address share one connection attempt.
+func (t *Transport) Dial(ctx context.Context, addr string) (*Conn, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	if c := t.outbound[addr]; c != nil {
+		t.mu.Unlock()
+		return c, nil
+	}
+	if call := t.dialing[addr]; call != nil {
+		t.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.conn, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	call := &dialCall{done: make(chan struct{})}
+	t.dialing[addr] = call
+	t.mu.Unlock()
+
+	call.conn, call.err = t.dial(ctx, addr)
+
+	t.mu.Lock()
+	delete(t.dialing, addr)
+	t.mu.Unlock()
+	close(call.done)
+	return call.conn, call.err
+}
+
+func (t *Transport) dial(ctx context.Context, addr string) (*Conn, error) {
+	d := net.Dialer{Timeout: DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: connect to %s: %w", addr, unwrapOp(err))
+	}
+	c, err := t.start(nc, addr)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// unwrapOp strips net.OpError's long prefix for one-line messages.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		var sc *os.SyscallError
+		if errors.As(op.Err, &sc) {
+			return sc.Err
+		}
+		return op.Err
+	}
+	return err
+}
+
+func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c := &Conn{
+		t:      t,
+		nc:     nc,
+		id:     newID(),
+		remote: nc.RemoteAddr().String(),
+		dialed: dialled,
+		queue:  make(chan *[]byte, SendQueueLen),
+		done:   make(chan struct{}),
+	}
+	c.log = t.log.With("conn", c.id, "remote", c.remote)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	t.conns[c.id] = c
+	if dialled != "" {
+		t.outbound[dialled] = c
+	}
+	t.wg.Add(2)
+	t.mu.Unlock()
+	go c.readLoop()
+	go c.writeLoop()
+	c.log.Debug("connection open", "dialled", dialled != "")
+	return c, nil
+}
+
+// Conn returns the connection with the given ID, or nil.
+func (t *Transport) Conn(id string) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conns[id]
+}
+
+// Conns returns the open connections.
+func (t *Transport) Conns() []*Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*Conn, 0, len(t.conns))
+	for _, c := range t.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (t *Transport) remove(c *Conn) {
+	t.mu.Lock()
+	delete(t.conns, c.id)
+	if c.dialed != "" && t.outbound[c.dialed] == c {
+		delete(t.outbound, c.dialed)
+	}
+	t.mu.Unlock()
+}
+
+// Close closes every listener and connection and waits for their goroutines.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	lns := t.listeners
+	conns := make([]*Conn, 0, len(t.conns))
+	for _, c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, c := range conns {
+		c.closeWith(net.ErrClosed)
+	}
+	t.wg.Wait()
+	return nil
+}
+
+// Conn is one TCP connection to another node. It is addressed on its node by
+// its ID, a local address that routes messages onto the connection.
+type Conn struct {
+	t      *Transport
+	nc     net.Conn
+	id     string
+	remote string
+	dialed string
+	log    *slog.Logger
+
+	queue     chan *[]byte
+	done      chan struct{}
+	closeOnce sync.Once
+	err       error // set before done is closed
+
+	BytesIn, BytesOut atomic.Uint64
+}
+
+// ID is the connection's local address on its node.
+func (c *Conn) ID() string { return c.id }
+
+// Remote is the peer's "host:port".
+func (c *Conn) Remote() string { return c.remote }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, once Done is closed.
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the connection.
+func (c *Conn) Close() error {
+	c.closeWith(net.ErrClosed)
+	return nil
+}
+
+func (c *Conn) closeWith(err error) {
+	c.closeOnce.Do(func() {
+		c.err = err
+		close(c.done)
+		c.nc.Close()
+		c.t.remove(c)
+		if isExpected(err) {
+			c.log.Debug("connection closed", "reason", err)
+		} else {
+			c.log.Info("connection closed", "reason", err)
+		}
+		if c.t.cfg.OnClose != nil {
+			c.t.cfg.OnClose(c, err)
+		}
+	})
+}
+
+func isExpected(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return &b }}
+
+// Send queues m on the connection. It blocks while the queue is full and
+// fails with net.ErrClosed once the connection has ended. m is encoded before
+// Send returns: the caller keeps ownership of m and its payload.
+func (c *Conn) Send(m *routing.Message) error {
+	n := routing.EncodedLen(m)
+	if n > MaxFrameSize {
+		return fmt.Errorf("transport: message of %d bytes is over the %d-byte frame limit", n, MaxFrameSize)
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], 0, 0, 0, 0)
+	b, err := routing.AppendMessage(b, m)
+	if err != nil {
+		*bp = b
+		bufPool.Put(bp)
+		return err
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeader))
+	*bp = b
+	select {
+	case <-c.done:
+		bufPool.Put(bp)
+		return net.ErrClosed
+	default:
+	}
+	select {
+	case c.queue <- bp:
+		return nil
+	case <-c.done:
+		bufPool.Put(bp)
+		return net.ErrClosed
+	}
+}
+
+func (c *Conn) writeLoop() {
+	defer c.t.wg.Done()
+	bw := bufio.NewWriterSize(c.nc, writeBufSize)
+	if err := bw.WriteByte(ProtocolVersion); err != nil {
+		c.closeWith(err)
+		return
+	}
+	if err := bw.Flush(); err != nil {
+		c.closeWith(err)
+		return
+	}
+	ka := time.NewTimer(c.t.keepalive)
+	defer ka.Stop()
+	var zero [frameHeader]byte
+	for {
+		select {
+		case bp := <-c.queue:
+			_, err := bw.Write(*bp)
+			c.BytesOut.Add(uint64(len(*bp)))
+			if cap(*bp) <= 128<<10 {
+				bufPool.Put(bp)
+			}
+			if err == nil && len(c.queue) == 0 {
+				err = bw.Flush()
+			}
+			if err != nil {
+				c.closeWith(err)
+				return
+			}
+			ka.Reset(c.t.keepalive)
+		case <-ka.C:
+			if _, err := bw.Write(zero[:]); err != nil {
+				c.closeWith(err)
+				return
+			}
+			if err := bw.Flush(); err != nil {
+				c.closeWith(err)
+				return
+			}
+			ka.Reset(c.t.keepalive)
+		case <-c.done:
+			// Drain what is queued so pooled buffers go back.
+			for {
+				select {
+				case bp := <-c.queue:
+					bufPool.Put(bp)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *Conn) readLoop() {
+	defer c.t.wg.Done()
+	br := bufio.NewReaderSize(c.nc, readBufSize)
+	c.nc.SetReadDeadline(time.Now().Add(c.t.idle))
+	v, err := br.ReadByte()
+	if err != nil {
+		c.closeWith(fmt.Errorf("transport: reading protocol version: %w", err))
+		return
+	}
+	if v != ProtocolVersion {
+		c.closeWith(fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v, ProtocolVersion))
+		return
+	}
+	var (
+		buf      []byte
+		m        routing.Message
+		deadline = time.Now()
+	)
+	for {
+		// Moving the deadline costs a timer update: do it only when a
+		// quarter of the idle timeout has passed since the last move.
+		if now := time.Now(); now.Sub(deadline) > c.t.idle/4 {
+			c.nc.SetReadDeadline(now.Add(c.t.idle))
+			deadline = now
+		}
+		var err error
+		buf, err = readFrame(br, buf)
+		if err != nil {
+			c.closeWith(err)
+			return
+		}
+		if len(buf) == 0 {
+			continue // keepalive
+		}
+		n := len(buf)
+		c.BytesIn.Add(uint64(n) + frameHeader)
+		if err := routing.DecodeMessage(&m, buf); err != nil {
+			c.closeWith(fmt.Errorf("transport: bad frame: %w", err))
+			return
+		}
+		c.t.cfg.OnMessage(c, &m)
+	}
+}
+
+func readErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errors.New("transport: peer silent for too long (keepalive timeout)")
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "tcp_" + hex.EncodeToString(b[:])
+}
+
+// readFrame reads one frame body into buf (reusing its capacity) and returns
+// it; an empty body is a keepalive. The length is checked against
+// MaxFrameSize before anything is allocated.
+func readFrame(r io.Reader, buf []byte) ([]byte, error) {
+	var hdr [frameHeader]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return buf[:0], readErr(err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrameSize {
+		return buf[:0], fmt.Errorf("transport: frame of %d bytes is over the %d-byte limit", n, MaxFrameSize)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n, max(int(n), 16<<10))
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return buf[:0], fmt.Errorf("transport: truncated frame: %w", readErr(err))
+	}
+	return buf, nil
+}
