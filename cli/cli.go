@@ -1,0 +1,257 @@
+// Package cli is the ockam command: a grammar close to Ockam's, driving
+// background node processes through their control sockets.
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/home"
+)
+
+// env is what every command shares: where state lives, how to print.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	output string // "" or "json"
+	tty    bool   // stdout is a terminal
+
+	lineOnce sync.Once
+	line     string
+	lineErr  error
+}
+
+// Main runs the command with args and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, tty: isTerminal(stdout)}
+	root := e.rootCmd()
+	args, err := e.substitute(args)
+	if err == nil {
+		root.SetArgs(args)
+		err = root.Execute()
+	}
+	if err != nil {
+		msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+		fmt.Fprintf(stderr, "ockam: %s\n", msg)
+		return 1
+	}
+	return 0
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// substitute replaces "-/" at the start of an argument, "/-" at its end, or
+// a lone "-" value of a route flag, with one line read from standard input:
+// this is how `secure-channel create ... | tcp-inlet create --to -/service/outlet`
+// composes.
+func (e *env) substitute(args []string) ([]string, error) {
+	out := make([]string, len(args))
+	for i, a := range args {
+		switch {
+		case strings.HasPrefix(a, "-/"):
+			l, err := e.stdinLine()
+			if err != nil {
+				return nil, err
+			}
+			a = l + a[1:]
+		case strings.HasSuffix(a, "/-") && len(a) > 2:
+			l, err := e.stdinLine()
+			if err != nil {
+				return nil, err
+			}
+			a = a[:len(a)-2] + l
+		case a == "-" && i > 0 && strings.HasPrefix(args[i-1], "--"):
+			l, err := e.stdinLine()
+			if err != nil {
+				return nil, err
+			}
+			a = l
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// MaxStdinLine bounds the line read from standard input.
+const MaxStdinLine = 4096
+
+func (e *env) stdinLine() (string, error) {
+	e.lineOnce.Do(func() {
+		if e.stdin == nil {
+			e.lineErr = errors.New("an argument uses -/ but there is no standard input")
+			return
+		}
+		r := bufio.NewReaderSize(io.LimitReader(e.stdin, MaxStdinLine+1), MaxStdinLine+1)
+		l, err := r.ReadString('\n')
+		l = strings.TrimSpace(l)
+		switch {
+		case len(l) > MaxStdinLine:
+			e.lineErr = fmt.Errorf("the line on standard input is over %d bytes", MaxStdinLine)
+		case l == "" && (err == nil || err == io.EOF):
+			e.lineErr = errors.New("an argument uses -/ but standard input is empty (did the command before the pipe fail?)")
+		case l == "":
+			e.lineErr = fmt.Errorf("reading standard input: %v", err)
+		default:
+			e.line = strings.TrimRight(l, "/")
+		}
+	})
+	return e.line, e.lineErr
+}
+
+func (e *env) home() (home.Home, error) { return home.Default() }
+
+// printRoute prints what a create command made: in a pipe only the route,
+// so the next command can read it; on a terminal a sentence.
+func (e *env) printCreated(route string, human string, v any) error {
+	switch {
+	case e.output == "json":
+		return e.printJSON(v)
+	case !e.tty:
+		_, err := fmt.Fprintln(e.stdout, route)
+		return err
+	default:
+		_, err := fmt.Fprintln(e.stdout, human)
+		return err
+	}
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (e *env) table(header string, rows [][]string) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// nodeName accepts "/node/NAME" or "NAME".
+func nodeName(flag, s string) (string, error) {
+	if s == "" {
+		return "", fmt.Errorf("missing %s /node/NAME", flag)
+	}
+	name := s
+	if strings.HasPrefix(s, "/node/") {
+		name = strings.TrimPrefix(s, "/node/")
+	} else if strings.HasPrefix(s, "/") {
+		return "", fmt.Errorf("%s %s: want /node/NAME", flag, s)
+	}
+	if err := home.CheckName(name); err != nil {
+		return "", fmt.Errorf("%s: %v", flag, err)
+	}
+	return name, nil
+}
+
+// client returns a control client for a running node.
+func (e *env) client(name string) (*api.Client, error) {
+	h, err := e.home()
+	if err != nil {
+		return nil, err
+	}
+	st, err := h.ReadState(name)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Running() {
+		return nil, fmt.Errorf("node %s is not running (its process %d exited; see `ockam node logs %s`)", name, st.PID, name)
+	}
+	return api.NewClient(name, h.SocketPath(name)), nil
+}
+
+// call runs one control request against a node.
+func (e *env) call(name, method, path string, in, out any, wait time.Duration) error {
+	c, err := e.client(name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait+5*time.Second)
+	defer cancel()
+	return c.Do(ctx, method, path, in, out)
+}
+
+// args returns a cobra.PositionalArgs that names what is missing.
+func args(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) < len(names) {
+			return fmt.Errorf("missing %s (usage: %s)", names[len(a)], cmd.UseLine())
+		}
+		if len(a) > len(names) {
+			return fmt.Errorf("unexpected argument %q (usage: %s)", a[len(names)], cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+func optionalArg(name string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) > 1 {
+			return fmt.Errorf("unexpected argument %q (usage: %s)", a[1], cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+func (e *env) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ockam",
+		Short:         "End-to-end encrypted, mutually authenticated tunnels through relays",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Long: `ockam connects applications in different private networks through a relay
+that sees only encrypted bytes.
+
+  ockam node create relay
+  ockam node create server_sidecar
+  ockam tcp-outlet create --at /node/server_sidecar --from /service/outlet --to 127.0.0.1:5000
+  ockam relay create server_sidecar --at /node/relay --to /node/server_sidecar
+  ockam node create client_sidecar
+  ockam secure-channel create --from /node/client_sidecar --to /node/relay/service/forward_to_server_sidecar/service/api \
+      | ockam tcp-inlet create --at /node/client_sidecar --from 127.0.0.1:7000 --to -/service/outlet
+
+State lives in $OCKAM_HOME (default ~/.ockam).`,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.PersistentFlags().StringVar(&e.output, "output", "", "output format: json")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if e.output != "" && e.output != "json" {
+			return fmt.Errorf("--output %q: the only format is json", e.output)
+		}
+		return nil
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%v (see `%s --help`)", err, cmd.CommandPath())
+	})
+	root.AddCommand(e.nodeCmd(), e.messageCmd(), e.relayCmd("relay", false), e.relayCmd("forwarder", true), e.identityCmd())
+	for _, c := range e.extraCmds() {
+		root.AddCommand(c)
+	}
+	return root
+}

@@ -1,0 +1,393 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/daemon"
+	"github.com/ockam-go/ockam/home"
+	"github.com/ockam-go/ockam/vault"
+)
+
+// StartTimeout bounds how long `node create` waits for the node to answer.
+const StartTimeout = 20 * time.Second
+
+func (e *env) nodeCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Create and manage nodes"}
+
+	var listen, ident string
+	var foreground bool
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Start a node in the background",
+		Args:  args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if foreground {
+				return e.runNode(a[0], listen, ident)
+			}
+			return e.createNode(a[0], listen, ident)
+		},
+	}
+	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
+	create.Flags().StringVar(&ident, "identity", "", "vault identity to use (default: a new one named after the node)")
+	create.Flags().BoolVarP(&foreground, "foreground", "f", false, "run in the foreground instead of detaching")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List nodes", Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error { return e.listNodes() },
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a node", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error { return e.showNode(a[0]) },
+	}
+	var all bool
+	del := &cobra.Command{
+		Use: "delete [NAME]", Short: "Stop a node and remove its state",
+		Args: optionalArg("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			h, err := e.home()
+			if err != nil {
+				return err
+			}
+			switch {
+			case all && len(a) == 1:
+				return errors.New("give a NAME or --all, not both")
+			case all:
+				names, err := h.Nodes()
+				if err != nil {
+					return err
+				}
+				var errs []string
+				for _, n := range names {
+					if err := e.deleteNode(h, n); err != nil {
+						errs = append(errs, err.Error())
+					}
+				}
+				if errs != nil {
+					return errors.New(strings.Join(errs, "; "))
+				}
+				if e.tty {
+					fmt.Fprintf(e.stdout, "Deleted %d node(s)\n", len(names))
+				}
+				return nil
+			case len(a) == 0:
+				return fmt.Errorf("missing NAME (usage: %s)", cmd.UseLine())
+			}
+			if err := e.deleteNode(h, a[0]); err != nil {
+				return err
+			}
+			if e.tty {
+				fmt.Fprintf(e.stdout, "Deleted node %s\n", a[0])
+			}
+			return nil
+		},
+	}
+	del.Flags().BoolVar(&all, "all", false, "delete every node")
+	logs := &cobra.Command{
+		Use: "logs NAME", Short: "Print a node's log", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			h, err := e.home()
+			if err != nil {
+				return err
+			}
+			if err := home.CheckName(a[0]); err != nil {
+				return err
+			}
+			f, err := os.Open(h.LogPath(a[0]))
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%w: %s (see `ockam node list`)", home.ErrNoNode, a[0])
+			}
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(e.stdout, f)
+			return err
+		},
+	}
+	cmd.AddCommand(create, list, show, del, logs)
+	return cmd
+}
+
+func passphrase() []byte {
+	return []byte(os.Getenv(vault.PassphraseEnv))
+}
+
+// createNode starts `ockam node create NAME --foreground` detached, with its
+// output going to the node's log, and waits until it answers.
+func (e *env) createNode(name, listen, ident string) error {
+	if err := home.CheckName(name); err != nil {
+		return err
+	}
+	h, err := e.home()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(h.NodesDir(), 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(h.NodeDir(name), 0o700); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("node %s already exists (see `ockam node show %s`)", name, name)
+	} else if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(h.NodeDir(name))
+		}
+	}()
+	logf, err := os.OpenFile(h.LogPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	argv := []string{"node", "create", name, "--foreground", "--tcp-listener-address", listen}
+	if ident != "" {
+		argv = append(argv, "--identity", ident)
+	}
+	c := exec.Command(exe, argv...)
+	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	c.Stdout, c.Stderr = logf, logf
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("starting node %s: %w", name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+
+	info, err := e.waitReady(h, name, exited)
+	if err != nil {
+		c.Process.Kill()
+		return err
+	}
+	ok = true
+	return e.printCreated("/node/"+name,
+		fmt.Sprintf("Created node %s\n  TCP listener: %s (%s)\n  Identifier:   %s", name, info.TCPAddress, info.Route, info.Identifier),
+		info)
+}
+
+func (e *env) waitReady(h home.Home, name string, exited <-chan error) (*api.NodeInfo, error) {
+	deadline := time.Now().Add(StartTimeout)
+	cl := api.NewClient(name, h.SocketPath(name))
+	for {
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("node %s failed to start: %s", name, lastError(h.LogPath(name)))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var info api.NodeInfo
+		err := cl.Do(ctx, "GET", "/node", nil, &info)
+		cancel()
+		if err == nil {
+			return &info, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("node %s did not start within %v (see `ockam node logs %s`)", name, StartTimeout, name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lastError returns the message of the last error logged in a node log.
+func lastError(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "no log"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := lines[i]
+		if i := strings.Index(l, `"err":"`); i >= 0 {
+			rest := l[i+7:]
+			if j := strings.Index(rest, `"`); j >= 0 {
+				return rest[:j]
+			}
+		}
+	}
+	return lines[len(lines)-1]
+}
+
+// runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
+// request.
+func (e *env) runNode(name, listen, ident string) error {
+	h, err := e.home()
+	if err != nil {
+		return err
+	}
+	if err := home.CheckName(name); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(h.NodeDir(name), 0o700); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if os.Getenv("OCKAM_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})).With("node", name)
+	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: passphrase(), Logger: log})
+	if err != nil {
+		log.Error("node failed to start", "err", err.Error())
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case <-d.Done():
+		log.Info("shutting down", "reason", "requested")
+	}
+	return d.Close()
+}
+
+func (e *env) listNodes() error {
+	h, err := e.home()
+	if err != nil {
+		return err
+	}
+	names, err := h.Nodes()
+	if err != nil {
+		return err
+	}
+	var infos []api.NodeInfo
+	for _, n := range names {
+		infos = append(infos, e.nodeInfo(h, n))
+	}
+	if e.output == "json" {
+		if infos == nil {
+			infos = []api.NodeInfo{}
+		}
+		return e.printJSON(infos)
+	}
+	var rows [][]string
+	for _, i := range infos {
+		id := i.Identifier
+		if len(id) > 17 {
+			id = id[:17] + "…"
+		}
+		rows = append(rows, []string{i.Name, i.Status, i.Route, id})
+	}
+	e.table("NAME\tSTATUS\tROUTE\tIDENTIFIER", rows)
+	return nil
+}
+
+// nodeInfo asks a running node, or reads what a stopped one left.
+func (e *env) nodeInfo(h home.Home, name string) api.NodeInfo {
+	st, err := h.ReadState(name)
+	if err != nil {
+		return api.NodeInfo{Name: name, Status: "unknown: " + err.Error()}
+	}
+	info := api.NodeInfo{Name: name, PID: st.PID, TCPAddress: st.TCPAddress, Route: st.Route().String(),
+		Identity: st.Identity, Identifier: st.Identifier, Status: "stopped"}
+	if !st.Running() {
+		return info
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var live api.NodeInfo
+	if err := api.NewClient(name, h.SocketPath(name)).Do(ctx, "GET", "/node", nil, &live); err != nil {
+		info.Status = "not answering"
+		return info
+	}
+	return live
+}
+
+func (e *env) showNode(name string) error {
+	h, err := e.home()
+	if err != nil {
+		return err
+	}
+	if _, err := h.ReadState(name); err != nil {
+		return err
+	}
+	info := e.nodeInfo(h, name)
+	var relays api.Relays
+	if info.Status == "running" {
+		e.call(name, "GET", "/relays", nil, &relays, 0)
+	}
+	if e.output == "json" {
+		return e.printJSON(struct {
+			api.NodeInfo
+			Relays api.Relays `json:"relays"`
+		}{info, relays})
+	}
+	fmt.Fprintf(e.stdout, "Node:       %s\nStatus:     %s\nPID:        %d\nRoute:      %s\nIdentity:   %s\nIdentifier: %s\n",
+		info.Name, info.Status, info.PID, info.Route, info.Identity, info.Identifier)
+	if len(info.Services) > 0 {
+		fmt.Fprintf(e.stdout, "Services:\n")
+		for _, s := range info.Services {
+			fmt.Fprintf(e.stdout, "  %s\n", s)
+		}
+	}
+	for _, r := range relays.Registered {
+		state := "up"
+		if !r.Connected {
+			state = "down: " + r.LastError
+		}
+		fmt.Fprintf(e.stdout, "Relay:      %s at %s (%s)\n", r.Name, r.At, state)
+	}
+	for _, r := range relays.Hosted {
+		fmt.Fprintf(e.stdout, "Hosting:    %s for %s\n", r.Address, r.Remote)
+	}
+	return nil
+}
+
+// deleteNode stops a node (shutdown request, then SIGTERM, then SIGKILL,
+// each with a deadline) and removes its state.
+func (e *env) deleteNode(h home.Home, name string) error {
+	if err := home.CheckName(name); err != nil {
+		return err
+	}
+	if _, err := os.Stat(h.NodeDir(name)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s (see `ockam node list`)", home.ErrNoNode, name)
+	}
+	st, err := h.ReadState(name)
+	if err == nil && st.Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		api.NewClient(name, h.SocketPath(name)).Do(ctx, "POST", "/shutdown", nil, nil)
+		cancel()
+		if !waitExit(st, 5*time.Second) {
+			syscall.Kill(st.PID, syscall.SIGTERM)
+			if !waitExit(st, 5*time.Second) {
+				syscall.Kill(st.PID, syscall.SIGKILL)
+				if !waitExit(st, 5*time.Second) {
+					return fmt.Errorf("node %s (pid %d) did not stop", name, st.PID)
+				}
+			}
+		}
+	}
+	os.Remove(h.SocketPath(name))
+	return os.RemoveAll(h.NodeDir(name))
+}
+
+func waitExit(st *home.NodeState, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for st.Running() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}

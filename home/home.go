@@ -1,0 +1,264 @@
+// Package home is the on-disk state under $OCKAM_HOME: one directory per
+// node (state, log, control socket) and the vault of identities.
+//
+//	$OCKAM_HOME/
+//	  nodes/NAME/state.json   what a running node publishes (JSON, atomic)
+//	  nodes/NAME/node.log     the node's log
+//	  run/NAME.sock           the node's control socket (short path: sun_path)
+//	  vault/                  identities and their secret keys
+//	  trust.json              identifiers trusted by every node of this home
+package home
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ockam-go/ockam/routing"
+)
+
+// MaxStateFile bounds a state file, checked before reading it.
+const MaxStateFile = 64 << 10
+
+// Home is one $OCKAM_HOME.
+type Home struct{ Dir string }
+
+// Default returns $OCKAM_HOME, or ~/.ockam.
+func Default() (Home, error) {
+	if d := os.Getenv("OCKAM_HOME"); d != "" {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return Home{}, err
+		}
+		return Home{Dir: abs}, nil
+	}
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return Home{}, fmt.Errorf("cannot find a home directory; set OCKAM_HOME: %w", err)
+	}
+	return Home{Dir: filepath.Join(h, ".ockam")}, nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// CheckName validates a node name.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("invalid node name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+func (h Home) NodesDir() string           { return filepath.Join(h.Dir, "nodes") }
+func (h Home) NodeDir(name string) string { return filepath.Join(h.Dir, "nodes", name) }
+func (h Home) LogPath(name string) string { return filepath.Join(h.NodeDir(name), "node.log") }
+func (h Home) StatePath(name string) string {
+	return filepath.Join(h.NodeDir(name), "state.json")
+}
+func (h Home) SocketPath(name string) string { return filepath.Join(h.Dir, "run", name+".sock") }
+func (h Home) VaultDir() string              { return filepath.Join(h.Dir, "vault") }
+func (h Home) TrustPath() string             { return filepath.Join(h.Dir, "trust.json") }
+
+// NodeState is what a running node publishes about itself.
+type NodeState struct {
+	Name       string    `json:"name"`
+	PID        int       `json:"pid"`
+	TCPAddress string    `json:"tcp_address"`
+	Identity   string    `json:"identity"`   // name in the vault
+	Identifier string    `json:"identifier"` // full identifier
+	Created    time.Time `json:"created"`
+}
+
+// ErrNoNode is wrapped when a node does not exist.
+var ErrNoNode = errors.New("no such node")
+
+// ReadState reads a node's state.
+func (h Home) ReadState(name string) (*NodeState, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	b, err := readLimited(h.StatePath(name), MaxStateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, derr := os.Stat(h.NodeDir(name)); derr == nil {
+			return nil, fmt.Errorf("node %s has no state yet (starting, or it failed: see `ockam node logs %s`)", name, name)
+		}
+		return nil, fmt.Errorf("%w: %s (see `ockam node list`)", ErrNoNode, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s NodeState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("node %s: corrupt state file %s: %v", name, h.StatePath(name), err)
+	}
+	return &s, nil
+}
+
+// WriteState writes a node's state atomically.
+func (h Home) WriteState(s *NodeState) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(h.StatePath(s.Name), append(b, '\n'), 0o600)
+}
+
+// Nodes lists the node names, sorted.
+func (h Home) Nodes() ([]string, error) {
+	ents, err := os.ReadDir(h.NodesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && CheckName(e.Name()) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Running reports whether the node's process is alive. It checks the
+// process's command line so that a reused PID is not mistaken for the node.
+func (s *NodeState) Running() bool {
+	if s.PID <= 0 {
+		return false
+	}
+	if err := syscall.Kill(s.PID, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PID))
+	if err != nil {
+		return true // no /proc: trust kill(0)
+	}
+	args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+	for _, a := range args {
+		if a == s.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// Route returns the route of the node's TCP listener.
+func (s *NodeState) Route() routing.Route {
+	return routing.Route{routing.TCPAddr(s.TCPAddress)}
+}
+
+// Resolver resolves /node/NAME to the node's TCP listener.
+func (h Home) Resolver() routing.Resolver {
+	return func(name string) (routing.Route, error) {
+		s, err := h.ReadState(name)
+		if err != nil {
+			return nil, err
+		}
+		if s.TCPAddress == "" {
+			return nil, fmt.Errorf("node %s has no TCP listener", name)
+		}
+		return s.Route(), nil
+	}
+}
+
+// Identifiers returns the identifiers of every node of this home: nodes
+// created under the same home trust each other.
+func (h Home) Identifiers() []string {
+	names, _ := h.Nodes()
+	var out []string
+	for _, n := range names {
+		if s, err := h.ReadState(n); err == nil && s.Identifier != "" {
+			out = append(out, s.Identifier)
+		}
+	}
+	return out
+}
+
+// TrustList reads the identifiers in trust.json (a JSON array of strings).
+func (h Home) TrustList() ([]string, error) {
+	b, err := readLimited(h.TrustPath(), MaxStateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	if err := json.Unmarshal(b, &ids); err != nil {
+		return nil, fmt.Errorf("corrupt trust list %s: %v", h.TrustPath(), err)
+	}
+	return ids, nil
+}
+
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", path, st.Size(), max)
+	}
+	b := make([]byte, st.Size())
+	_, err = io.ReadFull(f, b)
+	return b, err
+}
+
+// WriteFileAtomic writes data to path so that readers see either the old
+// file or the new one, never a part: write a temporary file in the same
+// directory, fsync it, rename it over path, fsync the directory. On error the
+// old file is untouched and the temporary file removed.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
