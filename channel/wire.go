@@ -79,7 +79,7 @@ const (
 // Handshake sizes.
 const (
 	keyLen = 32
-	// maxPayload bounds the CBOR handshake payload.
+	// maxHandshakePayload bounds the CBOR handshake payload.
 	maxHandshakePayload = identity.MaxIdentityBytes + identity.MaxAttestationBytes + 16
 	// MaxHandshakeMessage bounds every handshake message; longer input is
 	// refused before any work.

@@ -93,7 +93,7 @@ func VerifyAttestation(id *Identity, att []byte, static []byte, now time.Time) e
 	}
 	// Verify the signature before looking at what the body claims.
 	if !ed25519.Verify(id.pub, attestMessage(sa.Data), sa.Signature) {
-		return fmt.Errorf("%w: attestation not signed by %s", ErrBadSignature, id.id)
+		return fmt.Errorf("%w: attestation not signed by the key of %s", ErrBadSignature, id.id.Short())
 	}
 	var body attestationBody
 	if err := decodeStrict(sa.Data, &body); err != nil {
@@ -109,10 +109,10 @@ func VerifyAttestation(id *Identity, att []byte, static []byte, now time.Time) e
 		return fmt.Errorf("%w: attests %s, identity is %s", ErrIdentifierMismatch, Identifier(body.Identifier), id.id)
 	}
 	if expires := time.Unix(body.Expires, 0); !now.Before(expires) {
-		return fmt.Errorf("%w: %s expired at %s (now %s)", ErrExpired, id.id, expires.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w at %s (now %s)", ErrExpired, expires.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if subtle.ConstantTimeCompare(body.Static, static) != 1 {
-		return fmt.Errorf("%w: identity %s", ErrKeyMismatch, id.id)
+		return ErrKeyMismatch
 	}
 	return nil
 }
