@@ -412,11 +412,16 @@ func TestConcurrentSealOpen(t *testing.T) {
 	close(ch)
 	opened.Wait()
 	close(errs)
+	// A sender preempted between Seal and its channel send can fall more
+	// than ReplayWindow behind: such messages are legitimately too old.
+	// Anything else (a reused nonce shows up as replayed or forged) is a bug.
 	for err := range errs {
-		t.Errorf("Open: %v", err)
+		if !errors.Is(err, ErrTooOld) {
+			t.Errorf("Open: %v", err)
+		}
 	}
-	if st := b.Stats(); st.Opened != senders*perSender {
-		t.Fatalf("opened %d, want %d", st.Opened, senders*perSender)
+	if st := b.Stats(); st.Opened+st.TooOld != senders*perSender || st.Replayed+st.Forged+st.Malformed != 0 {
+		t.Fatalf("stats %+v, want %d opened or too old and nothing else", st, senders*perSender)
 	}
 }
 

@@ -174,7 +174,10 @@ func (v *Vault) put(name string, s *identity.Secret, replace bool) error {
 	return nil
 }
 
-// Get reads and decrypts the secret stored under name.
+// Get reads and decrypts the secret stored under name. An unencrypted file
+// is read whether or not the vault has a passphrase. Errors wrap
+// fs.ErrNotExist, ErrPassphraseNeeded or ErrCorrupt; the file is never
+// modified.
 func (v *Vault) Get(name string) (*identity.Secret, error) {
 	if err := checkName("get", name); err != nil {
 		return nil, err
