@@ -1,0 +1,83 @@
+package netstack
+
+import (
+	"io"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+)
+
+// CopyBufferSize is the buffer size Copy uses. gonet conns implement
+// neither io.WriterTo nor io.ReaderFrom, and io.Copy would allocate 32 KiB
+// per call (or, into a *net.TCPConn, ignore a given buffer and use its
+// own); larger buffers mean fewer trips through gVisor per byte.
+const CopyBufferSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, CopyBufferSize); return &b }}
+
+// Copy copies from src to dst until EOF or an error, like io.Copy, with a
+// pooled CopyBufferSize buffer and without consulting io.ReaderFrom or
+// io.WriterTo. It returns the bytes written and the first error other than
+// io.EOF. It does not half-close dst; call CloseWrite afterwards.
+func Copy(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if nw != nr {
+				return n, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// Conn is a TCP connection terminated in the stack: a net.Conn that also
+// supports half-close with CloseWrite (sends FIN) and CloseRead.
+// Read and Write may be called concurrently with each other.
+type Conn struct {
+	*gonet.TCPConn
+	st        *Stack
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newConn(st *Stack, c *gonet.TCPConn) *Conn {
+	return &Conn{TCPConn: c, st: st}
+}
+
+// Read implements net.Conn.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.TCPConn.Read(b)
+	c.st.stats.bytesIn.Add(uint64(n))
+	return n, err
+}
+
+// Write implements net.Conn.
+func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	c.st.stats.bytesOut.Add(uint64(n))
+	return n, err
+}
+
+// Close implements net.Conn. It is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.TCPConn.Close()
+		c.st.untrack(c)
+	})
+	return c.closeErr
+}

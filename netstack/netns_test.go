@@ -1,0 +1,171 @@
+package netstack_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/ockam-go/ockam/netstack"
+	"github.com/ockam-go/ockam/tun"
+)
+
+// Test topology: a network namespace per test holds the TUN interface and
+// the "host applications" (clients, curl, ping); the stack runs in the test
+// process, and its Handler dials servers on 127.0.0.1 in the root
+// namespace. Only sockets and the TUN are created inside the namespace,
+// from a goroutine locked to a thread switched into it.
+
+var nsSeq atomic.Int64
+
+var (
+	tunAddr4 = netip.MustParsePrefix("100.64.0.1/10")
+	tunAddr6 = netip.MustParsePrefix("fd7a:6f63:6b6d::1/48")
+	dnsAddr  = netip.MustParseAddr("100.100.100.100")
+	virt4    = netip.MustParseAddr("100.64.0.5")
+	virt6    = netip.MustParseAddr("fd7a:6f63:6b6d::5")
+)
+
+func needRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root and ip netns: not running as root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		tb.Skip("needs root and ip netns: ip(8) not found")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		tb.Skip("needs root and ip netns: no /dev/net/tun")
+	}
+}
+
+type testNS struct {
+	name string
+	h    netns.NsHandle
+}
+
+// newNS creates a uniquely named namespace (with the PID in its name) and
+// removes it when the test ends.
+func newNS(tb testing.TB) *testNS {
+	tb.Helper()
+	name := fmt.Sprintf("ockns-%d-%d", os.Getpid(), nsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		tb.Skipf("needs root and ip netns: ip netns add: %v: %s", err, out)
+	}
+	tb.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			tb.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		tb.Fatalf("netns %s: %v", name, err)
+	}
+	tb.Cleanup(func() { h.Close() })
+	ns := &testNS{name: name, h: h}
+	ns.do(tb, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	return ns
+}
+
+// do runs f on a thread switched into the namespace. Sockets and devices
+// created by f stay in the namespace whichever thread uses them later.
+func (ns *testNS) do(tb testing.TB, f func() error) {
+	tb.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns.h); err != nil {
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it exits with this goroutine.
+			errc <- fmt.Errorf("restoring netns: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	if err := <-errc; err != nil {
+		tb.Fatalf("in netns %s: %v", ns.name, err)
+	}
+}
+
+func (ns *testNS) dial(tb testing.TB, network, addr string) (net.Conn, error) {
+	tb.Helper()
+	var c net.Conn
+	var derr error
+	ns.do(tb, func() error {
+		c, derr = net.Dial(network, addr)
+		return nil
+	})
+	return c, derr
+}
+
+func (ns *testNS) exec(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
+}
+
+type env struct {
+	ns   *testNS
+	st   *netstack.Stack
+	name string
+}
+
+// newEnv creates a namespace with a TUN interface configured with the test
+// prefixes and a stack on it. The stack is closed at cleanup (and may be
+// closed earlier by the test).
+func newEnv(tb testing.TB, cfg netstack.Config) *env {
+	tb.Helper()
+	needRoot(tb)
+	ns := newNS(tb)
+	e := &env{ns: ns, name: "ockt0"}
+	var dev interface{ Close() error }
+	ns.do(tb, func() error {
+		d, err := tun.Create(e.name, tun.DefaultMTU)
+		if err != nil {
+			return err
+		}
+		if err := tun.Configure(e.name, []netip.Prefix{tunAddr4, tunAddr6}, []netip.Prefix{netip.MustParsePrefix("100.100.100.100/32")}); err != nil {
+			d.Close()
+			return err
+		}
+		st, err := netstack.New(d, cfg)
+		if err != nil {
+			d.Close()
+			return err
+		}
+		dev = d
+		e.st = st
+		return nil
+	})
+	_ = dev
+	tb.Cleanup(func() {
+		if err := e.st.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return e
+}
+
+var tunDelete = tun.Delete
