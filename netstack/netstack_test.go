@@ -31,6 +31,8 @@ const (
 	portSink     = 9  // server hashes what it receives and sends the digest
 	portSource   = 19 // server sends its first 8 bytes' length of data, then digest
 	portHTTP     = 80
+	portDiscard  = 10 // server discards, then replies one byte at EOF
+	portZero     = 11 // server sends the requested number of zero bytes
 	portRefused  = 1
 	portUndecide = 2
 )
@@ -80,6 +82,24 @@ func servers(t testing.TB) map[uint16]string {
 		h := sha256.New()
 		netstack.Copy(io.MultiWriter(c, h), io.LimitReader(newRand(1), n))
 		c.Write(h.Sum(nil))
+	})
+	listen(portDiscard, func(c *net.TCPConn) {
+		netstack.Copy(io.Discard, c)
+		c.Write([]byte{1})
+	})
+	listen(portZero, func(c *net.TCPConn) {
+		var n int64
+		if _, err := fmt.Fscanf(c, "%d\n", &n); err != nil {
+			return
+		}
+		buf := make([]byte, netstack.CopyBufferSize)
+		for n > 0 {
+			w, err := c.Write(buf[:min(n, int64(len(buf)))])
+			if err != nil {
+				return
+			}
+			n -= int64(w)
+		}
 	})
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s", r.Host)

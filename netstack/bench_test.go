@@ -1,0 +1,82 @@
+package netstack_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ockam-go/ockam/netstack"
+)
+
+// BenchmarkCapture measures one TCP flow through TUN + gVisor + the proxy
+// Handler's loopback hop to a server, against the same flow on direct
+// loopback, in the same run. "up" is app -> server, "down" server -> app.
+//
+//	go test -run XXX -bench Capture -benchtime 3x ./netstack
+func BenchmarkCapture(b *testing.B) {
+	targets := servers(b)
+	e := newEnv(b, netstack.Config{Handler: proxy(targets)})
+	size := int64(512 << 20)
+	if raceEnabled {
+		size = 32 << 20
+	}
+	direct := func(port uint16) (net.Conn, error) { return net.Dial("tcp", targets[port]) }
+	captured := func(port uint16) (net.Conn, error) {
+		return e.ns.dial(b, "tcp", netip.AddrPortFrom(virt4, port).String())
+	}
+	for _, dir := range []string{"up", "down"} {
+		b.Run(dir, func(b *testing.B) {
+			b.ReportAllocs()
+			var dDirect, dTun time.Duration
+			for i := 0; i < b.N; i++ {
+				dDirect += transfer(b, direct, dir, size)
+				dTun += transfer(b, captured, dir, size)
+			}
+			bits := float64(size*int64(b.N)) * 8
+			gDirect := bits / dDirect.Seconds() / 1e9
+			gTun := bits / dTun.Seconds() / 1e9
+			b.ReportMetric(gDirect, "direct-Gbit/s")
+			b.ReportMetric(gTun, "tun-Gbit/s")
+			b.ReportMetric(gTun/gDirect, "ratio")
+		})
+	}
+}
+
+func transfer(b *testing.B, dial func(uint16) (net.Conn, error), dir string, size int64) time.Duration {
+	b.Helper()
+	buf := make([]byte, netstack.CopyBufferSize)
+	start := time.Now()
+	switch dir {
+	case "up":
+		c, err := dial(portDiscard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		for n := size; n > 0; {
+			w, err := c.Write(buf[:min(n, int64(len(buf)))])
+			if err != nil {
+				b.Fatal(err)
+			}
+			n -= int64(w)
+		}
+		c.(*net.TCPConn).CloseWrite()
+		if _, err := io.ReadFull(c, buf[:1]); err != nil {
+			b.Fatal(err)
+		}
+	case "down":
+		c, err := dial(portZero)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "%d\n", size)
+		if n, err := io.CopyBuffer(io.Discard, io.LimitReader(c, size), buf); err != nil || n != size {
+			b.Fatalf("read %d of %d: %v", n, size, err)
+		}
+	}
+	return time.Since(start)
+}
