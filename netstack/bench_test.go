@@ -16,7 +16,17 @@ import (
 // loopback, in the same run. "up" is app -> server, "down" server -> app.
 //
 //	go test -run XXX -bench Capture -benchtime 3x ./netstack
-func BenchmarkCapture(b *testing.B) {
+func BenchmarkCapture(b *testing.B) { benchCapture(b) }
+
+// BenchmarkCapturePlain is BenchmarkCapture with the link endpoint forced
+// to the plain mode (wgtun.Device batched Read/Write + gVisor GRO).
+func BenchmarkCapturePlain(b *testing.B) {
+	netstack.SetForcePlain(true)
+	defer netstack.SetForcePlain(false)
+	benchCapture(b)
+}
+
+func benchCapture(b *testing.B) {
 	targets := servers(b)
 	e := newEnv(b, netstack.Config{Handler: proxy(targets)})
 	size := int64(512 << 20)

@@ -10,3 +10,7 @@ func DebugStats(st *Stack) string {
 		s.TCP.ValidSegmentsReceived.Value(), s.TCP.InvalidSegmentsReceived.Value(), s.TCP.ChecksumErrors.Value(), s.TCP.ForwardMaxInFlightDrop.Value(),
 		s.NICs.MalformedL4RcvdPackets.Value())
 }
+
+// SetForcePlain selects the plain (wgtun.Device Read/Write) link mode for
+// stacks created afterwards.
+func SetForcePlain(v bool) { forcePlain = v }

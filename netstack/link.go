@@ -48,6 +48,9 @@ const (
 	maxWriteBatch = 64
 )
 
+// forcePlain makes every device use the plain mode (tests and benchmarks).
+var forcePlain bool
+
 var outBufs = sync.Pool{New: func() any { b := make([]byte, outOffset+maxPacket); return &b }}
 
 type endpoint struct {
@@ -83,7 +86,7 @@ func newEndpoint(st *Stack, dev wgtun.Device, mtu uint32) (*endpoint, error) {
 // vnetFile returns the device's file if it carries virtio headers with TCP
 // offloads, or nil for the plain mode.
 func vnetFile(dev wgtun.Device) (*os.File, error) {
-	if _, ok := dev.(*wgtun.NativeTun); !ok {
+	if _, ok := dev.(*wgtun.NativeTun); !ok || forcePlain {
 		return nil, nil
 	}
 	f := dev.File()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -142,7 +143,11 @@ func newEnv(tb testing.TB, cfg netstack.Config) *env {
 	e := &env{ns: ns, name: "ockt0"}
 	var dev interface{ Close() error }
 	ns.do(tb, func() error {
-		d, err := tun.Create(e.name, tun.DefaultMTU)
+		mtu := tun.DefaultMTU
+		if v, err := strconv.Atoi(os.Getenv("NETSTACK_TEST_MTU")); err == nil {
+			mtu = v
+		}
+		d, err := tun.Create(e.name, mtu)
 		if err != nil {
 			return err
 		}
