@@ -24,8 +24,10 @@ import (
 // A Handler receives the messages sent to a worker's address. It runs on the
 // goroutine that delivered the message (often a connection's reader): it must
 // not block for long, and it owns the message only for the duration of the
-// call. Its own address is still the first hop of m.Onward.
-type Handler func(m *routing.Message)
+// call. Its own address is still the first hop of m.Onward. The error it
+// returns is returned by the Send that delivered the message, so that a local
+// sender learns at once that, say, a secure channel is down.
+type Handler func(m *routing.Message) error
 
 // Config configures a Node.
 type Config struct {
@@ -164,8 +166,7 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 		h := n.workers[next.Value]
 		n.mu.RUnlock()
 		if h != nil {
-			h(m)
-			return nil
+			return h(m)
 		}
 		if c := n.tr.Conn(next.Value); c != nil {
 			return n.sendConn(c, m)
@@ -243,22 +244,21 @@ func (n *Node) Reply(m *routing.Message, from string, payload []byte) error {
 	return n.Send(context.Background(), r)
 }
 
-func (n *Node) echo(m *routing.Message) {
-	if err := n.Reply(m, EchoAddress, m.Payload); err != nil {
-		n.log.Debug("echo reply failed", "err", err)
-	}
+func (n *Node) echo(m *routing.Message) error {
+	return n.Reply(m, EchoAddress, m.Payload)
 }
 
 // Request sends payload to route from a temporary address and waits for the
 // first message that comes back to it. The returned message is the caller's.
 func (n *Node) Request(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
 	ch := make(chan *routing.Message, 1)
-	addr, err := n.RegisterRandom("req_", func(m *routing.Message) {
-		c := &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...)}
+	addr, err := n.RegisterRandom("req_", func(m *routing.Message) error {
+		c := &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...), Peer: m.Peer}
 		select {
 		case ch <- c:
 		default:
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

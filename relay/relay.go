@@ -132,7 +132,7 @@ func (s *Service) List() []Info {
 	return out
 }
 
-func (s *Service) handle(m *routing.Message) {
+func (s *Service) handle(m *routing.Message) error {
 	req, err := DecodeRequest(m.Payload)
 	var resp Response
 	switch {
@@ -148,9 +148,7 @@ func (s *Service) handle(m *routing.Message) {
 		resp.Error = fmt.Sprintf("relay: unknown operation %q", req.Op)
 	}
 	b, _ := cbor.Marshal(resp)
-	if err := s.n.Reply(m, ServiceAddress, b); err != nil {
-		s.log.Debug("reply failed", "err", err)
-	}
+	return s.n.Reply(m, ServiceAddress, b)
 }
 
 // register binds name to the registrant. The rule against squatting: a name
@@ -203,26 +201,23 @@ func (s *Service) register(name string, ret routing.Route) (string, error) {
 // the route to the registrant. The return route is left as it is, so replies
 // go straight back to the sender, not through the forwarder.
 func (s *Service) forward(f *forwarder) node.Handler {
-	return func(m *routing.Message) {
+	return func(m *routing.Message) error {
 		s.mu.Lock()
 		route := f.route
 		s.mu.Unlock()
 		onward := m.Onward
+		var err error
 		if len(route) == 1 {
 			saved := onward[0]
 			onward[0] = route[0]
-			err := s.n.Send(context.Background(), m)
+			err = s.n.Send(context.Background(), m)
 			onward[0] = saved
-			if err != nil {
-				s.log.Debug("forward failed", "name", f.info.Name, "err", err)
-			}
-			return
+		} else {
+			m.Onward = route.Join(onward[1:])
+			err = s.n.Send(context.Background(), m)
+			m.Onward = onward
 		}
-		m.Onward = route.Join(onward[1:])
-		if err := s.n.Send(context.Background(), m); err != nil {
-			s.log.Debug("forward failed", "name", f.info.Name, "err", err)
-		}
-		m.Onward = onward
+		return err
 	}
 }
 

@@ -14,6 +14,13 @@ type Message struct {
 	Onward  Route
 	Return  Route
 	Payload []byte
+
+	// Peer is the identifier of the secure channel peer the message came
+	// from, set only by a secure channel's decryptor (its address is then
+	// the first hop of Return). It is never on the wire: a message that
+	// arrives over a transport connection has no Peer, which is how an
+	// outlet refuses anything that did not come through a secure channel.
+	Peer string
 }
 
 // Wire form of a Message (version 1, see docs/PROTOCOL.md):
@@ -84,6 +91,7 @@ func DecodeMessage(m *Message, b []byte) error {
 		return err
 	}
 	m.Payload = b
+	m.Peer = ""
 	return nil
 }
 
