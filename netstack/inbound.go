@@ -128,6 +128,7 @@ func (e *endpoint) answerEcho(b []byte) bool {
 		}
 		bp := outBufs.Get().(*[]byte)
 		r := append((*bp)[:outOffset], b[:tl]...)
+		clear(r[:outOffset]) // no stale virtio header from the pool
 		rip := header.IPv4(r[outOffset:])
 		src, dst := ip.SourceAddress(), ip.DestinationAddress()
 		rip.SetSourceAddress(dst)
@@ -155,6 +156,7 @@ func (e *endpoint) answerEcho(b []byte) bool {
 		}
 		bp := outBufs.Get().(*[]byte)
 		r := append((*bp)[:outOffset], b[:header.IPv6MinimumSize+pl]...)
+		clear(r[:outOffset]) // no stale virtio header from the pool
 		rip := header.IPv6(r[outOffset:])
 		src, dst := ip.SourceAddress(), ip.DestinationAddress()
 		rip.SetSourceAddress(dst)
