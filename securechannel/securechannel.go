@@ -304,3 +304,22 @@ type responder struct {
 
 // jitter returns a duration uniformly in [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
+
+// Watch implements portal.Path: when route starts at one of this node's
+// channels, it waits (up to ctx) for the channel to be up and returns a
+// channel closed when that session ends. Other routes never fail on their
+// own and get a nil channel.
+func (m *Manager) Watch(ctx context.Context, route routing.Route) (<-chan struct{}, error) {
+	if len(route) == 0 || route[0].Type != routing.Local {
+		return nil, nil
+	}
+	c := m.Channel(route[0].Value)
+	if c == nil {
+		return nil, nil
+	}
+	l, err := c.WaitUp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.Done(), nil
+}

@@ -1,0 +1,402 @@
+// Package portal carries TCP connections over routes: an outlet next to a
+// server opens a connection per flow, an inlet next to the client accepts
+// connections and opens a flow for each. Many flows share one secure channel;
+// each has its own credit-based flow control, so a reader that stops never
+// stalls the others and memory stays bounded whatever the peers do.
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/routing"
+)
+
+const (
+	// Window is the receive window each side of a flow announces: the most
+	// stream bytes that may be in flight towards it, queued or on the way.
+	Window = 1 << 20
+	// OpenTimeout bounds opening a flow (the outlet's connect included).
+	OpenTimeout = 10 * time.Second
+)
+
+// Path tells a flow when the path its messages take has failed. Watch
+// returns a channel closed when the path that route starts with (a secure
+// channel's current session) ends, waiting up to ctx for it to be up; a nil
+// channel means the path never fails on its own.
+type Path interface {
+	Watch(ctx context.Context, route routing.Route) (<-chan struct{}, error)
+}
+
+// conn is what a flow needs of a local connection.
+type conn interface {
+	net.Conn
+	CloseWrite() error
+}
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, DataHeader+MaxChunk); return &b }}
+
+// Flow is one carried TCP connection, on either side.
+type Flow struct {
+	n    *node.Node
+	log  *slog.Logger
+	addr string // our worker address
+
+	remote  routing.Route // to the peer flow
+	pathEnd <-chan struct{}
+
+	opened chan Msg // Opened or Refused, to Dial
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	c         conn
+	queue     []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
+	queued    int       // bytes in queue
+	recvSeq   uint32
+	finRecv   bool // peer sent Fin and all data before it is queued
+	credit    int  // bytes we may still send
+	sendSeq   uint32
+	resetErr  error // set once the flow is reset
+	done      chan struct{}
+	closeOnce sync.Once
+
+	BytesIn, BytesOut atomic.Uint64
+	Opened            time.Time
+	Client, Target    string
+
+	wg sync.WaitGroup
+}
+
+func newFlow(n *node.Node, log *slog.Logger) (*Flow, error) {
+	f := &Flow{n: n, log: log, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+	f.cond = sync.NewCond(&f.mu)
+	var err error
+	f.addr, err = n.RegisterRandom("flow_", f.handle)
+	return f, err
+}
+
+// ID is the flow's local address.
+func (f *Flow) ID() string { return f.addr }
+
+// Done is closed when the flow has ended.
+func (f *Flow) Done() <-chan struct{} { return f.done }
+
+func (f *Flow) send(payload []byte) error {
+	return f.n.Send(context.Background(), &routing.Message{
+		Onward:  f.remote,
+		Return:  routing.Route{routing.LocalAddr(f.addr)},
+		Payload: payload,
+	})
+}
+
+// handle receives the peer's messages. It runs on the goroutine that
+// delivered them (a connection's reader, after decryption): it never blocks,
+// it only queues what the credits it gave allow.
+func (f *Flow) handle(m *routing.Message) error {
+	pm, err := Decode(m.Payload)
+	if err != nil {
+		f.reset(err, true)
+		return err
+	}
+	switch pm.Kind {
+	case KindOpened, KindRefused:
+		if pm.Kind == KindOpened {
+			f.mu.Lock()
+			if f.remote == nil {
+				f.remote = m.Return.Clone()
+				f.credit = int(pm.Window)
+			}
+			f.mu.Unlock()
+		}
+		select {
+		case f.opened <- pm:
+		default:
+		}
+		return nil
+	case KindData:
+		f.mu.Lock()
+		switch {
+		case f.resetErr != nil:
+			f.mu.Unlock()
+			return nil
+		case pm.Seq != f.recvSeq || f.finRecv:
+			f.mu.Unlock()
+			f.reset(fmt.Errorf("portal: data out of order (got %d, want %d)", pm.Seq, f.recvSeq), true)
+			return nil
+		case f.queued+len(pm.Data) > Window:
+			f.mu.Unlock()
+			f.reset(errors.New("portal: peer sent beyond its credit"), true)
+			return nil
+		}
+		f.recvSeq++
+		bp := chunkPool.Get().(*[]byte)
+		*bp = append((*bp)[:0], pm.Data...)
+		f.queue = append(f.queue, bp)
+		f.queued += len(pm.Data)
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	case KindCredit:
+		f.mu.Lock()
+		f.credit += int(pm.Credit)
+		if f.credit > MaxWindow {
+			f.mu.Unlock()
+			f.reset(errors.New("portal: peer granted more credit than any window"), true)
+			return nil
+		}
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	case KindFin:
+		f.mu.Lock()
+		if pm.Seq != f.recvSeq {
+			f.mu.Unlock()
+			f.reset(fmt.Errorf("portal: fin after %d chunks, got %d", pm.Seq, f.recvSeq), true)
+			return nil
+		}
+		f.finRecv = true
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	case KindReset:
+		f.reset(fmt.Errorf("portal: reset by peer: %s", pm.Reason), false)
+	default:
+		f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
+	}
+	return nil
+}
+
+// reset aborts the flow: the local connection is closed with a TCP reset
+// and, if tell, the peer is told.
+func (f *Flow) reset(err error, tell bool) {
+	f.mu.Lock()
+	if f.resetErr != nil {
+		f.mu.Unlock()
+		return
+	}
+	f.resetErr = err
+	c := f.c
+	remote := f.remote
+	for _, bp := range f.queue {
+		chunkPool.Put(bp)
+	}
+	f.queue, f.queued = nil, 0
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	if tell && remote != nil {
+		f.send(Append(nil, Msg{Kind: KindReset, Reason: err.Error()}))
+	}
+	if c != nil {
+		abort(c)
+	}
+	f.log.Debug("flow reset", "flow", f.addr, "reason", err)
+}
+
+// abort closes c so that its peer sees a reset, not an orderly close.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// run carries the flow over c until both directions have ended or the flow
+// is reset. It returns at once; Done closes when it is over.
+func (f *Flow) run(c conn) {
+	f.mu.Lock()
+	f.c = c
+	reset := f.resetErr != nil
+	f.mu.Unlock()
+	if reset {
+		abort(c)
+	}
+	f.wg.Add(2)
+	go f.fromLocal(c)
+	go f.toLocal(c)
+	go func() {
+		select {
+		case <-f.pathEnd:
+			f.reset(errors.New("portal: the path to the peer failed"), false)
+		case <-f.done:
+		}
+	}()
+	go func() {
+		f.wg.Wait()
+		f.finish()
+	}()
+}
+
+func (f *Flow) finish() {
+	f.closeOnce.Do(func() {
+		f.n.Unregister(f.addr)
+		f.mu.Lock()
+		c := f.c
+		for _, bp := range f.queue {
+			chunkPool.Put(bp)
+		}
+		f.queue, f.queued = nil, 0
+		f.mu.Unlock()
+		if c != nil {
+			c.Close()
+		}
+		close(f.done)
+	})
+}
+
+// fromLocal reads the local connection and sends it to the peer as far as
+// credits allow. An idle flow holds no buffer: it waits for the socket to be
+// readable before taking one from the pool.
+func (f *Flow) fromLocal(c conn) {
+	defer f.wg.Done()
+	for {
+		f.mu.Lock()
+		for f.credit <= 0 && f.resetErr == nil {
+			f.cond.Wait()
+		}
+		if f.resetErr != nil {
+			f.mu.Unlock()
+			return
+		}
+		room := min(f.credit, MaxChunk)
+		f.mu.Unlock()
+
+		if err := waitReadable(c); err != nil {
+			f.localFailed(err)
+			return
+		}
+		bp := chunkPool.Get().(*[]byte)
+		buf := (*bp)[:cap(*bp)]
+		n, err := c.Read(buf[DataHeader : DataHeader+room])
+		if n > 0 {
+			f.mu.Lock()
+			seq := f.sendSeq
+			f.sendSeq++
+			f.credit -= n
+			f.mu.Unlock()
+			PutDataHeader(buf, seq)
+			serr := f.send(buf[:DataHeader+n])
+			chunkPool.Put(bp)
+			if serr != nil {
+				f.reset(fmt.Errorf("portal: sending: %w", serr), false)
+				return
+			}
+			f.BytesOut.Add(uint64(n))
+		} else {
+			chunkPool.Put(bp)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				f.mu.Lock()
+				seq := f.sendSeq
+				f.mu.Unlock()
+				if err := f.send(Append(nil, Msg{Kind: KindFin, Seq: seq})); err != nil {
+					f.reset(fmt.Errorf("portal: sending: %w", err), false)
+				}
+				return
+			}
+			f.localFailed(err)
+			return
+		}
+	}
+}
+
+func (f *Flow) localFailed(err error) {
+	f.mu.Lock()
+	already := f.resetErr != nil
+	f.mu.Unlock()
+	if !already {
+		f.reset(fmt.Errorf("portal: local connection: %w", err), true)
+	}
+}
+
+// toLocal writes what the peer sent to the local connection, and gives the
+// peer credit back as the bytes leave.
+func (f *Flow) toLocal(c conn) {
+	defer f.wg.Done()
+	var consumed int
+	bufs := make(net.Buffers, 0, 16)
+	chunks := make([]*[]byte, 0, 16)
+	for {
+		f.mu.Lock()
+		for len(f.queue) == 0 && !f.finRecv && f.resetErr == nil {
+			f.cond.Wait()
+		}
+		if f.resetErr != nil {
+			f.mu.Unlock()
+			return
+		}
+		if len(f.queue) == 0 && f.finRecv {
+			f.mu.Unlock()
+			if err := c.CloseWrite(); err != nil {
+				f.localFailed(err)
+			}
+			return
+		}
+		chunks = append(chunks[:0], f.queue...)
+		clear(f.queue)
+		f.queue = f.queue[:0]
+		n := f.queued
+		f.queued = 0
+		f.mu.Unlock()
+
+		bufs = bufs[:0]
+		for _, bp := range chunks {
+			bufs = append(bufs, *bp)
+		}
+		_, err := bufs.WriteTo(c)
+		for _, bp := range chunks {
+			chunkPool.Put(bp)
+		}
+		clear(chunks)
+		if err != nil {
+			f.localFailed(err)
+			return
+		}
+		f.BytesIn.Add(uint64(n))
+		consumed += n
+		if consumed >= Window/4 {
+			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(consumed)})); err != nil {
+				f.reset(fmt.Errorf("portal: sending: %w", err), false)
+				return
+			}
+			consumed = 0
+		}
+	}
+}
+
+// waitReadable blocks until c has data (or EOF, or an error) without
+// holding a buffer, for connections that expose their file descriptor.
+func waitReadable(c net.Conn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var one [1]byte
+	var peekErr error
+	rerr := rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err == syscall.EAGAIN {
+			return false
+		}
+		if err != nil && err != syscall.EINTR {
+			// The socket's pending error (a reset) is reported once:
+			// keep it, or the Read that follows sees a clean EOF.
+			peekErr = err
+		}
+		return true
+	})
+	if peekErr != nil {
+		return peekErr
+	}
+	return rerr
+}

@@ -1,0 +1,418 @@
+package portal_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/portal"
+	"github.com/ockam-go/ockam/relay"
+	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/securechannel"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// world is client sidecar -> relay -> server sidecar, with a secure channel
+// from client to server, an outlet on the server to target and an inlet on
+// the client.
+type world struct {
+	client, server, relayN *node.Node
+	cm, sm                 *securechannel.Manager
+	cp, sp                 *portal.Portals
+	ch                     *securechannel.Channel
+	inlet                  *portal.Inlet
+	relayAddr              string
+}
+
+func trustAll(identity.Identifier) error { return nil }
+
+func newWorld(t *testing.T, target string) *world {
+	t.Helper()
+	w := &world{}
+	w.relayN = node.New(node.Config{})
+	ra, err := w.relayN.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.relayAddr = ra.String()
+	svc, _ := relay.NewService(w.relayN, nil)
+
+	cid, _ := identity.Generate(nil)
+	sid, _ := identity.Generate(nil)
+	w.client, w.server = node.New(node.Config{}), node.New(node.Config{})
+	w.cm, _ = securechannel.NewManager(w.client, securechannel.Config{Identity: cid, Trust: trustAll})
+	w.sm, _ = securechannel.NewManager(w.server, securechannel.Config{Identity: sid, Trust: trustAll})
+	if _, err := w.sm.Listen("api", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	w.cp, _ = portal.New(w.client, portal.Config{Path: w.cm, Allowed: func(string) error { return nil }})
+	w.sp, _ = portal.New(w.server, portal.Config{Path: w.sm, Allowed: func(string) error { return nil }})
+	if _, err := w.sp.CreateOutlet(portal.OutletConfig{Address: "outlet", Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := relay.Register(w.server, routing.Route{routing.TCPAddr(w.relayAddr)}, "server", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := reg.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/forward_to_server/service/api", nil)
+	w.ch, err = w.cm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.inlet, err = w.cp.CreateInlet("", "127.0.0.1:0", append(w.ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.cp.Close()
+		w.sp.Close()
+		reg.Close()
+		w.cm.Close()
+		w.sm.Close()
+		svc.Close()
+		w.client.Close()
+		w.server.Close()
+		w.relayN.Close()
+	})
+	return w
+}
+
+// server is a real TCP server run by the test.
+type server struct {
+	ln net.Listener
+	wg sync.WaitGroup
+}
+
+func serve(t *testing.T, handle func(c *net.TCPConn)) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{ln: ln}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	return s
+}
+
+func (s *server) addr() string { return s.ln.Addr().String() }
+
+func dialInlet(t *testing.T, w *world) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", w.inlet.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// echo with half-close: read everything, then write it back, then close.
+func echoAfterEOF(c *net.TCPConn) {
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return
+	}
+	c.Write(b)
+}
+
+func TestHalfCloseEcho(t *testing.T) {
+	s := serve(t, echoAfterEOF)
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	msg := []byte("request that ends with a half-close")
+	c.Write(msg)
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("got %q, want %q", got, msg)
+	}
+}
+
+func TestIntegrityBothWays(t *testing.T) {
+	const size = 32 << 20
+	payload := make([]byte, size)
+	rand.Read(payload)
+	want := sha256.Sum256(payload)
+	var upSum [32]byte
+	s := serve(t, func(c *net.TCPConn) {
+		h := sha256.New()
+		io.Copy(h, c)
+		copy(upSum[:], h.Sum(nil))
+		c.Write(payload)
+	})
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	go func() { c.Write(payload); c.CloseWrite() }()
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != size || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatalf("download: %d bytes, sha256 differs=%v", n, !bytes.Equal(h.Sum(nil), want[:]))
+	}
+	if upSum != want {
+		t.Fatal("upload sha256 differs")
+	}
+}
+
+func TestManyConcurrentFlows(t *testing.T) {
+	const flows, size = 50, 1 << 20
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	var wg sync.WaitGroup
+	errs := make(chan error, flows)
+	for i := 0; i < flows; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", w.inlet.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			data := make([]byte, size)
+			rand.Read(data)
+			go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+			c.SetReadDeadline(time.Now().Add(60 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, data) {
+				errs <- fmt.Errorf("flow got %d bytes, corrupted or short", len(got))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestDialFailureResetsClient(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	w := newWorld(t, dead)
+	start := time.Now()
+	c := dialInlet(t, w)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("read err = %v, want connection reset", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("reset took %v", d)
+	}
+	if !strings.Contains(w.inlet.LastError(), "connection refused") {
+		t.Errorf("inlet last error = %q", w.inlet.LastError())
+	}
+}
+
+func TestServerResetReachesClient(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) {
+		c.Read(make([]byte, 1))
+		c.SetLinger(0)
+		c.Close()
+	})
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("read err = %v, want reset", err)
+	}
+}
+
+func TestOutletRefusesPlaintext(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) {})
+	w := newWorld(t, s.addr())
+	// A third node reaches the server's outlet over plain TCP: no channel.
+	sa, _ := w.server.Listen("127.0.0.1:0")
+	intruder := node.New(node.Config{})
+	defer intruder.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+sa.String()+"/service/outlet", nil)
+	m, err := intruder.Request(ctx, rt, portal.Append(nil, portal.Msg{Kind: portal.KindOpen, Window: 1024}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, _ := portal.Decode(m.Payload)
+	if pm.Kind != portal.KindRefused || !strings.Contains(pm.Reason, "secure channel") {
+		t.Fatalf("outlet answered %v %q, want a refusal", pm.Kind, pm.Reason)
+	}
+	if n := len(w.sp.Outlets()[0].Flows()); n != 0 {
+		t.Fatalf("%d flows opened", n)
+	}
+}
+
+func TestOutletAllowList(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) {})
+	w := newWorld(t, s.addr())
+	if _, err := w.sp.CreateOutlet(portal.OutletConfig{Address: "strict", Target: s.addr(), Allow: []string{"Inobody"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := w.cp.Dial(ctx, append(w.ch.Route(), routing.LocalAddr("strict")), 0)
+	if err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// A client that stops reading one flow must not slow another flow on the
+// same channel, and what the stalled flow buffers stays within its window.
+func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
+	const bulk = 64 << 20
+	chunk := make([]byte, 256<<10)
+	s := serve(t, func(c *net.TCPConn) {
+		var cmd [1]byte
+		if _, err := c.Read(cmd[:]); err != nil {
+			return
+		}
+		switch cmd[0] {
+		case 's': // stream forever until the client goes away
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		case 'b':
+			for sent := 0; sent < bulk; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}
+	})
+	w := newWorld(t, s.addr())
+	download := func() time.Duration {
+		c := dialInlet(t, w)
+		c.Write([]byte("b"))
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil || n != bulk {
+			t.Fatalf("bulk: %d bytes, %v", n, err)
+		}
+		return time.Since(start)
+	}
+	alone := download()
+	stalled := dialInlet(t, w)
+	stalled.Write([]byte("s")) // and never read
+	// Let the stalled flow fill its window and the sockets' buffers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fl := w.sp.Outlets()[0].Flows()
+		if len(fl) == 1 && fl[0].BytesOut >= portal.Window {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled flow never filled its window: %+v", fl)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	together := download()
+	ratio := float64(alone) / float64(together)
+	t.Logf("bulk alone %v, beside a stalled flow %v: %.0f%%", alone, together, 100*ratio)
+	if ratio < 0.8 {
+		t.Errorf("bulk transfer kept %.0f%% of its throughput beside a stalled flow, want >= 80%%", 100*ratio)
+	}
+	// The stalled flow is bounded: the outlet has sent at most its window
+	// beyond what the client's socket buffers took.
+	var stalledOut uint64
+	for _, f := range w.sp.Outlets()[0].Flows() {
+		stalledOut = max(stalledOut, f.BytesOut)
+	}
+	var stalledIn uint64
+	for _, f := range w.inlet.Flows() {
+		stalledIn = max(stalledIn, f.BytesIn)
+	}
+	if stalledOut > stalledIn+portal.Window {
+		t.Errorf("outlet sent %d bytes, inlet wrote %d: more than a window in flight", stalledOut, stalledIn)
+	}
+}
+
+func TestChannelLossEndsFlowsAndRecovers(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the path: close the client's connection to the relay.
+	for _, tc := range w.client.Transport().Conns() {
+		tc.Close()
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("flow survived the loss of its channel")
+	}
+	t.Logf("flow ended %v after the path failed", time.Since(start).Round(time.Millisecond))
+	// A new connection works again once the channel is re-established.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c2, err := net.Dial("tcp", w.inlet.Addr().String())
+		if err == nil {
+			c2.SetDeadline(time.Now().Add(3 * time.Second))
+			c2.Write([]byte("pong"))
+			_, err = io.ReadFull(c2, buf)
+			c2.Close()
+			if err == nil && string(buf) == "pong" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new flow 15s after the path failed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("new flows work %v after the path failed", time.Since(start).Round(time.Millisecond))
+}

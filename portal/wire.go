@@ -1,0 +1,179 @@
+package portal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Kind is the first byte of every portal message. The values are on the wire.
+//
+//	Open     kind(1)=1 | version(1) | window(4) | port(2)   a new flow; port 0 = the outlet's own
+//	Opened   kind(1)=2 | window(4)                          the outlet connected
+//	Refused  kind(1)=3 | reason (UTF-8, ≤ MaxReason)        the flow could not open
+//	Data     kind(1)=4 | seq(4) | bytes (≤ MaxChunk)        the next chunk of the stream
+//	Credit   kind(1)=5 | bytes(4)                           the receiver consumed this much
+//	Fin      kind(1)=6 | seq(4)                             no more data after seq-1 (half-close)
+//	Reset    kind(1)=7 | reason (UTF-8, ≤ MaxReason)        the flow is aborted, both ways
+//
+// All integers are big-endian.
+type Kind uint8
+
+const (
+	KindOpen    Kind = 1
+	KindOpened  Kind = 2
+	KindRefused Kind = 3
+	KindData    Kind = 4
+	KindCredit  Kind = 5
+	KindFin     Kind = 6
+	KindReset   Kind = 7
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindOpen:
+		return "open"
+	case KindOpened:
+		return "opened"
+	case KindRefused:
+		return "refused"
+	case KindData:
+		return "data"
+	case KindCredit:
+		return "credit"
+	case KindFin:
+		return "fin"
+	case KindReset:
+		return "reset"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Version is the portal protocol version carried by Open.
+const Version = 1
+
+const (
+	// MaxChunk is the most stream bytes one Data message carries. It keeps
+	// a Data message, its routes and the channel's overhead within the
+	// secure channel's 64 KiB payload.
+	MaxChunk = 63 << 10
+	// MaxReason bounds the reason of Refused and Reset.
+	MaxReason = 256
+	// MaxWindow bounds the receive window a peer may announce.
+	MaxWindow = 64 << 20
+	// DataHeader is the size of a Data message's header.
+	DataHeader = 5
+)
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("portal: malformed message")
+
+// Msg is a decoded portal message. Data aliases the decoded buffer.
+type Msg struct {
+	Kind   Kind
+	Window uint32 // Open, Opened
+	Port   uint16 // Open
+	Seq    uint32 // Data, Fin
+	Credit uint32 // Credit
+	Reason string // Refused, Reset
+	Data   []byte // Data
+}
+
+// Decode parses a portal message. It never allocates for Data.
+func Decode(b []byte) (Msg, error) {
+	var m Msg
+	if len(b) == 0 {
+		return m, fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	m.Kind = Kind(b[0])
+	b = b[1:]
+	switch m.Kind {
+	case KindOpen:
+		if len(b) != 7 {
+			return m, fmt.Errorf("%w: open of %d bytes", ErrMalformed, len(b))
+		}
+		if b[0] != Version {
+			return m, fmt.Errorf("portal: peer speaks portal version %d, we speak %d", b[0], Version)
+		}
+		m.Window = binary.BigEndian.Uint32(b[1:])
+		m.Port = binary.BigEndian.Uint16(b[5:])
+		if m.Window == 0 || m.Window > MaxWindow {
+			return m, fmt.Errorf("%w: window %d", ErrMalformed, m.Window)
+		}
+	case KindOpened:
+		if len(b) != 4 {
+			return m, fmt.Errorf("%w: opened of %d bytes", ErrMalformed, len(b))
+		}
+		m.Window = binary.BigEndian.Uint32(b)
+		if m.Window == 0 || m.Window > MaxWindow {
+			return m, fmt.Errorf("%w: window %d", ErrMalformed, m.Window)
+		}
+	case KindRefused, KindReset:
+		if len(b) > MaxReason || !utf8.Valid(b) {
+			return m, fmt.Errorf("%w: reason", ErrMalformed)
+		}
+		m.Reason = string(b)
+	case KindData:
+		if len(b) < 4 || len(b) > 4+MaxChunk {
+			return m, fmt.Errorf("%w: data of %d bytes", ErrMalformed, len(b))
+		}
+		m.Seq = binary.BigEndian.Uint32(b)
+		m.Data = b[4:]
+	case KindCredit:
+		if len(b) != 4 {
+			return m, fmt.Errorf("%w: credit of %d bytes", ErrMalformed, len(b))
+		}
+		m.Credit = binary.BigEndian.Uint32(b)
+	case KindFin:
+		if len(b) != 4 {
+			return m, fmt.Errorf("%w: fin of %d bytes", ErrMalformed, len(b))
+		}
+		m.Seq = binary.BigEndian.Uint32(b)
+	default:
+		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, m.Kind)
+	}
+	return m, nil
+}
+
+// Append appends the wire form of m to dst. For Data it writes the header
+// and m.Data; callers on the hot path write the header with PutDataHeader
+// in front of bytes they read in place.
+func Append(dst []byte, m Msg) []byte {
+	dst = append(dst, byte(m.Kind))
+	switch m.Kind {
+	case KindOpen:
+		dst = append(dst, Version)
+		dst = binary.BigEndian.AppendUint32(dst, m.Window)
+		dst = binary.BigEndian.AppendUint16(dst, m.Port)
+	case KindOpened:
+		dst = binary.BigEndian.AppendUint32(dst, m.Window)
+	case KindRefused, KindReset:
+		r := m.Reason
+		if len(r) > MaxReason {
+			r = r[:MaxReason]
+		}
+		dst = append(dst, []byte(toValidUTF8(r))...)
+	case KindData:
+		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
+		dst = append(dst, m.Data...)
+	case KindCredit:
+		dst = binary.BigEndian.AppendUint32(dst, m.Credit)
+	case KindFin:
+		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
+	}
+	return dst
+}
+
+// PutDataHeader writes a Data header into b[:DataHeader].
+func PutDataHeader(b []byte, seq uint32) {
+	b[0] = byte(KindData)
+	binary.BigEndian.PutUint32(b[1:], seq)
+}
+
+func toValidUTF8(s string) string {
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
