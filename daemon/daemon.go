@@ -20,8 +20,10 @@ import (
 	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/relay"
 	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/securechannel"
 	"github.com/ockam-go/ockam/vault"
 )
 
@@ -39,13 +41,15 @@ type Config struct {
 
 // Daemon is a running node.
 type Daemon struct {
-	cfg   Config
-	log   *slog.Logger
-	node  *node.Node
-	fwd   *relay.Service
-	me    *identity.Secret
-	state home.NodeState
-	addr  net.Addr
+	cfg     Config
+	log     *slog.Logger
+	node    *node.Node
+	fwd     *relay.Service
+	sc      *securechannel.Manager
+	portals *portal.Portals
+	me      *identity.Secret
+	state   home.NodeState
+	addr    net.Addr
 
 	mu   sync.Mutex
 	regs map[string]*relay.Registration

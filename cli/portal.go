@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ockam-go/ockam/api"
+)
+
+func (e *env) portalList(kind, at string) error {
+	n, err := nodeName("--at", at)
+	if err != nil {
+		return err
+	}
+	var out []api.PortalInfo
+	if err := e.call(n, "GET", "/tcp-"+kind+"s", nil, &out, 0); err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return e.printJSON(out)
+	}
+	var rows [][]string
+	for _, p := range out {
+		rows = append(rows, []string{p.Name, p.From, p.To, fmt.Sprint(len(p.Flows)), fmt.Sprint(p.Total)})
+	}
+	e.table("NAME\tFROM\tTO\tOPEN FLOWS\tTOTAL", rows)
+	return nil
+}
+
+func (e *env) portalShow(kind, at, name string) error {
+	n, err := nodeName("--at", at)
+	if err != nil {
+		return err
+	}
+	var p api.PortalInfo
+	if err := e.call(n, "GET", "/tcp-"+kind+"s/"+name, nil, &p, 0); err != nil {
+		return err
+	}
+	if e.output == "json" {
+		return e.printJSON(p)
+	}
+	fmt.Fprintf(e.stdout, "TCP %s %s on /node/%s\n  from:  %s\n  to:    %s\n  flows: %d open, %d in all\n", kind, p.Name, n, p.From, p.To, len(p.Flows), p.Total)
+	if len(p.Allow) > 0 {
+		fmt.Fprintf(e.stdout, "  allow: %s\n", strings.Join(p.Allow, ", "))
+	}
+	if p.LastError != "" {
+		fmt.Fprintf(e.stdout, "  last error: %s\n", p.LastError)
+	}
+	var rows [][]string
+	for _, f := range p.Flows {
+		rows = append(rows, []string{f.ID, f.Client, f.Target, fmt.Sprint(f.BytesIn), fmt.Sprint(f.BytesOut), f.Opened.Format("15:04:05")})
+	}
+	if len(rows) > 0 {
+		e.table("FLOW\tCLIENT\tTARGET\tBYTES IN\tBYTES OUT\tOPENED", rows)
+	}
+	return nil
+}
+
+func (e *env) portalDelete(kind, at, name string) error {
+	n, err := nodeName("--at", at)
+	if err != nil {
+		return err
+	}
+	return e.call(n, "DELETE", "/tcp-"+kind+"s/"+name, nil, nil, 0)
+}
+
+func (e *env) portalCmds(kind string, create *cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: "tcp-" + kind, Short: "TCP " + kind + "s of portals"}
+	var at string
+	list := &cobra.Command{Use: "list --at /node/NAME", Short: "List " + kind + "s", Args: args(),
+		RunE: func(*cobra.Command, []string) error { return e.portalList(kind, at) }}
+	show := &cobra.Command{Use: "show NAME --at /node/NAME", Short: "Show an " + kind + " and its flows", Args: args("NAME"),
+		RunE: func(_ *cobra.Command, a []string) error { return e.portalShow(kind, at, a[0]) }}
+	del := &cobra.Command{Use: "delete NAME --at /node/NAME", Short: "Delete an " + kind + " and end its flows", Args: args("NAME"),
+		RunE: func(_ *cobra.Command, a []string) error { return e.portalDelete(kind, at, a[0]) }}
+	for _, c := range []*cobra.Command{list, show, del} {
+		atFlag(c, &at)
+	}
+	cmd.AddCommand(create, list, show, del)
+	return cmd
+}
+
+func (e *env) inletCmd() *cobra.Command {
+	var at, from, to, alias string
+	create := &cobra.Command{
+		Use:     "create --at /node/NAME --from HOST:PORT --to ROUTE",
+		Short:   "Listen on HOST:PORT and carry each connection to the outlet at ROUTE",
+		Example: "  ockam tcp-inlet create --at /node/client_sidecar --from 127.0.0.1:7000 --to /service/<channel>/service/outlet",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			if from == "" || to == "" {
+				return fmt.Errorf("missing --from HOST:PORT or --to ROUTE")
+			}
+			var p api.PortalInfo
+			if err := e.call(n, "POST", "/tcp-inlets", api.CreateInlet{Name: alias, From: from, To: to}, &p, 0); err != nil {
+				return err
+			}
+			return e.printCreated(p.From, fmt.Sprintf("TCP inlet %s on /node/%s: %s -> %s", p.Name, n, p.From, p.To), p)
+		},
+	}
+	atFlag(create, &at)
+	create.Flags().StringVar(&from, "from", "127.0.0.1:0", "address to listen on")
+	create.Flags().StringVar(&to, "to", "", "route to the outlet, usually /service/<channel>/service/outlet")
+	create.Flags().StringVar(&alias, "alias", "", "name of the inlet (default: its address)")
+	return e.portalCmds("inlet", create)
+}
+
+func (e *env) outletCmd() *cobra.Command {
+	var at, from, to string
+	var allow, ports []string
+	create := &cobra.Command{
+		Use:     "create --at /node/NAME --from /service/NAME --to HOST:PORT",
+		Short:   "Open a connection to HOST:PORT for each flow that reaches /service/NAME through a secure channel",
+		Example: "  ockam tcp-outlet create --at /node/server_sidecar --from /service/outlet --to 127.0.0.1:5000",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				return fmt.Errorf("missing --to HOST:PORT")
+			}
+			name := strings.TrimPrefix(from, "/service/")
+			var p api.PortalInfo
+			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow}, &p, 0); err != nil {
+				return err
+			}
+			return e.printCreated(p.From, fmt.Sprintf("TCP outlet %s on /node/%s -> %s", p.From, n, p.To), p)
+		},
+	}
+	atFlag(create, &at)
+	create.Flags().StringVar(&from, "from", "/service/outlet", "address of the outlet on its node")
+	create.Flags().StringVar(&to, "to", "", "HOST:PORT to connect to (or HOST with --ports)")
+	create.Flags().StringSliceVar(&ports, "ports", nil, "ports a flow may ask for when --to has no port")
+	create.Flags().StringSliceVar(&allow, "allow", nil, "identifier allowed to use the outlet (repeatable; default: the node's trust)")
+	return e.portalCmds("outlet", create)
+}

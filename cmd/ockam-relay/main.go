@@ -1,0 +1,101 @@
+// Command ockam-relay is the relay service for a public host: a node that
+// accepts connections from sidecars, lets them register names, and forwards
+// routed messages to them. It links no decryption code (main_test.go proves
+// it): what it forwards is end-to-end encrypted between the sidecars.
+//
+//	ockam-relay --listen 0.0.0.0:4000 --state-dir /var/lib/ockam-relay
+//
+// Sidecars then run, for example:
+//
+//	ockam relay create server_sidecar --at /ip4/RELAY_IP/tcp/4000 --to /node/server_sidecar
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/relay"
+)
+
+func main() {
+	listen := flag.String("listen", "0.0.0.0:4000", "TCP address to accept sidecars on")
+	stateDir := flag.String("state-dir", "", "directory for the relay's state file (relay.json: pid, address, names)")
+	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "ockam-relay: unexpected argument %q\n", flag.Arg(0))
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(*listen, *stateDir, log); err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, stateDir string, log *slog.Logger) error {
+	n := node.New(node.Config{Logger: log})
+	defer n.Close()
+	addr, err := n.Listen(listen)
+	if err != nil {
+		return err
+	}
+	svc, err := relay.NewService(n, log)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	log.Info("relay listening", "tcp", addr.String())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		if stateDir != "" {
+			if err := writeState(stateDir, addr.String(), svc.List()); err != nil {
+				log.Warn("writing state", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("relay shutting down")
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func writeState(dir, addr string, relays []relay.Info) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(struct {
+		PID     int          `json:"pid"`
+		Address string       `json:"tcp_address"`
+		Relays  []relay.Info `json:"relays"`
+	}{os.Getpid(), addr, relays}, "", "  ")
+	tmp := filepath.Join(dir, ".relay.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "relay.json"))
+}

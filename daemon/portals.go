@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/portal"
+)
+
+func (d *Daemon) stopPortals() {
+	if d.portals != nil {
+		d.portals.Close()
+	}
+}
+
+func (d *Daemon) portalServices() []string {
+	var s []string
+	for _, o := range d.portals.Outlets() {
+		s = append(s, "/service/"+o.Address()+" (tcp outlet to "+o.Target()+")")
+	}
+	return s
+}
+
+func flowInfos(fs []portal.FlowInfo) []api.FlowInfo {
+	out := make([]api.FlowInfo, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, api.FlowInfo{ID: f.ID, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn, BytesOut: f.BytesOut, Opened: f.Opened})
+	}
+	return out
+}
+
+func inletInfo(in *portal.Inlet) api.PortalInfo {
+	return api.PortalInfo{Name: in.Name(), Kind: "inlet", From: in.Addr().String(), To: in.Route(), Flows: flowInfos(in.Flows()), Total: in.Total(), LastError: in.LastError()}
+}
+
+func outletInfo(o *portal.Outlet) api.PortalInfo {
+	return api.PortalInfo{Name: o.Name(), Kind: "outlet", From: "/service/" + o.Address(), To: o.Target(), Allow: o.Allow(), Flows: flowInfos(o.Flows()), Total: o.Total(), LastError: o.LastError()}
+}
+
+func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
+	d.handle(mux, "POST "+v+"/tcp-inlets", func(r *http.Request) (any, error) {
+		req, err := decode[api.CreateInlet](r)
+		if err != nil {
+			return nil, err
+		}
+		route, err := d.resolve(req.To)
+		if err != nil {
+			return nil, badRequest(err)
+		}
+		in, err := d.portals.CreateInlet(req.Name, req.From, route)
+		if err != nil {
+			return nil, conflict(err)
+		}
+		return inletInfo(in), nil
+	})
+	d.handle(mux, "GET "+v+"/tcp-inlets", func(r *http.Request) (any, error) {
+		out := []api.PortalInfo{}
+		for _, in := range d.portals.Inlets() {
+			out = append(out, inletInfo(in))
+		}
+		return out, nil
+	})
+	d.handle(mux, "GET "+v+"/tcp-inlets/{name}", func(r *http.Request) (any, error) {
+		in := d.portals.Inlet(r.PathValue("name"))
+		if in == nil {
+			return nil, notFound(fmt.Errorf("no tcp inlet named %s", r.PathValue("name")))
+		}
+		return inletInfo(in), nil
+	})
+	d.handle(mux, "DELETE "+v+"/tcp-inlets/{name}", func(r *http.Request) (any, error) {
+		if err := d.portals.DeleteInlet(r.PathValue("name")); err != nil {
+			return nil, notFound(err)
+		}
+		return nil, nil
+	})
+	d.handle(mux, "POST "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
+		req, err := decode[api.CreateOutlet](r)
+		if err != nil {
+			return nil, err
+		}
+		addr := strings.TrimPrefix(req.From, "/service/")
+		if addr == "" || strings.Contains(addr, "/") {
+			return nil, badRequest(fmt.Errorf("outlet address %q: want /service/NAME", req.From))
+		}
+		var ports []uint16
+		for _, p := range req.Ports {
+			n, err := strconv.ParseUint(p, 10, 16)
+			if err != nil || n == 0 {
+				return nil, badRequest(fmt.Errorf("bad port %q", p))
+			}
+			ports = append(ports, uint16(n))
+		}
+		for _, a := range req.Allow {
+			if _, err := identity.ParseIdentifier(a); err != nil {
+				return nil, badRequest(err)
+			}
+		}
+		o, err := d.portals.CreateOutlet(portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow})
+		if err != nil {
+			return nil, conflict(err)
+		}
+		return outletInfo(o), nil
+	})
+	d.handle(mux, "GET "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
+		out := []api.PortalInfo{}
+		for _, o := range d.portals.Outlets() {
+			out = append(out, outletInfo(o))
+		}
+		return out, nil
+	})
+	d.handle(mux, "GET "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
+		o := d.portals.Outlet(r.PathValue("name"))
+		if o == nil {
+			return nil, notFound(fmt.Errorf("no tcp outlet named %s", r.PathValue("name")))
+		}
+		return outletInfo(o), nil
+	})
+	d.handle(mux, "DELETE "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
+		if err := d.portals.DeleteOutlet(r.PathValue("name")); err != nil {
+			return nil, notFound(err)
+		}
+		return nil, nil
+	})
+}
