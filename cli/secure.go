@@ -13,7 +13,7 @@ import (
 )
 
 func (e *env) extraCmds() []*cobra.Command {
-	return []*cobra.Command{e.secureChannelCmd(), e.listenerCmd(), e.inletCmd(), e.outletCmd()}
+	return append([]*cobra.Command{e.secureChannelCmd(), e.listenerCmd(), e.inletCmd(), e.outletCmd()}, e.tunCmds()...)
 }
 
 // atFlag adds --at /node/NAME to cmd.

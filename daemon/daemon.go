@@ -156,6 +156,7 @@ func (d *Daemon) Close() error {
 			cancel()
 			os.Remove(d.cfg.Home.SocketPath(d.cfg.Name))
 		}
+		d.stopTun()
 		d.stopPortals()
 		d.mu.Lock()
 		regs := d.regs
@@ -185,6 +186,7 @@ func (d *Daemon) services() []string {
 	}
 	s = append(s, d.secureServices()...)
 	s = append(s, d.portalServices()...)
+	s = append(s, d.tunServices()...)
 	sort.Strings(s)
 	return s
 }

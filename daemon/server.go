@@ -86,6 +86,7 @@ func (d *Daemon) serveAPI() error {
 	d.handle(mux, "DELETE "+v+"/relays/{name}", d.deleteRelay)
 	d.secureRoutes(mux, v)
 	d.portalRoutes(mux, v)
+	d.tunRoutes(mux, v)
 	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	d.ln = ln
 	go d.srv.Serve(ln)
