@@ -649,7 +649,7 @@ func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
 		return time.Since(start)
 	}
 	best := func() time.Duration { return min(download(), download()) } // 2 cores, shared: best of two
-	download()                                                       // warm up
+	download()                                                          // warm up
 	alone := best()
 	stalled, err := net.Dial("tcp", inlet)
 	if err != nil {
