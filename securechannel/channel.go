@@ -254,6 +254,13 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		c.rejected.Add(1)
 		return fmt.Errorf("securechannel: unexpected %v message on an established channel", channel.MessageType(msg[0]))
 	}
+	if len(msg) < channel.Overhead {
+		// Checked here, not only by Open: slicing the in-place destination
+		// below needs HeaderLen bytes of capacity, which only some senders'
+		// buffers happen to have.
+		c.rejected.Add(1)
+		return fmt.Errorf("securechannel: %d-byte message is shorter than a channel message", len(msg))
+	}
 	pt, err := l.sess.Open(msg[channel.HeaderLen:channel.HeaderLen], msg)
 	if err != nil {
 		if errors.Is(err, net.ErrClosed) {
