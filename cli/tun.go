@@ -1,6 +1,236 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ockam-go/ockam/api"
+)
 
 // tunCmds returns the commands of the virtual interface (tun, socks).
-func (e *env) tunCmds() []*cobra.Command { return nil }
+func (e *env) tunCmds() []*cobra.Command { return []*cobra.Command{e.tunCmd(), e.socksCmd()} }
+
+func (e *env) tunCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tun",
+		Short: "A virtual network interface whose addresses lead to remote services",
+		Long: `A node running as root can own a virtual interface (a TUN device with a userspace
+TCP/IP stack behind it). Each remote service mapped to it gets a virtual address and a
+DNS name; every TCP connection to that address, on any port, is carried to the service's
+outlet over the secure channel. The outlet decides which ports it allows.
+
+  sudo ockam node create client_sidecar
+  sudo ockam tun create --at /node/client_sidecar
+  ockam secure-channel create --from /node/client_sidecar --to /node/relay/service/forward_to_server_sidecar/service/api \
+      | ockam tun map --at /node/client_sidecar --to -/service/outlet --name api
+  curl http://100.64.0.2:5000/`,
+	}
+	var at, name, prefix string
+	var mtu int
+	create := &cobra.Command{
+		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N]",
+		Short: "Create the node's virtual interface (the node must run as root)",
+		Args:  args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			var info api.TunInfo
+			if err := e.call(n, "POST", "/tun", api.CreateTun{Name: name, Prefix: prefix, MTU: mtu}, &info, 0); err != nil {
+				return err
+			}
+			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
+				info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, n), info)
+		},
+	}
+	atFlag(create, &at)
+	create.Flags().StringVar(&name, "name", "", "interface name (default ockam0)")
+	create.Flags().StringVar(&prefix, "prefix", "", "IPv4 range routed into the interface (default 100.64.0.0/10)")
+	create.Flags().IntVar(&mtu, "mtu", 0, "interface MTU (default 65000)")
+
+	del := &cobra.Command{
+		Use: "delete --at /node/NAME", Short: "Remove the interface and its routes, ending its flows", Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			return e.call(n, "DELETE", "/tun", nil, nil, 0)
+		},
+	}
+	atFlag(del, &at)
+
+	var to, ip, host string
+	mp := &cobra.Command{
+		Use:   "map --at /node/NAME --to ROUTE [--ip ADDR] [--name NAME]",
+		Short: "Give the outlet at ROUTE a virtual address and a DNS name; prints the address",
+		Example: `  ockam secure-channel create --from /node/client_sidecar --to /node/relay/service/forward_to_server_sidecar/service/api \
+      | ockam tun map --at /node/client_sidecar --to -/service/outlet --name api.ockam`,
+		Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				return fmt.Errorf("missing --to ROUTE of an outlet, usually /service/<channel>/service/outlet")
+			}
+			var m api.Mapping
+			if err := e.call(n, "POST", "/tun/mappings", api.CreateMapping{To: to, IP: ip, Name: host}, &m, 0); err != nil {
+				return err
+			}
+			human := fmt.Sprintf("Mapped %s", m.IP)
+			if m.Name != "" {
+				human += " (" + m.Name + ")"
+			}
+			return e.printCreated(m.IP, human+fmt.Sprintf(" and %s to %s on /node/%s", m.IP6, m.To, n), m)
+		},
+	}
+	atFlag(mp, &at)
+	mp.Flags().StringVar(&to, "to", "", "route to the outlet")
+	mp.Flags().StringVar(&ip, "ip", "", "virtual IPv4 address (default: the next free one)")
+	mp.Flags().StringVar(&host, "name", "", "DNS name (default: the outlet's name; .ockam is added to names without a dot)")
+
+	unmap := &cobra.Command{
+		Use: "unmap ADDR|NAME --at /node/NAME", Short: "Remove a mapping and end its flows", Args: args("ADDR|NAME"),
+		RunE: func(_ *cobra.Command, a []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			return e.call(n, "DELETE", "/tun/mappings/"+url.PathEscape(a[0]), nil, nil, 0)
+		},
+	}
+	atFlag(unmap, &at)
+
+	show := &cobra.Command{
+		Use: "show --at /node/NAME", Short: "Show the interface, its mappings and live flows", Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			var info api.TunInfo
+			if err := e.call(n, "GET", "/tun", nil, &info, 0); err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printJSON(info)
+			}
+			if info.Name == "" {
+				fmt.Fprintf(e.stdout, "No interface on /node/%s (sudo ockam tun create --at /node/%s)\n", n, n)
+			} else {
+				s := info.Stats
+				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
+					info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
+			}
+			var rows [][]string
+			for _, m := range info.Mappings {
+				rows = append(rows, []string{m.IP, m.Name, m.To, fmt.Sprint(m.Flows), fmt.Sprint(m.Total), m.LastError})
+			}
+			if len(rows) > 0 {
+				fmt.Fprintln(e.stdout)
+				e.table("ADDRESS\tNAME\tTO\tOPEN\tTOTAL\tLAST ERROR", rows)
+			}
+			e.flowTable(info.Flows)
+			return nil
+		},
+	}
+	atFlag(show, &at)
+	cmd.AddCommand(create, del, mp, unmap, show)
+	return cmd
+}
+
+func (e *env) flowTable(fs []api.FlowInfo) {
+	var rows [][]string
+	for _, f := range fs {
+		rows = append(rows, []string{f.ID, f.Client, f.Target, fmt.Sprint(f.BytesIn), fmt.Sprint(f.BytesOut), f.Opened.Format("15:04:05")})
+	}
+	if len(rows) > 0 {
+		fmt.Fprintln(e.stdout)
+		e.table("FLOW\tCLIENT\tTARGET\tBYTES IN\tBYTES OUT\tOPENED", rows)
+	}
+}
+
+func (e *env) socksCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "socks", Short: "SOCKS5 listeners that carry each CONNECT to an outlet (no root needed)"}
+	var at, from, to string
+	create := &cobra.Command{
+		Use:   "create --at /node/NAME --from HOST:PORT [--to ROUTE]",
+		Short: "Listen for SOCKS5 on HOST:PORT; each CONNECT goes to the outlet at ROUTE with its port",
+		Long: `Listen for SOCKS5 (no authentication: bind it to a loopback address). Each CONNECT opens
+a flow to the outlet at ROUTE asking for the requested port; the requested host is ignored.
+Without --to, the host must be a name or address mapped with ` + "`ockam tun map`" + ` (no
+interface is needed for that).`,
+		Example: `  ockam secure-channel create --from /node/client_sidecar --to /node/relay/service/forward_to_server_sidecar/service/api \
+      | ockam socks create --at /node/client_sidecar --from 127.0.0.1:1080 --to -/service/outlet
+  curl --socks5-hostname 127.0.0.1:1080 http://api:5000/`,
+		Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			var info api.SocksInfo
+			if err := e.call(n, "POST", "/socks", api.CreateSocks{From: from, To: to}, &info, 0); err != nil {
+				return err
+			}
+			dest := info.To
+			if dest == "" {
+				dest = "the mapped names of /node/" + n
+			}
+			return e.printCreated(info.From, fmt.Sprintf("SOCKS5 listener on %s (/node/%s) -> %s", info.From, n, dest), info)
+		},
+	}
+	atFlag(create, &at)
+	create.Flags().StringVar(&from, "from", "127.0.0.1:1080", "address to listen on")
+	create.Flags().StringVar(&to, "to", "", "route to the outlet (default: resolve hosts through `tun map`)")
+
+	list := &cobra.Command{
+		Use: "list --at /node/NAME", Short: "List SOCKS5 listeners and their flows", Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			var out []api.SocksInfo
+			if err := e.call(n, "GET", "/socks", nil, &out, 0); err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printJSON(out)
+			}
+			var rows [][]string
+			var flows []api.FlowInfo
+			for _, l := range out {
+				to := l.To
+				if to == "" {
+					to = "(mapped names)"
+				}
+				rows = append(rows, []string{l.From, to, fmt.Sprint(len(l.Flows)), fmt.Sprint(l.Total), strings.ReplaceAll(l.LastError, "\t", " ")})
+				flows = append(flows, l.Flows...)
+			}
+			e.table("FROM\tTO\tOPEN\tCONNECTS\tLAST ERROR", rows)
+			e.flowTable(flows)
+			return nil
+		},
+	}
+	atFlag(list, &at)
+	del := &cobra.Command{
+		Use: "delete HOST:PORT --at /node/NAME", Short: "Stop a SOCKS5 listener and end its flows", Args: args("HOST:PORT"),
+		RunE: func(_ *cobra.Command, a []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			return e.call(n, "DELETE", "/socks/"+url.PathEscape(a[0]), nil, nil, 0)
+		},
+	}
+	atFlag(del, &at)
+	cmd.AddCommand(create, list, del)
+	return cmd
+}

@@ -47,6 +47,7 @@ type Daemon struct {
 	fwd     *relay.Service
 	sc      *securechannel.Manager
 	portals *portal.Portals
+	tun     *tunState
 	me      *identity.Secret
 	state   home.NodeState
 	addr    net.Addr

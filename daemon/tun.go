@@ -1,12 +1,739 @@
 package daemon
 
-import "net/http"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// The virtual interface (TUN + netstack) and SOCKS5 listeners of a node.
-// Filled in by the TUN work; these hooks are what the rest of the daemon calls.
+	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/netstack"
+	"github.com/ockam-go/ockam/portal"
+	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/socks"
+	"github.com/ockam-go/ockam/tun"
+)
 
-func (d *Daemon) tunRoutes(mux *http.ServeMux, v string) {}
+// The virtual interface (TUN + netstack) and the SOCKS5 listeners of a node.
+//
+// The mapping table (virtual address and DNS name -> route to an outlet)
+// belongs to the node and exists without an interface: SOCKS5 listeners
+// without a fixed outlet resolve the requested host through it, which needs
+// no root. `tun create` adds the interface; its netstack Handler looks the
+// destination address up in the same table.
 
-func (d *Daemon) stopTun() {}
+// dnsDefault is where the interface answers DNS when it lies in the prefix
+// (as in the default 100.64.0.0/10); otherwise the prefix's second address.
+var dnsDefault = netip.MustParseAddr("100.100.100.100")
 
-func (d *Daemon) tunServices() []string { return nil }
+// nameSuffix is appended to mapping names given without a dot.
+const nameSuffix = ".ockam"
+
+// maxMappings bounds the mapping table.
+const maxMappings = 1 << 16
+
+type tunState struct {
+	mu     sync.Mutex
+	ifc    *iface // nil: no interface
+	prefix netip.Prefix
+	maps   map[netip.Addr]*mapping // by IPv4 and by IPv6 address
+	names  map[string]*mapping
+	socks  map[string]*socksListener
+	flows  map[*portal.Flow]*flowEntry
+	closed bool
+	wg     sync.WaitGroup // SOCKS listeners and flow watchers
+}
+
+// iface is a created interface and the stack behind it.
+type iface struct {
+	name        string
+	addr, addr6 netip.Prefix
+	dns         netip.Addr
+	mtu         int
+	st          *netstack.Stack
+	created     time.Time
+	ctx         context.Context // ends pending opens when the interface goes
+	cancel      context.CancelFunc
+}
+
+type mapping struct {
+	ip, ip6 netip.Addr
+	name    string
+	to      string
+	route   routing.Route
+	total   atomic.Uint64
+	lastErr atomic.Value // string
+}
+
+// flowEntry is a flow the node opened for the interface or a SOCKS
+// listener; owner is the *mapping or *socksListener it belongs to.
+type flowEntry struct {
+	owner          any
+	client, target string
+}
+
+func newTunState() *tunState {
+	return &tunState{
+		prefix: tun.DefaultPrefix,
+		maps:   map[netip.Addr]*mapping{},
+		names:  map[string]*mapping{},
+		socks:  map[string]*socksListener{},
+		flows:  map[*portal.Flow]*flowEntry{},
+	}
+}
+
+// ip6For embeds a virtual IPv4 address in the last 32 bits of the IPv6
+// prefix, so each mapping answers on both families.
+func ip6For(v4 netip.Addr) netip.Addr {
+	b := tun.DefaultPrefix6.Addr().As16()
+	a := v4.As4()
+	copy(b[12:], a[:])
+	return netip.AddrFrom16(b)
+}
+
+// reserved reports addresses of the prefix a mapping may not take: the
+// network and broadcast addresses, the interface's own, the DNS address.
+func (t *tunState) reserved(a netip.Addr) bool {
+	p := t.prefix
+	if a == p.Addr() || a == p.Addr().Next() || a == t.dnsAddr() {
+		return true
+	}
+	last := lastAddr(p)
+	return a == last
+}
+
+func (t *tunState) dnsAddr() netip.Addr {
+	if t.prefix.Contains(dnsDefault) {
+		return dnsDefault
+	}
+	return t.prefix.Addr().Next().Next()
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// lookup returns the mapping of a virtual address or a name.
+func (t *tunState) lookup(a netip.Addr, name string) *mapping {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if name != "" {
+		return t.names[canonicalName(name)]
+	}
+	return t.maps[a.Unmap()]
+}
+
+func canonicalName(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) }
+
+func validName(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(n, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// namesLocked is the DNS table for the stack. t.mu held.
+func (t *tunState) namesLocked() map[string]netip.Addr {
+	m := make(map[string]netip.Addr, len(t.names))
+	for n, mp := range t.names {
+		m[n] = mp.ip
+	}
+	return m
+}
+
+func (t *tunState) track(f *portal.Flow, e *flowEntry) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.flows[f] = e
+	return true
+}
+
+func (t *tunState) untrack(f *portal.Flow) {
+	t.mu.Lock()
+	delete(t.flows, f)
+	t.mu.Unlock()
+}
+
+// abortOwned ends the flows that belong to owner.
+func (t *tunState) abortOwned(owner any, reason string) {
+	t.mu.Lock()
+	var fs []*portal.Flow
+	for f, e := range t.flows {
+		if e.owner == owner {
+			fs = append(fs, f)
+		}
+	}
+	t.mu.Unlock()
+	for _, f := range fs {
+		f.Abort(reason)
+	}
+}
+
+func (t *tunState) flowInfos(owner func(any) bool) []api.FlowInfo {
+	t.mu.Lock()
+	var fs []portal.FlowInfo
+	for f, e := range t.flows {
+		if owner(e.owner) {
+			fs = append(fs, portal.FlowInfo{ID: f.ID(), Client: e.client, Target: e.target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened})
+		}
+	}
+	t.mu.Unlock()
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Opened.Before(fs[j].Opened) })
+	return flowInfos(fs)
+}
+
+// handler is the netstack Handler: dial-then-accept, so the application
+// sees "connection refused" when nothing is mapped or the outlet refuses.
+func (d *Daemon) tunHandler(ifc *iface) func(*netstack.Request) {
+	t := d.tun
+	return func(r *netstack.Request) {
+		m := t.lookup(r.Dst.Addr(), "")
+		if m == nil {
+			r.Refuse()
+			return
+		}
+		m.total.Add(1)
+		f, err := d.portals.Dial(ifc.ctx, m.route, r.Dst.Port())
+		if err != nil {
+			m.lastErr.Store(err.Error())
+			r.Refuse()
+			d.log.Debug("tun flow refused", "dst", r.Dst.String(), "err", err)
+			return
+		}
+		c, err := r.Accept()
+		if err != nil {
+			f.Abort("the application went away")
+			return
+		}
+		if !t.track(f, &flowEntry{owner: m, client: r.Src.String(), target: r.Dst.String()}) {
+			c.Close()
+			f.Abort("node stopping")
+			return
+		}
+		f.Run(c)
+		// The handler owns the flow until it ends; Stack.Close closes
+		// the conn and so ends it, then waits for this handler.
+		<-f.Done()
+		t.untrack(f)
+	}
+}
+
+func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
+	t := d.tun
+	name := req.Name
+	if name == "" {
+		name = tun.DefaultName
+	}
+	prefix := tun.DefaultPrefix
+	if req.Prefix != "" {
+		p, err := netip.ParsePrefix(req.Prefix)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 24 || p.Bits() < 8 {
+			return api.TunInfo{}, badRequest(fmt.Errorf("--prefix %q: want an IPv4 range from /8 to /24, e.g. %s", req.Prefix, tun.DefaultPrefix))
+		}
+		prefix = p.Masked()
+	}
+	mtu := req.MTU
+	if mtu == 0 {
+		mtu = tun.DefaultMTU
+	}
+	if mtu < 1280 || mtu > 65535 {
+		return api.TunInfo{}, badRequest(fmt.Errorf("--mtu %d: want 1280 to 65535", mtu))
+	}
+
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return api.TunInfo{}, errors.New("node is shutting down")
+	}
+	if t.ifc != nil {
+		n := t.ifc.name
+		t.mu.Unlock()
+		return api.TunInfo{}, conflict(fmt.Errorf("node %s already has interface %s (see `ockam tun show`)", d.cfg.Name, n))
+	}
+	for a, m := range t.maps {
+		if a.Is4() && !prefix.Contains(a) {
+			t.mu.Unlock()
+			return api.TunInfo{}, conflict(fmt.Errorf("mapping %s lies outside %s: unmap it first", m.ip, prefix))
+		}
+	}
+	old := t.prefix
+	t.prefix = prefix
+	for a := range t.maps {
+		if a.Is4() && t.reserved(a) {
+			t.prefix = old
+			t.mu.Unlock()
+			return api.TunInfo{}, conflict(fmt.Errorf("mapping %s is an address the interface needs: unmap it first", a))
+		}
+	}
+	// Hold the slot while creating, so two creates cannot race.
+	ctx, cancel := context.WithCancel(context.Background())
+	ifc := &iface{name: name, mtu: mtu, dns: t.dnsAddr(), ctx: ctx, cancel: cancel, created: time.Now().UTC(),
+		addr:  netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits()),
+		addr6: netip.PrefixFrom(tun.DefaultPrefix6.Addr().Next(), tun.DefaultPrefix6.Bits())}
+	t.ifc = ifc
+	t.mu.Unlock()
+
+	fail := func(err error) (api.TunInfo, error) {
+		cancel()
+		t.mu.Lock()
+		t.ifc = nil
+		t.mu.Unlock()
+		return api.TunInfo{}, err
+	}
+	dev, err := tun.Create(name, mtu)
+	if err != nil {
+		if strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+			err = fmt.Errorf("node %s (pid %d) lacks CAP_NET_ADMIN to create interface %s: start the node as root", d.cfg.Name, d.state.PID, name)
+		}
+		return fail(err)
+	}
+	if err := tun.Configure(name, []netip.Prefix{ifc.addr, ifc.addr6}, nil); err != nil {
+		dev.Close()
+		tun.Delete(name)
+		return fail(err)
+	}
+	st, err := netstack.New(dev, netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns})
+	if err != nil {
+		dev.Close()
+		tun.Delete(name)
+		return fail(err)
+	}
+	t.mu.Lock()
+	if t.closed { // the node stopped while the interface was being made
+		t.ifc = nil
+		t.mu.Unlock()
+		cancel()
+		st.Close()
+		tun.Delete(name)
+		return api.TunInfo{}, errors.New("node is shutting down")
+	}
+	ifc.st = st
+	st.SetNames(t.namesLocked())
+	t.mu.Unlock()
+	d.log.Info("tun created", "tun", name, "address", ifc.addr.String(), "dns", ifc.dns.String(), "mtu", mtu)
+	return d.tunInfo(), nil
+}
+
+// deleteTun closes the stack (ending its flows) and removes the interface
+// with its addresses and routes.
+func (d *Daemon) deleteTun() error {
+	t := d.tun
+	t.mu.Lock()
+	ifc := t.ifc
+	if ifc == nil || ifc.st == nil {
+		t.mu.Unlock()
+		if ifc != nil {
+			return conflict(errors.New("the interface is being created"))
+		}
+		return notFound(fmt.Errorf("node %s has no interface", d.cfg.Name))
+	}
+	t.ifc = nil
+	t.mu.Unlock()
+	ifc.cancel()
+	ifc.st.Close()
+	err := tun.Delete(ifc.name)
+	d.log.Info("tun deleted", "tun", ifc.name)
+	return err
+}
+
+func (d *Daemon) tunInfo() api.TunInfo {
+	t := d.tun
+	out := api.TunInfo{Mappings: []api.Mapping{}}
+	t.mu.Lock()
+	if ifc := t.ifc; ifc != nil && ifc.st != nil {
+		out.Name, out.Address, out.Address6, out.DNS, out.MTU, out.Created = ifc.name, ifc.addr.String(), ifc.addr6.String(), ifc.dns.String(), ifc.mtu, ifc.created
+		s := ifc.st.Stats()
+		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies}
+	}
+	open := map[*mapping]int{}
+	for _, e := range t.flows {
+		if m, ok := e.owner.(*mapping); ok {
+			open[m]++
+		}
+	}
+	for a, m := range t.maps {
+		if a != m.ip {
+			continue
+		}
+		mi := api.Mapping{IP: m.ip.String(), IP6: m.ip6.String(), Name: m.name, To: m.to, Flows: open[m], Total: m.total.Load()}
+		mi.LastError, _ = m.lastErr.Load().(string)
+		out.Mappings = append(out.Mappings, mi)
+	}
+	t.mu.Unlock()
+	sort.Slice(out.Mappings, func(i, j int) bool {
+		return netip.MustParseAddr(out.Mappings[i].IP).Less(netip.MustParseAddr(out.Mappings[j].IP))
+	})
+	out.Flows = t.flowInfos(func(o any) bool { _, ok := o.(*mapping); return ok })
+	return out
+}
+
+func (d *Daemon) createMapping(req api.CreateMapping) (api.Mapping, error) {
+	t := d.tun
+	route, err := d.resolve(req.To)
+	if err != nil {
+		return api.Mapping{}, badRequest(err)
+	}
+	if len(route) == 0 {
+		return api.Mapping{}, badRequest(errors.New("--to: want the route to an outlet, e.g. /service/<channel>/service/outlet"))
+	}
+	name := canonicalName(req.Name)
+	if name == "" {
+		last := route[len(route)-1]
+		if last.Type == routing.Local && validName(strings.ToLower(last.Value)) {
+			name = strings.ToLower(last.Value)
+		}
+	}
+	if name != "" && !strings.Contains(name, ".") {
+		name += nameSuffix
+	}
+	if name != "" && !validName(name) {
+		return api.Mapping{}, badRequest(fmt.Errorf("--name %q: want a DNS name like api.ockam", req.Name))
+	}
+	var ip netip.Addr
+	if req.IP != "" {
+		if ip, err = netip.ParseAddr(req.IP); err != nil || !ip.Is4() {
+			return api.Mapping{}, badRequest(fmt.Errorf("--ip %q: want an IPv4 address", req.IP))
+		}
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return api.Mapping{}, errors.New("node is shutting down")
+	}
+	if len(t.maps) >= 2*maxMappings {
+		return api.Mapping{}, conflict(fmt.Errorf("the node holds %d mappings already", maxMappings))
+	}
+	if ip.IsValid() {
+		switch {
+		case !t.prefix.Contains(ip):
+			return api.Mapping{}, badRequest(fmt.Errorf("--ip %s is outside %s", ip, t.prefix))
+		case t.reserved(ip):
+			return api.Mapping{}, badRequest(fmt.Errorf("--ip %s is reserved (network, broadcast, interface or DNS address)", ip))
+		case t.maps[ip] != nil:
+			return api.Mapping{}, conflict(fmt.Errorf("%s is already mapped to %s", ip, t.maps[ip].to))
+		}
+	} else {
+		for a := t.prefix.Addr().Next(); t.prefix.Contains(a); a = a.Next() {
+			if !t.reserved(a) && t.maps[a] == nil {
+				ip = a
+				break
+			}
+		}
+		if !ip.IsValid() {
+			return api.Mapping{}, conflict(fmt.Errorf("no free address left in %s", t.prefix))
+		}
+	}
+	if name != "" && t.names[name] != nil {
+		if req.Name != "" {
+			return api.Mapping{}, conflict(fmt.Errorf("name %s is already mapped to %s", name, t.names[name].ip))
+		}
+		// A default name that is taken: number it.
+		base := strings.TrimSuffix(name, nameSuffix)
+		for i := 2; ; i++ {
+			n := fmt.Sprintf("%s-%d%s", base, i, nameSuffix)
+			if t.names[n] == nil {
+				name = n
+				break
+			}
+		}
+	}
+	m := &mapping{ip: ip, ip6: ip6For(ip), name: name, to: route.String(), route: route}
+	t.maps[m.ip] = m
+	t.maps[m.ip6] = m
+	if name != "" {
+		t.names[name] = m
+	}
+	if t.ifc != nil && t.ifc.st != nil {
+		t.ifc.st.SetNames(t.namesLocked())
+	}
+	d.log.Info("tun mapping added", "ip", ip.String(), "name", name, "to", m.to)
+	return api.Mapping{IP: m.ip.String(), IP6: m.ip6.String(), Name: m.name, To: m.to}, nil
+}
+
+// deleteMapping removes the mapping of an address or a name and ends its
+// flows.
+func (d *Daemon) deleteMapping(key string) error {
+	t := d.tun
+	t.mu.Lock()
+	var m *mapping
+	if a, err := netip.ParseAddr(key); err == nil {
+		m = t.maps[a.Unmap()]
+	} else {
+		m = t.names[canonicalName(key)]
+		if m == nil && !strings.Contains(key, ".") {
+			m = t.names[canonicalName(key)+nameSuffix]
+		}
+	}
+	if m == nil {
+		t.mu.Unlock()
+		return notFound(fmt.Errorf("nothing is mapped at %s (see `ockam tun show`)", key))
+	}
+	delete(t.maps, m.ip)
+	delete(t.maps, m.ip6)
+	if m.name != "" {
+		delete(t.names, m.name)
+	}
+	if t.ifc != nil && t.ifc.st != nil {
+		t.ifc.st.SetNames(t.namesLocked())
+	}
+	t.mu.Unlock()
+	t.abortOwned(m, "tun: mapping removed")
+	return nil
+}
+
+// socksListener is a SOCKS5 listener of the node.
+type socksListener struct {
+	from    string
+	to      string        // "" resolves hosts through the mapping table
+	route   routing.Route // nil with to ""
+	cancel  context.CancelFunc
+	done    chan struct{}
+	total   atomic.Uint64
+	lastErr atomic.Value // string
+}
+
+// socksReply maps a portal error to the SOCKS reply the client sees. The
+// portal reports outlet refusals as text, so this reads it.
+func socksReply(err error) socks.Reply {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "connection refused"):
+		return socks.ConnectionRefused
+	case strings.Contains(s, "not allowed"):
+		return socks.NotAllowed
+	case strings.Contains(s, "network is unreachable"):
+		return socks.NetworkUnreachable
+	case strings.Contains(s, "no route to host"), strings.Contains(s, "no answer from the outlet"), strings.Contains(s, "path to the outlet failed"):
+		return socks.HostUnreachable
+	case strings.Contains(s, "timeout"), strings.Contains(s, "deadline"):
+		return socks.TTLExpired
+	}
+	return socks.ReplyFor(err)
+}
+
+func (d *Daemon) createSocks(req api.CreateSocks) (api.SocksInfo, error) {
+	t := d.tun
+	if req.From == "" {
+		return api.SocksInfo{}, badRequest(errors.New("missing --from HOST:PORT"))
+	}
+	l := &socksListener{done: make(chan struct{})}
+	if req.To != "" {
+		route, err := d.resolve(req.To)
+		if err != nil {
+			return api.SocksInfo{}, badRequest(err)
+		}
+		l.route, l.to = route, route.String()
+	}
+	ln, err := net.Listen("tcp", req.From)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return api.SocksInfo{}, conflict(fmt.Errorf("socks: cannot listen on %s: %v", req.From, err))
+	}
+	l.from = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	t.mu.Lock()
+	if t.closed || t.socks[l.from] != nil {
+		t.mu.Unlock()
+		cancel()
+		ln.Close()
+		if t.closed {
+			return api.SocksInfo{}, errors.New("node is shutting down")
+		}
+		return api.SocksInfo{}, conflict(fmt.Errorf("a SOCKS listener on %s exists", l.from))
+	}
+	t.socks[l.from] = l
+	t.wg.Add(1)
+	t.mu.Unlock()
+
+	srv := &socks.Server{Logger: d.log.With("socks", l.from), Dial: func(ctx context.Context, dst socks.Addr) (socks.Flow, error) {
+		return d.socksDial(ctx, l, dst)
+	}}
+	go func() {
+		defer t.wg.Done()
+		defer close(l.done)
+		if err := srv.Serve(ctx, ln); err != nil {
+			l.lastErr.Store(err.Error())
+			d.log.Error("socks listener failed", "socks", l.from, "err", err)
+		}
+	}()
+	d.log.Info("socks listener created", "socks", l.from, "to", l.to)
+	return d.socksInfo(l), nil
+}
+
+func (d *Daemon) socksDial(ctx context.Context, l *socksListener, dst socks.Addr) (socks.Flow, error) {
+	t := d.tun
+	l.total.Add(1)
+	route := l.route
+	if route == nil {
+		m := t.lookup(dst.IP, dst.Name)
+		if m == nil {
+			err := fmt.Errorf("%s is not mapped (see `ockam tun map`)", dst)
+			l.lastErr.Store(err.Error())
+			return nil, &socks.Error{Reply: socks.HostUnreachable, Err: err}
+		}
+		route = m.route
+	}
+	f, err := d.portals.Dial(ctx, route, dst.Port)
+	if err != nil {
+		l.lastErr.Store(err.Error())
+		return nil, &socks.Error{Reply: socksReply(err), Err: err}
+	}
+	if !t.track(f, &flowEntry{owner: l, client: "socks " + l.from, target: dst.String()}) {
+		f.Abort("node stopping")
+		return nil, errors.New("node stopping")
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		<-f.Done()
+		t.untrack(f)
+	}()
+	return f, nil
+}
+
+func (d *Daemon) socksInfo(l *socksListener) api.SocksInfo {
+	info := api.SocksInfo{From: l.from, To: l.to, Total: l.total.Load(),
+		Flows: d.tun.flowInfos(func(o any) bool { return o == l })}
+	info.LastError, _ = l.lastErr.Load().(string)
+	return info
+}
+
+// closeSocks stops a listener and ends its flows.
+func (d *Daemon) closeSocks(l *socksListener) {
+	l.cancel()
+	<-l.done
+	d.tun.abortOwned(l, "socks listener deleted")
+}
+
+func (d *Daemon) deleteSocks(from string) error {
+	t := d.tun
+	t.mu.Lock()
+	l := t.socks[from]
+	delete(t.socks, from)
+	t.mu.Unlock()
+	if l == nil {
+		return notFound(fmt.Errorf("no SOCKS listener on %s", from))
+	}
+	d.closeSocks(l)
+	return nil
+}
+
+func (d *Daemon) tunRoutes(mux *http.ServeMux, v string) {
+	d.tun = newTunState()
+	d.handle(mux, "POST "+v+"/tun", func(r *http.Request) (any, error) {
+		req, err := decode[api.CreateTun](r)
+		if err != nil {
+			return nil, err
+		}
+		return d.createTun(req)
+	})
+	d.handle(mux, "GET "+v+"/tun", func(r *http.Request) (any, error) { return d.tunInfo(), nil })
+	d.handle(mux, "DELETE "+v+"/tun", func(r *http.Request) (any, error) { return nil, d.deleteTun() })
+	d.handle(mux, "POST "+v+"/tun/mappings", func(r *http.Request) (any, error) {
+		req, err := decode[api.CreateMapping](r)
+		if err != nil {
+			return nil, err
+		}
+		return d.createMapping(req)
+	})
+	d.handle(mux, "DELETE "+v+"/tun/mappings/{key}", func(r *http.Request) (any, error) {
+		return nil, d.deleteMapping(r.PathValue("key"))
+	})
+	d.handle(mux, "POST "+v+"/socks", func(r *http.Request) (any, error) {
+		req, err := decode[api.CreateSocks](r)
+		if err != nil {
+			return nil, err
+		}
+		return d.createSocks(req)
+	})
+	d.handle(mux, "GET "+v+"/socks", func(r *http.Request) (any, error) {
+		d.tun.mu.Lock()
+		ls := make([]*socksListener, 0, len(d.tun.socks))
+		for _, l := range d.tun.socks {
+			ls = append(ls, l)
+		}
+		d.tun.mu.Unlock()
+		sort.Slice(ls, func(i, j int) bool { return ls[i].from < ls[j].from })
+		out := []api.SocksInfo{}
+		for _, l := range ls {
+			out = append(out, d.socksInfo(l))
+		}
+		return out, nil
+	})
+	d.handle(mux, "DELETE "+v+"/socks/{from}", func(r *http.Request) (any, error) {
+		return nil, d.deleteSocks(r.PathValue("from"))
+	})
+}
+
+// stopTun ends every SOCKS listener and the interface with their flows.
+func (d *Daemon) stopTun() {
+	t := d.tun
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.closed = true
+	ls := t.socks
+	t.socks = map[string]*socksListener{}
+	t.mu.Unlock()
+	for _, l := range ls {
+		d.closeSocks(l)
+	}
+	if err := d.deleteTun(); err != nil {
+		var es *errStatus
+		if !errors.As(err, &es) {
+			d.log.Error("removing the interface", "err", err)
+		}
+	}
+	t.wg.Wait()
+}
+
+func (d *Daemon) tunServices() []string {
+	t := d.tun
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var s []string
+	if t.ifc != nil && t.ifc.st != nil {
+		s = append(s, fmt.Sprintf("tun %s (%s, dns %s, %d mappings)", t.ifc.name, t.ifc.addr, t.ifc.dns, len(t.names)))
+	}
+	for _, l := range t.socks {
+		to := l.to
+		if to == "" {
+			to = "mapped names"
+		}
+		s = append(s, fmt.Sprintf("socks5 %s (to %s)", l.from, to))
+	}
+	return s
+}
