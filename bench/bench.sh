@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# bench.sh: side-by-side benchmarks of ways to reach a server through a relay,
+# across three network namespaces (scripts/netns.sh). Entry point of `make bench`.
+#
+# Paths, measured in one run and interleaved (round 1: A B C ..., round 2: A B C ...):
+#   direct  client in the relay ns -> server veth address (one hop, no relay process)
+#   socat   plain TCP relay (socat, fork per connection) in the relay ns
+#   ssh     ssh -J relay -L ... server, aes128-gcm@openssh.com, sshd in relay and server ns
+#   wg      wireguard-go client <-> server, the relay ns routes their UDP (and nothing else)
+#   ockam   our seed demo: inlet (client ns) -> secure channel -> relay node -> outlet (server ns)
+#   tun     our TUN path: a hook, skipped until `ockam tun` exists
+#
+# Measures per path and round: iperf3 1 flow and 8 flows, 64-byte request/response
+# on one connection (p50/p99), fresh connection per request (p50/p99), wrk with 32
+# connections, CPU s/GB of the path's processes (from the 1-flow run), PSS per idle
+# flow with --idle-flows flows open.
+#
+# Output: bench/results/<stamp>-<mode>.json (raw samples + medians) and .svg (chart),
+# docs/benchmarks.md (tables). Exit status: 0 all ran, 1 a measure or a path failed,
+# 2 cannot run here (not root, tools missing; SKIP_OK=1 turns "not root" into exit 0).
+set -uo pipefail
+
+usage() {
+	cat <<EOF
+usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN]
+                [--results DIR] [--docs FILE|-] [--keep]
+
+  --quick         brief measures, a smoke test (under 3 minutes)
+  --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
+  --paths LIST    comma-separated subset of: direct,socat,ssh,wg,ockam,tun (default all)
+  --idle-flows N  idle flows for the memory measure, 0 to skip (default 10000, quick 500;
+                  socat, which forks per flow, gets a tenth)
+  --ockam BIN     ockam binary to use (default: build ./cmd/ockam into a temp dir)
+  --results DIR   where the raw JSON and the chart go (default bench/results)
+  --docs FILE     Markdown page to write (default docs/benchmarks.md; - for none)
+  --keep          keep the temp dir (logs) after the run
+EOF
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+# shellcheck source=../scripts/netns.sh
+. "$root/scripts/netns.sh"
+
+mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin=""
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md" keep=0
+while (($#)); do
+	case $1 in
+	--quick) mode=quick ;;
+	--rounds) rounds=$2; shift ;;
+	--paths) want_paths=$2; shift ;;
+	--idle-flows) idle_flows=$2; shift ;;
+	--ockam) ockam_bin=$2; shift ;;
+	--results) results_dir=$2; shift ;;
+	--docs) docs=$2; shift ;;
+	--keep) keep=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+	shift
+done
+
+if [[ $mode == quick ]]; then
+	T=2 RR_N=2000 CRR_N=200 WRK_D=2
+	: "${idle_flows:=500}"
+else
+	T=10 RR_N=10000 CRR_N=1000 WRK_D=10
+	: "${idle_flows:=10000}"
+fi
+idle_socat=$((idle_flows / 10))
+((rounds >= 1)) || { echo "--rounds must be at least 1" >&2; exit 2; }
+
+netns_require_root
+
+missing=()
+for t in iperf3 socat ssh sshd ssh-keygen wg wrk curl python3 ss go; do
+	command -v "$t" >/dev/null || [[ -x /usr/sbin/$t ]] || missing+=("$t")
+done
+if ((${#missing[@]})); then
+	echo "${0##*/}: missing tools: ${missing[*]}" >&2
+	echo "  apt-get install -y iperf3 socat openssh-server openssh-client wireguard-tools wrk curl python3 iproute2" >&2
+	exit 2
+fi
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+tmp=$(mktemp -d "/tmp/ockbench.$$.XXXX")
+export OCKAM_HOME=$tmp/home
+made_run_sshd=0
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -n $ockam_bin && -d $OCKAM_HOME ]]; then
+		"$ockam_bin" node delete --all >/dev/null 2>&1
+		local st pid
+		for st in "$OCKAM_HOME"/nodes/*/state.json; do
+			[[ -f $st ]] || continue
+			pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$st")
+			[[ -n $pid ]] && kill "$pid" 2>/dev/null
+		done
+	fi
+	[[ -n ${hold_fd:-} ]] && exec {hold_fd}>&-
+	netns_kill
+	netns_down
+	rm -f /var/run/wireguard/"${wg_c:-none}".sock /var/run/wireguard/"${wg_s:-none}".sock
+	((made_run_sshd)) && rmdir /run/sshd 2>/dev/null
+	if ((keep)); then log "kept $tmp"; else rm -rf "$tmp"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n "$(ulimit -Hn)"
+
+# ---------------------------------------------------------------- build
+
+log "building netbench, ockam, wireguard-go"
+export GOFLAGS=${GOFLAGS:--buildvcs=false}
+(cd "$root" && go build -o "$tmp/netbench" ./bench/netbench) || exit 1
+NB=$tmp/netbench
+ockam_src="--ockam $ockam_bin"
+if [[ -z $ockam_bin ]]; then
+	ockam_bin=$tmp/ockam
+	ockam_src="working tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
+	git -C "$root" diff --quiet HEAD -- 2>/dev/null || ockam_src="$ockam_src + uncommitted changes"
+	if ! (cd "$root" && go build -o "$ockam_bin" ./cmd/ockam) 2>"$tmp/ockam-build.log"; then
+		# Others may be mid-edit: fall back to the last commit.
+		log "the working tree does not build ($(head -2 "$tmp/ockam-build.log" | tail -1)); building HEAD"
+		mkdir "$tmp/src" && git -C "$root" archive HEAD | tar -x -C "$tmp/src" || exit 1
+		(cd "$tmp/src" && go build -o "$ockam_bin" ./cmd/ockam) || exit 1
+		ockam_src="commit $(git -C "$root" rev-parse --short HEAD)"
+	fi
+fi
+WG_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
+wg_bin=""
+if [[ ,$want_paths, == *,wg,* ]]; then
+	if (cd "$tmp" && GOBIN=$tmp GOFLAGS= go install "golang.zx2c4.com/wireguard@$WG_VERSION") >"$tmp/wg-build.log" 2>&1; then
+		wg_bin=$tmp/wireguard
+	else
+		log "building wireguard-go failed: $(tail -1 "$tmp/wg-build.log")"
+	fi
+fi
+
+# ---------------------------------------------------------------- topology and servers
+
+netns_up || exit 1
+samples=$tmp/samples.jsonl
+: >"$samples"
+failed=0
+
+# Servers live in the server namespace on every address: 127.0.0.1 for the
+# tunnels' far ends, SERVER_IP for direct and socat, 10.99.0.2 for wireguard.
+P_IPERF=5201 P_ECHO=5300 P_HTTP=5400
+
+start_iperf_server() {
+	spawn "$NS_SERVER" "$tmp/iperf3-server.log" iperf3 -s -p "$P_IPERF"
+	IPERF_PID=$SPAWNED
+	wait_listen "$NS_SERVER" "$P_IPERF" 10
+}
+start_iperf_server || exit 1
+spawn "$NS_SERVER" "$tmp/netbench-serve.log" "$NB" serve -echo "0.0.0.0:$P_ECHO" -http "0.0.0.0:$P_HTTP"
+wait_port "$NS_SERVER" 127.0.0.1 "$P_HTTP" 10 || exit 1
+wait_port "$NS_SERVER" 127.0.0.1 "$P_ECHO" 10 || exit 1
+
+# Each path sets: EP_NS EP_HOST EP_IPERF EP_ECHO EP_HTTP (where the client
+# connects) and ROLES ("client=PID,.. relay=PID,.. server=PID,.."), the
+# processes whose CPU and memory the path costs.
+declare -A EP_NS EP_HOST EP_IPERF EP_ECHO EP_HTTP ROLES IDLE_N
+
+json_str() {
+	local s=$1
+	s=${s//\\/\\\\}
+	s=${s//\"/\\\"}
+	s=${s//$'\n'/ }
+	s=${s//$'\t'/ }
+	s=${s//$'\r'/ }
+	printf '"%s"' "$s"
+}
+
+# emit PATH ROUND MEASURE DATA BEFORE AFTER ERROR
+emit() {
+	printf '{"path":"%s","round":%d,"measure":"%s","data":%s,"before":%s,"after":%s,"error":%s}\n' \
+		"$1" "$2" "$3" "${4:-null}" "${5:-null}" "${6:-null}" "$(json_str "${7:-}")" >>"$samples"
+	if [[ -n ${7:-} ]]; then
+		failed=1
+		log "FAIL $1 round $2 $3: $7"
+	fi
+}
+
+skip_path() {
+	printf '{"path":"%s","round":0,"measure":"setup","skipped":%s}\n' "$1" "$(json_str "$2")" >>"$samples"
+	log "SKIP $1: $2"
+}
+
+stat_roles() {
+	[[ -n ${ROLES[$1]:-} ]] || { echo null; return; }
+	# shellcheck disable=SC2086
+	"$NB" stat ${ROLES[$1]} 2>/dev/null || echo null
+}
+
+# ---------------------------------------------------------------- paths
+
+setup_direct() {
+	EP_NS[direct]=$NS_RELAY EP_HOST[direct]=$SERVER_IP
+	EP_IPERF[direct]=$P_IPERF EP_ECHO[direct]=$P_ECHO EP_HTTP[direct]=$P_HTTP
+	ROLES[direct]="" IDLE_N[direct]=0
+}
+
+setup_socat() {
+	local pids=() p
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		spawn "$NS_RELAY" "$tmp/socat-$p.log" socat \
+			"TCP-LISTEN:$((p + 1000)),bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:$SERVER_IP:$p,nodelay"
+		pids+=("$SPAWNED")
+	done
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		wait_listen "$NS_RELAY" $((p + 1000)) 10 || return 1
+	done
+	EP_NS[socat]=$NS_CLIENT EP_HOST[socat]=$RELAY_CIP
+	EP_IPERF[socat]=$((P_IPERF + 1000)) EP_ECHO[socat]=$((P_ECHO + 1000)) EP_HTTP[socat]=$((P_HTTP + 1000))
+	ROLES[socat]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat]=$idle_socat
+}
+
+setup_ssh() {
+	local d=$tmp/ssh
+	mkdir -m 700 "$d" || return 1
+	if [[ ! -d /run/sshd ]]; then
+		mkdir -p -m 755 /run/sshd && made_run_sshd=1
+	fi
+	ssh-keygen -q -t ed25519 -N '' -C bench-user -f "$d/id" || return 1
+	cp "$d/id.pub" "$d/authorized_keys"
+	local side addr
+	for side in relay server; do
+		[[ $side == relay ]] && addr=0.0.0.0 || addr=$SERVER_IP
+		ssh-keygen -q -t ed25519 -N '' -C "bench-$side" -f "$d/host_$side" || return 1
+		cat >"$d/sshd_$side.conf" <<-EOF
+			Port 2222
+			ListenAddress $addr
+			HostKey $d/host_$side
+			PidFile none
+			AuthorizedKeysFile $d/authorized_keys
+			StrictModes no
+			PermitRootLogin prohibit-password
+			PasswordAuthentication no
+			KbdInteractiveAuthentication no
+			UsePAM no
+			AllowTcpForwarding yes
+			X11Forwarding no
+			UseDNS no
+			Ciphers aes128-gcm@openssh.com
+			LogLevel ERROR
+		EOF
+	done
+	printf '[%s]:2222 %s\n' "$RELAY_CIP" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >"$d/known_hosts"
+	printf '[%s]:2222 %s\n' "$SERVER_IP" "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
+	cat >"$d/ssh_config" <<-EOF
+		Host relay
+		  HostName $RELAY_CIP
+		Host server
+		  HostName $SERVER_IP
+		Host *
+		  Port 2222
+		  User root
+		  IdentityFile $d/id
+		  IdentitiesOnly yes
+		  UserKnownHostsFile $d/known_hosts
+		  GlobalKnownHostsFile /dev/null
+		  StrictHostKeyChecking yes
+		  Ciphers aes128-gcm@openssh.com
+		  Compression no
+		  BatchMode yes
+		  ControlMaster no
+		  ControlPath none
+		  ExitOnForwardFailure yes
+		  LogLevel ERROR
+	EOF
+	spawn "$NS_RELAY" "$tmp/sshd-relay.log" /usr/sbin/sshd -D -e -f "$d/sshd_relay.conf"
+	local sshd_relay=$SPAWNED
+	spawn "$NS_SERVER" "$tmp/sshd-server.log" /usr/sbin/sshd -D -e -f "$d/sshd_server.conf"
+	local sshd_server=$SPAWNED
+	wait_port "$NS_CLIENT" "$RELAY_CIP" 2222 10 || return 1
+	wait_port "$NS_RELAY" "$SERVER_IP" 2222 10 || return 1
+	# The command of the brief, with one -L per server.
+	local cmd=(ssh -F "$d/ssh_config" -c aes128-gcm@openssh.com -J relay -N
+		-L "127.0.0.1:$((P_IPERF + 2000)):127.0.0.1:$P_IPERF"
+		-L "127.0.0.1:$((P_ECHO + 2000)):127.0.0.1:$P_ECHO"
+		-L "127.0.0.1:$((P_HTTP + 2000)):127.0.0.1:$P_HTTP" server)
+	log "ssh: ${cmd[*]}"
+	spawn "$NS_CLIENT" "$tmp/ssh-client.log" "${cmd[@]}"
+	local ssh_pid=$SPAWNED
+	if ! wait_port "$NS_CLIENT" 127.0.0.1 $((P_HTTP + 2000)) 15; then
+		log "ssh log: $(tail -3 "$tmp/ssh-client.log")"
+		return 1
+	fi
+	# The forward listens before the session is up: prove it end to end.
+	wait_until 15 "HTTP through ssh" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 2000))/" || return 1
+	EP_NS[ssh]=$NS_CLIENT EP_HOST[ssh]=127.0.0.1
+	EP_IPERF[ssh]=$((P_IPERF + 2000)) EP_ECHO[ssh]=$((P_ECHO + 2000)) EP_HTTP[ssh]=$((P_HTTP + 2000))
+	ROLES[ssh]="client=$ssh_pid relay=$sshd_relay server=$sshd_server" IDLE_N[ssh]=$idle_flows
+}
+
+WG_PORT=51820 WG_CIP=10.99.0.1 WG_SIP=10.99.0.2
+setup_wg() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
+	local d=$tmp/wg t=${NETNS_TAG: -6}
+	mkdir -m 700 "$d"
+	wg_c=wgc$t wg_s=wgs$t # distinct names: the UAPI sockets share /var/run/wireguard
+	wg genkey >"$d/c.key" && wg pubkey <"$d/c.key" >"$d/c.pub" || return 1
+	wg genkey >"$d/s.key" && wg pubkey <"$d/s.key" >"$d/s.pub" || return 1
+	spawn "$NS_CLIENT" "$tmp/wg-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_c"
+	local pc=$SPAWNED
+	spawn "$NS_SERVER" "$tmp/wg-server.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_s"
+	local ps=$SPAWNED
+	wait_until 10 "wireguard-go client socket" test -S "/var/run/wireguard/$wg_c.sock" || return 1
+	wait_until 10 "wireguard-go server socket" test -S "/var/run/wireguard/$wg_s.sock" || return 1
+	in_ns "$NS_CLIENT" wg set "$wg_c" private-key "$d/c.key" listen-port $WG_PORT \
+		peer "$(cat "$d/s.pub")" endpoint "$SERVER_IP:$WG_PORT" allowed-ips "$WG_SIP/32" || return 1
+	in_ns "$NS_SERVER" wg set "$wg_s" private-key "$d/s.key" listen-port $WG_PORT \
+		peer "$(cat "$d/c.pub")" endpoint "$CLIENT_IP:$WG_PORT" allowed-ips "$WG_CIP/32" || return 1
+	in_ns "$NS_CLIENT" ip addr add "$WG_CIP/24" dev "$wg_c" || return 1
+	in_ns "$NS_SERVER" ip addr add "$WG_SIP/24" dev "$wg_s" || return 1
+	in_ns "$NS_CLIENT" ip link set "$wg_c" mtu 1420 up || return 1
+	in_ns "$NS_SERVER" ip link set "$wg_s" mtu 1420 up || return 1
+	# The relay routes the wireguard UDP and nothing else: policy rules give
+	# each end a route to the other's veth address for UDP to port 51820 only.
+	in_ns "$NS_RELAY" sysctl -qw net.ipv4.ip_forward=1
+	in_ns "$NS_CLIENT" ip route add "$SERVER_IP/32" via "$RELAY_CIP" table 177 || return 1
+	in_ns "$NS_CLIENT" ip rule add to "$SERVER_IP/32" ipproto udp dport $WG_PORT table 177 || return 1
+	in_ns "$NS_SERVER" ip route add "$CLIENT_IP/32" via "$RELAY_SIP" table 177 || return 1
+	in_ns "$NS_SERVER" ip rule add to "$CLIENT_IP/32" ipproto udp dport $WG_PORT table 177 || return 1
+	if in_ns "$NS_CLIENT" timeout 2 bash -c "exec 3<>/dev/tcp/$SERVER_IP/$P_HTTP" 2>/dev/null; then
+		echo "client reaches the server's veth over TCP: the relay routes more than wireguard"
+		return 1
+	fi
+	wait_until 10 "ping through wireguard" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$WG_SIP" >/dev/null || return 1
+	EP_NS[wg]=$NS_CLIENT EP_HOST[wg]=$WG_SIP
+	EP_IPERF[wg]=$P_IPERF EP_ECHO[wg]=$P_ECHO EP_HTTP[wg]=$P_HTTP
+	ROLES[wg]="client=$pc server=$ps" IDLE_N[wg]=$idle_flows
+}
+
+# ockam runs ockam ARGS in namespace NS, printing the command and its output.
+ockam() {
+	local ns=$1
+	shift
+	local where=client
+	[[ $ns == "$NS_RELAY" ]] && where=relay
+	[[ $ns == "$NS_SERVER" ]] && where=server
+	printf '  [%s] $ ockam %s\n' "$where" "$*" >&2
+	in_ns "$ns" "$ockam_bin" "$@"
+}
+
+node_pid() { sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$OCKAM_HOME/nodes/$1/state.json"; }
+
+setup_ockam() {
+	mkdir -p "$OCKAM_HOME"
+	ockam "$NS_RELAY" node create relay --tcp-listener-address "$RELAY_IP:4000" >&2 || return 1
+	wait_port "$NS_SERVER" "$RELAY_IP" 4000 10 || return 1
+	wait_port "$NS_CLIENT" "$RELAY_IP" 4000 10 || return 1
+	ockam "$NS_SERVER" node create server_sidecar >&2 || return 1
+	local svc port
+	for svc in iperf:$P_IPERF echo:$P_ECHO http:$P_HTTP; do
+		ockam "$NS_SERVER" tcp-outlet create --at /node/server_sidecar --from "/service/outlet_${svc%%:*}" --to "127.0.0.1:${svc#*:}" >&2 || return 1
+	done
+	ockam "$NS_SERVER" relay create server_sidecar --at "/ip4/$RELAY_IP/tcp/4000" --to /node/server_sidecar >&2 || return 1
+	ockam "$NS_CLIENT" node create client_sidecar >&2 || return 1
+	for svc in iperf:$P_IPERF echo:$P_ECHO http:$P_HTTP; do
+		port=$((${svc#*:} + 3000))
+		# The seed's pipe: one secure channel per inlet.
+		ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar \
+			--to "/ip4/$RELAY_IP/tcp/4000/service/forward_to_server_sidecar/service/api" |
+			ockam "$NS_CLIENT" tcp-inlet create --at /node/client_sidecar --from "127.0.0.1:$port" \
+				--to "-/service/outlet_${svc%%:*}" >&2 || return 1
+		wait_port "$NS_CLIENT" 127.0.0.1 "$port" 10 || return 1
+	done
+	wait_until 15 "HTTP through ockam" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 3000))/" || return 1
+	EP_NS[ockam]=$NS_CLIENT EP_HOST[ockam]=127.0.0.1
+	EP_IPERF[ockam]=$((P_IPERF + 3000)) EP_ECHO[ockam]=$((P_ECHO + 3000)) EP_HTTP[ockam]=$((P_HTTP + 3000))
+	ROLES[ockam]="client=$(node_pid client_sidecar) relay=$(node_pid relay) server=$(node_pid server_sidecar)"
+	IDLE_N[ockam]=$idle_flows
+}
+
+setup_tun() {
+	# ================= HOOK: ockam TUN path =================
+	# When `ockam tun` exists, set it up here across the namespaces (client
+	# side TUN in NS_CLIENT, reaching the servers in NS_SERVER through the
+	# relay node), then set EP_NS[tun] EP_HOST[tun] EP_IPERF[tun] EP_ECHO[tun]
+	# EP_HTTP[tun] ROLES[tun] IDLE_N[tun] as the other setup_* functions do,
+	# and return 0. Until then the path is skipped (exit status 3).
+	if ! "$ockam_bin" tun --help >/dev/null 2>&1; then
+		echo "\`ockam tun\` does not exist yet"
+		return 3
+	fi
+	echo "\`ockam tun\` exists but the bench hook in bench/bench.sh setup_tun is not written yet"
+	return 3
+	# ================= END HOOK =================
+}
+
+# ---------------------------------------------------------------- measures
+
+run_iperf() { # PATH ROUND FLOWS
+	local p=$1 r=$2 n=$3 m=iperf$3 f=$tmp/iperf-$1-$2-$3.json before after data err=""
+	before=$(stat_roles "$p")
+	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
+		-t "$T" -P "$n" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
+		err="iperf3 failed: $("$NB" iperf "$f" 2>&1 | tail -1) $(tail -1 "$f.err")"
+	fi
+	after=$(stat_roles "$p")
+	if [[ -z $err ]] && ! data=$("$NB" iperf "$f" 2>&1); then
+		err=$data data=""
+	fi
+	emit "$p" "$r" "$m" "${data:-}" "$before" "$after" "$err"
+	if [[ -n $err ]]; then
+		# A failed test can leave the server busy: restart it.
+		kill "$IPERF_PID" 2>/dev/null
+		wait "$IPERF_PID" 2>/dev/null
+		start_iperf_server
+	fi
+}
+
+run_latency() { # PATH ROUND rr|crr
+	local p=$1 r=$2 k=$3 n data
+	[[ $k == rr ]] && n=$RR_N || n=$CRR_N
+	if data=$(in_ns "${EP_NS[$p]}" timeout 120 "$NB" "$k" -addr "${EP_HOST[$p]}:${EP_ECHO[$p]}" -n "$n" 2>&1); then
+		emit "$p" "$r" "$k" "$data"
+	else
+		emit "$p" "$r" "$k" "" "" "" "$data"
+	fi
+}
+
+run_wrk() {
+	local p=$1 r=$2 out rps errs
+	out=$(in_ns "${EP_NS[$p]}" timeout $((WRK_D + 30)) wrk -t2 -c32 -d"${WRK_D}s" --timeout 5s \
+		"http://${EP_HOST[$p]}:${EP_HTTP[$p]}/" 2>&1)
+	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
+	if [[ -n $rps && -z $errs ]]; then
+		emit "$p" "$r" wrk "{\"rps\":$rps}"
+	else
+		emit "$p" "$r" wrk "${rps:+{\"rps\":$rps\}}" "" "" "wrk: ${errs:-$(tail -2 <<<"$out")}"
+	fi
+}
+
+run_idle() {
+	local p=$1 r=$2 n=${IDLE_N[$1]} before after out=$tmp/hold-$1-$2.out fifo=$tmp/hold-$1-$2.in pid
+	((n > 0)) || return 0
+	mkfifo "$fifo"
+	before=$(stat_roles "$p")
+	in_ns "${EP_NS[$p]}" "$NB" hold -addr "${EP_HOST[$p]}:${EP_ECHO[$p]}" -n "$n" <"$fifo" >"$out" 2>&1 &
+	pid=$!
+	exec {hold_fd}>"$fifo"
+	if wait_until 300 "$n idle flows over $p" _hold_ready "$out" "$pid"; then
+		after=$(stat_roles "$p")
+		emit "$p" "$r" idle "{\"flows\":$n}" "$before" "$after"
+	else
+		emit "$p" "$r" idle "{\"flows\":$n}" "" "" "hold: $(tail -1 "$out")"
+	fi
+	exec {hold_fd}>&-
+	unset hold_fd
+	wait "$pid" 2>/dev/null
+	rm -f "$fifo"
+}
+
+_hold_ready() {
+	grep -q '^ready' "$1" && return 0
+	kill -0 "$2" 2>/dev/null || return 2 # exited: stop polling
+	return 1
+}
+
+measure_path() {
+	local p=$1 r=$2
+	log "round $r: $p"
+	run_iperf "$p" "$r" 1
+	run_iperf "$p" "$r" 8
+	run_latency "$p" "$r" rr
+	run_latency "$p" "$r" crr
+	run_wrk "$p" "$r"
+	run_idle "$p" "$r"
+}
+
+# ---------------------------------------------------------------- run
+
+active=()
+for p in direct socat ssh wg ockam tun; do
+	[[ ,$want_paths, == *,$p,* ]] || continue
+	log "setting up $p"
+	setup_$p >"$tmp/setup-$p.out" 2>"$tmp/setup-$p.err"
+	rc=$?
+	msg=$(cat "$tmp/setup-$p.out" "$tmp/setup-$p.err" | grep -v '^ *\[.*\] \$ ' | tail -3)
+	if ((rc == 0)); then
+		active+=("$p")
+		echo "path_$p=1" >>"$tmp/meta"
+	elif ((rc == 3)); then
+		skip_path "$p" "$(cat "$tmp/setup-$p.out")"
+	else
+		emit "$p" 0 setup "" "" "" "setup failed: $msg"
+	fi
+done
+log "paths: ${active[*]}"
+((${#active[@]})) || exit 1
+
+for ((r = 1; r <= rounds; r++)); do
+	for p in "${active[@]}"; do
+		measure_path "$p" "$r"
+	done
+done
+
+# ---------------------------------------------------------------- report
+
+stamp=$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$results_dir"
+json=$results_dir/$stamp-$mode.json svg=$results_dir/$stamp-$mode.svg
+ver() { "$@" 2>&1 | head -1; }
+{
+	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "mode=$mode (iperf3 ${T}s, rr ${RR_N}, crr ${CRR_N}, wrk ${WRK_D}s)"
+	echo "rounds=$rounds"
+	echo "machine=$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+	echo "ockam=$ockam_src"
+	echo "go=$(go version | cut -d' ' -f3)"
+	echo "wireguard-go=$WG_VERSION (userspace, TUN MTU 1420)"
+	echo "openssh=$(ver ssh -V)"
+	echo "iperf3=$(ver iperf3 --version)"
+	echo "wrk=$(ver wrk --version | cut -d' ' -f1-2)"
+	echo "socat=$(socat -V 2>&1 | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
+	echo "idle_flows=$idle_flows"
+	echo "idle_flows_socat=$idle_socat"
+	echo "results=${json#"$root"/}"
+	cat "$tmp/meta" 2>/dev/null
+} >"$tmp/meta.all"
+rargs=(-meta "$tmp/meta.all" -samples "$samples" -json "$json" -svg "$svg")
+if [[ $docs != - ]]; then
+	rargs+=(-md "$docs" -svg-ref "$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], os.path.dirname(os.path.abspath(sys.argv[2]))))' "$svg" "$docs")")
+fi
+"$NB" report "${rargs[@]}" || exit 1
+log "wrote $json $svg ${docs/#-/}"
+[[ $docs != - ]] && sed -n '/^## Results/,/^## Relative to ssh/p' "$docs" | head -n -1
+exit "$failed"

@@ -1,0 +1,46 @@
+// Command netbench is the measuring side of bench/bench.sh: servers and
+// clients for request/response latency, a holder of idle flows, a reader of
+// per-process CPU and memory, and the report (Markdown table and SVG chart).
+// It uses only the standard library.
+//
+//	netbench serve -echo ADDR -http ADDR     echo and HTTP servers
+//	netbench rr    -addr ADDR -n N           64-byte round trips on one connection
+//	netbench crr   -addr ADDR -n N           one fresh connection per round trip
+//	netbench hold  -addr ADDR -n N           open N idle flows, print "ready", hold until stdin closes
+//	netbench stat  PID...                    CPU seconds and PSS of each process tree
+//	netbench iperf FILE                      summary of an iperf3 -J result
+//	netbench report -in RUN.json -md FILE -svg FILE
+//
+// Results are JSON on standard output; errors go to standard error with exit
+// status 1.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: netbench serve|rr|crr|hold|stat|iperf|report [flags]")
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"serve":  serve,
+		"rr":     rr,
+		"crr":    crr,
+		"hold":   hold,
+		"stat":   stat,
+		"iperf":  iperfSummary,
+		"report": report,
+	}
+	run, ok := cmds[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "netbench: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+	if err := run(os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "netbench %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
