@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/ockam-go/ockam/api"
@@ -87,6 +88,11 @@ func (d *Daemon) serveAPI() error {
 	d.secureRoutes(mux, v)
 	d.portalRoutes(mux, v)
 	d.tunRoutes(mux, v)
+	// Profiles, for `curl --unix-socket $OCKAM_HOME/run/NAME.sock
+	// http://node/debug/pprof/profile?seconds=10`: the socket is the
+	// node owner's only (mode 0700 directory).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	d.ln = ln
 	go d.srv.Serve(ln)

@@ -7,7 +7,6 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -46,9 +45,11 @@ const (
 	// DialTimeout bounds how long a connection attempt may take.
 	DialTimeout = 10 * time.Second
 
-	frameHeader  = 4
-	readBufSize  = 64 << 10
-	writeBufSize = 64 << 10
+	frameHeader   = 4
+	readBufMin    = 4 << 10   // a new connection's read buffer
+	readBufMax    = 512 << 10 // what a busy connection's grows to
+	maxBatch      = 64        // frames gathered into one writev
+	maxBatchBytes = 1 << 20
 )
 
 // ErrVersion is returned when the peer speaks another protocol version.
@@ -407,30 +408,45 @@ func (c *Conn) Send(m *routing.Message) error {
 	}
 }
 
+// writeLoop writes queued frames, gathering whatever is queued into one
+// writev so that a busy connection costs one syscall per batch and no copy.
 func (c *Conn) writeLoop() {
 	defer c.t.wg.Done()
-	bw := bufio.NewWriterSize(c.nc, writeBufSize)
-	if err := bw.WriteByte(ProtocolVersion); err != nil {
-		c.closeWith(err)
-		return
-	}
-	if err := bw.Flush(); err != nil {
+	if _, err := c.nc.Write([]byte{ProtocolVersion}); err != nil {
 		c.closeWith(err)
 		return
 	}
 	ka := time.NewTimer(c.t.keepalive)
 	defer ka.Stop()
 	var zero [frameHeader]byte
+	pend := make([]*[]byte, 0, maxBatch)
+	bufs := make(net.Buffers, 0, maxBatch)
 	for {
 		select {
 		case bp := <-c.queue:
-			_, err := bw.Write(*bp)
-			c.BytesOut.Add(uint64(len(*bp)))
-			if cap(*bp) <= 128<<10 {
-				bufPool.Put(bp)
+			pend = append(pend[:0], bp)
+			size := len(*bp)
+		gather:
+			for len(pend) < maxBatch && size < maxBatchBytes {
+				select {
+				case bp := <-c.queue:
+					pend = append(pend, bp)
+					size += len(*bp)
+				default:
+					break gather
+				}
 			}
-			if err == nil && len(c.queue) == 0 {
-				err = bw.Flush()
+			bufs = bufs[:0]
+			for _, bp := range pend {
+				bufs = append(bufs, *bp)
+			}
+			_, err := bufs.WriteTo(c.nc)
+			c.BytesOut.Add(uint64(size))
+			for i, bp := range pend {
+				if cap(*bp) <= 128<<10 {
+					bufPool.Put(bp)
+				}
+				pend[i] = nil
 			}
 			if err != nil {
 				c.closeWith(err)
@@ -438,11 +454,7 @@ func (c *Conn) writeLoop() {
 			}
 			ka.Reset(c.t.keepalive)
 		case <-ka.C:
-			if _, err := bw.Write(zero[:]); err != nil {
-				c.closeWith(err)
-				return
-			}
-			if err := bw.Flush(); err != nil {
+			if _, err := c.nc.Write(zero[:]); err != nil {
 				c.closeWith(err)
 				return
 			}
@@ -463,19 +475,18 @@ func (c *Conn) writeLoop() {
 
 func (c *Conn) readLoop() {
 	defer c.t.wg.Done()
-	br := bufio.NewReaderSize(c.nc, readBufSize)
+	fr := frameReader{r: c.nc}
 	c.nc.SetReadDeadline(time.Now().Add(c.t.idle))
-	v, err := br.ReadByte()
-	if err != nil {
-		c.closeWith(fmt.Errorf("transport: reading protocol version: %w", err))
+	var v [1]byte
+	if _, err := io.ReadFull(c.nc, v[:]); err != nil {
+		c.closeWith(fmt.Errorf("transport: reading protocol version: %w", readErr(err)))
 		return
 	}
-	if v != ProtocolVersion {
-		c.closeWith(fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v, ProtocolVersion))
+	if v[0] != ProtocolVersion {
+		c.closeWith(fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v[0], ProtocolVersion))
 		return
 	}
 	var (
-		buf      []byte
 		m        routing.Message
 		deadline = time.Now()
 	)
@@ -486,22 +497,82 @@ func (c *Conn) readLoop() {
 			c.nc.SetReadDeadline(now.Add(c.t.idle))
 			deadline = now
 		}
-		var err error
-		buf, err = readFrame(br, buf)
+		body, err := fr.next()
 		if err != nil {
 			c.closeWith(err)
 			return
 		}
-		if len(buf) == 0 {
+		if len(body) == 0 {
 			continue // keepalive
 		}
-		n := len(buf)
-		c.BytesIn.Add(uint64(n) + frameHeader)
-		if err := routing.DecodeMessage(&m, buf); err != nil {
+		c.BytesIn.Add(uint64(len(body)) + frameHeader)
+		if err := routing.DecodeMessage(&m, body); err != nil {
 			c.closeWith(fmt.Errorf("transport: bad frame: %w", err))
 			return
 		}
 		c.t.cfg.OnMessage(c, &m)
+	}
+}
+
+// frameReader splits a stream into frames without copying them: it reads as
+// much as the socket has into one buffer and hands out frame bodies that
+// alias it, valid until the next call. The buffer starts small, so an idle
+// connection costs little, and grows (to readBufMax) while reads fill it.
+type frameReader struct {
+	r          io.Reader
+	buf        []byte
+	start, end int
+}
+
+func (f *frameReader) next() ([]byte, error) {
+	for {
+		avail := f.end - f.start
+		need := frameHeader
+		if avail >= frameHeader {
+			n := binary.BigEndian.Uint32(f.buf[f.start:])
+			if n > MaxFrameSize {
+				return nil, fmt.Errorf("transport: frame of %d bytes is over the %d-byte limit", n, MaxFrameSize)
+			}
+			need += int(n)
+			if avail >= need {
+				body := f.buf[f.start+frameHeader : f.start+need : f.start+need]
+				f.start += need
+				return body, nil
+			}
+		}
+		// Make room for the rest of this frame, then read.
+		if len(f.buf)-f.start < need {
+			if need > len(f.buf) {
+				nb := make([]byte, max(need, min(2*len(f.buf), readBufMax), readBufMin))
+				copy(nb, f.buf[f.start:f.end])
+				f.buf = nb
+			} else {
+				copy(f.buf, f.buf[f.start:f.end])
+			}
+			f.end -= f.start
+			f.start = 0
+		}
+		if f.start == f.end {
+			f.start, f.end = 0, 0
+		}
+		room := len(f.buf) - f.end
+		nr, err := f.r.Read(f.buf[f.end:])
+		f.end += nr
+		if nr == room && len(f.buf) < readBufMax && f.start == 0 {
+			// A full read: the peer is sending fast; read more per call.
+			nb := make([]byte, min(2*len(f.buf), readBufMax))
+			copy(nb, f.buf[:f.end])
+			f.buf = nb
+		}
+		if err != nil && nr == 0 {
+			if f.end-f.start == 0 && errors.Is(err, io.EOF) {
+				return nil, readErr(err)
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("transport: truncated frame: %w", io.ErrUnexpectedEOF)
+			}
+			return nil, readErr(err)
+		}
 	}
 }
 
@@ -519,26 +590,4 @@ func newID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return "tcp_" + hex.EncodeToString(b[:])
-}
-
-// readFrame reads one frame body into buf (reusing its capacity) and returns
-// it; an empty body is a keepalive. The length is checked against
-// MaxFrameSize before anything is allocated.
-func readFrame(r io.Reader, buf []byte) ([]byte, error) {
-	var hdr [frameHeader]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return buf[:0], readErr(err)
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > MaxFrameSize {
-		return buf[:0], fmt.Errorf("transport: frame of %d bytes is over the %d-byte limit", n, MaxFrameSize)
-	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n, max(int(n), 16<<10))
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return buf[:0], fmt.Errorf("transport: truncated frame: %w", readErr(err))
-	}
-	return buf, nil
 }

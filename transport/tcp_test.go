@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -208,12 +209,18 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 3, 1, 2, 3})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0, 0, 0, 2, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 9, 0, 0})
+	big := binary.BigEndian.AppendUint32(nil, 100<<10)
+	f.Add(append(append(big, make([]byte, 100<<10)...), 0, 0, 0, 1, 7))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := bytes.NewReader(b)
-		var buf []byte
+		fr := frameReader{r: iotest.OneByteReader(bytes.NewReader(b))}
+		whole := frameReader{r: bytes.NewReader(b)}
 		for {
-			var err error
-			buf, err = readFrame(r, buf)
+			buf, err := fr.next()
+			buf2, err2 := whole.next()
+			if (err == nil) != (err2 == nil) || !bytes.Equal(buf, buf2) {
+				t.Fatalf("byte-at-a-time and whole reads differ: %v %v", err, err2)
+			}
 			if err != nil {
 				return
 			}
