@@ -4,11 +4,11 @@
 #
 # Paths, measured in one run and interleaved (round 1: A B C ..., round 2: A B C ...):
 #   direct  client in the relay ns -> server veth address (one hop, no relay process)
-#   socat   plain TCP relay (socat, fork per connection) in the relay ns
+#   socat   plain TCP relay (socat -b 128K, fork per connection) in the relay ns
 #   ssh     ssh -J relay -L ... server, aes128-gcm@openssh.com, sshd in relay and server ns
 #   wg      wireguard-go client <-> server, the relay ns routes their UDP (and nothing else)
 #   ockam   our seed demo: inlet (client ns) -> secure channel -> relay node -> outlet (server ns)
-#   tun     our TUN path: a hook, skipped until `ockam tun` exists
+#   tun     our TUN path: client_sidecar's TUN + `tun map` (skipped when `ockam tun` is missing)
 #
 # Measures per path and round: iperf3 1 flow and 8 flows, 64-byte request/response
 # on one connection (p50/p99), fresh connection per request (p50/p99), wrk with 32
@@ -211,7 +211,7 @@ setup_socat() {
 	local pids=() p
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		spawn "$NS_RELAY" "$tmp/socat-$p.log" socat \
-			"TCP-LISTEN:$((p + 1000)),bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
+			-b 131072 "TCP-LISTEN:$((p + 1000)),bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
 			"TCP:$SERVER_IP:$p,nodelay"
 		pids+=("$SPAWNED")
 	done
@@ -353,23 +353,37 @@ ockam() {
 
 node_pid() { sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$OCKAM_HOME/nodes/$1/state.json"; }
 
-setup_ockam() {
+# ockam_nodes starts the seed's three nodes once, for the inlet and TUN paths:
+# relay in the relay ns, server_sidecar registered at it, client_sidecar.
+ockam_nodes_up=0
+ockam_nodes() {
+	((ockam_nodes_up)) && return 0
 	mkdir -p "$OCKAM_HOME"
 	ockam "$NS_RELAY" node create relay --tcp-listener-address "$RELAY_IP:4000" >&2 || return 1
 	wait_port "$NS_SERVER" "$RELAY_IP" 4000 10 || return 1
 	wait_port "$NS_CLIENT" "$RELAY_IP" 4000 10 || return 1
 	ockam "$NS_SERVER" node create server_sidecar >&2 || return 1
+	ockam "$NS_SERVER" relay create server_sidecar --at "/ip4/$RELAY_IP/tcp/4000" --to /node/server_sidecar >&2 || return 1
+	ockam "$NS_CLIENT" node create client_sidecar >&2 || return 1
+	ockam_nodes_up=1
+}
+
+ockam_roles() {
+	echo "client=$(node_pid client_sidecar) relay=$(node_pid relay) server=$(node_pid server_sidecar)"
+}
+
+SC_ROUTE=/ip4/$RELAY_IP/tcp/4000/service/forward_to_server_sidecar/service/api
+
+setup_ockam() {
+	ockam_nodes || return 1
 	local svc port
 	for svc in iperf:$P_IPERF echo:$P_ECHO http:$P_HTTP; do
 		ockam "$NS_SERVER" tcp-outlet create --at /node/server_sidecar --from "/service/outlet_${svc%%:*}" --to "127.0.0.1:${svc#*:}" >&2 || return 1
 	done
-	ockam "$NS_SERVER" relay create server_sidecar --at "/ip4/$RELAY_IP/tcp/4000" --to /node/server_sidecar >&2 || return 1
-	ockam "$NS_CLIENT" node create client_sidecar >&2 || return 1
 	for svc in iperf:$P_IPERF echo:$P_ECHO http:$P_HTTP; do
 		port=$((${svc#*:} + 3000))
 		# The seed's pipe: one secure channel per inlet.
-		ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar \
-			--to "/ip4/$RELAY_IP/tcp/4000/service/forward_to_server_sidecar/service/api" |
+		ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE" |
 			ockam "$NS_CLIENT" tcp-inlet create --at /node/client_sidecar --from "127.0.0.1:$port" \
 				--to "-/service/outlet_${svc%%:*}" >&2 || return 1
 		wait_port "$NS_CLIENT" 127.0.0.1 "$port" 10 || return 1
@@ -377,23 +391,33 @@ setup_ockam() {
 	wait_until 15 "HTTP through ockam" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 3000))/" || return 1
 	EP_NS[ockam]=$NS_CLIENT EP_HOST[ockam]=127.0.0.1
 	EP_IPERF[ockam]=$((P_IPERF + 3000)) EP_ECHO[ockam]=$((P_ECHO + 3000)) EP_HTTP[ockam]=$((P_HTTP + 3000))
-	ROLES[ockam]="client=$(node_pid client_sidecar) relay=$(node_pid relay) server=$(node_pid server_sidecar)"
-	IDLE_N[ockam]=$idle_flows
+	ROLES[ockam]=$(ockam_roles) IDLE_N[ockam]=$idle_flows
 }
 
 setup_tun() {
 	# ================= HOOK: ockam TUN path =================
-	# When `ockam tun` exists, set it up here across the namespaces (client
-	# side TUN in NS_CLIENT, reaching the servers in NS_SERVER through the
-	# relay node), then set EP_NS[tun] EP_HOST[tun] EP_IPERF[tun] EP_ECHO[tun]
-	# EP_HTTP[tun] ROLES[tun] IDLE_N[tun] as the other setup_* functions do,
-	# and return 0. Until then the path is skipped (exit status 3).
+	# The client sidecar owns a TUN in the client ns; `tun map` gives the
+	# server's outlet a virtual address; the benchmark clients connect to that
+	# address on the servers' own ports. Skipped (exit status 3) when this
+	# ockam has no `tun` command.
 	if ! "$ockam_bin" tun --help >/dev/null 2>&1; then
-		echo "\`ockam tun\` does not exist yet"
+		echo "\`ockam tun\` does not exist in this build"
 		return 3
 	fi
-	echo "\`ockam tun\` exists but the bench hook in bench/bench.sh setup_tun is not written yet"
-	return 3
+	ockam_nodes || return 1
+	ockam "$NS_SERVER" tcp-outlet create --at /node/server_sidecar --from /service/outlet_tun \
+		--to 127.0.0.1 --ports "$P_IPERF,$P_ECHO,$P_HTTP" >&2 || return 1
+	ockam "$NS_CLIENT" tun create --at /node/client_sidecar --name "ockt${NETNS_TAG: -6}" >&2 || return 1
+	local addr
+	addr=$(ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE" |
+		ockam "$NS_CLIENT" tun map --at /node/client_sidecar --to -/service/outlet_tun --name bench.ockam) || return 1
+	addr=${addr%%[[:space:]]*}
+	echo "  tun map: $addr" >&2
+	[[ $addr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "tun map printed '$addr', not an IPv4 address"; return 1; }
+	wait_until 15 "HTTP through ockam tun" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://$addr:$P_HTTP/" || return 1
+	EP_NS[tun]=$NS_CLIENT EP_HOST[tun]=$addr
+	EP_IPERF[tun]=$P_IPERF EP_ECHO[tun]=$P_ECHO EP_HTTP[tun]=$P_HTTP
+	ROLES[tun]=$(ockam_roles) IDLE_N[tun]=$idle_flows
 	# ================= END HOOK =================
 }
 
