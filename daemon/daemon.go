@@ -89,7 +89,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.fwd, err = relay.NewService(d.node, log); err != nil {
+	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts}); err != nil {
 		return nil, err
 	}
 	if err := d.startSecure(); err != nil {

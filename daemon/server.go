@@ -159,7 +159,7 @@ func (d *Daemon) createRelay(r *http.Request) (any, error) {
 		d.mu.Unlock()
 		return nil, conflict(fmt.Errorf("relay %s already exists on this node", req.Name))
 	}
-	reg, err := relay.Register(d.node, at, req.Name, d.log)
+	reg, err := relay.Register(d.node, at, req.Name, d.me, d.log)
 	if err != nil {
 		d.mu.Unlock()
 		return nil, badRequest(err)

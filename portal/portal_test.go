@@ -49,7 +49,7 @@ func newWorld(t *testing.T, target string) *world {
 		t.Fatal(err)
 	}
 	w.relayAddr = ra.String()
-	svc, _ := relay.NewService(w.relayN, nil)
+	svc, _ := relay.NewService(w.relayN, relay.Config{})
 
 	cid, _ := identity.Generate(nil)
 	sid, _ := identity.Generate(nil)
@@ -64,7 +64,7 @@ func newWorld(t *testing.T, target string) *world {
 	if _, err := w.sp.CreateOutlet(portal.OutletConfig{Address: "outlet", Target: target}); err != nil {
 		t.Fatal(err)
 	}
-	reg, _ := relay.Register(w.server, routing.Route{routing.TCPAddr(w.relayAddr)}, "server", nil)
+	reg, _ := relay.Register(w.server, routing.Route{routing.TCPAddr(w.relayAddr)}, "server", sid, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := reg.WaitReady(ctx); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
 	"github.com/ockam-go/ockam/transport"
@@ -47,6 +48,7 @@ type Registration struct {
 	log  *slog.Logger
 	at   routing.Route
 	name string
+	me   *identity.Secret
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -59,7 +61,10 @@ type Registration struct {
 // Register starts keeping name registered at the relay reached by at (a
 // route to the relay node, e.g. its TCP address). It returns at once; use
 // WaitReady to wait for the first registration.
-func Register(n *node.Node, at routing.Route, name string, log *slog.Logger) (*Registration, error) {
+func Register(n *node.Node, at routing.Route, name string, me *identity.Secret, log *slog.Logger) (*Registration, error) {
+	if me == nil {
+		return nil, errors.New("relay: a registrant needs an identity")
+	}
 	if !validName.MatchString(name) {
 		return nil, fmt.Errorf("relay: invalid name %q (want 1-64 of A-Z a-z 0-9 _ . -)", name)
 	}
@@ -68,7 +73,7 @@ func Register(n *node.Node, at routing.Route, name string, log *slog.Logger) (*R
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registration{
-		n: n, log: log.With("relay", name), at: at.Clone(), name: name,
+		n: n, log: log.With("relay", name), at: at.Clone(), name: name, me: me,
 		cancel: cancel, done: make(chan struct{}), ready: make(chan struct{}),
 		status: Status{Name: name, At: at.String()},
 	}
@@ -176,7 +181,15 @@ func (r *Registration) request(ctx context.Context, req Request) (*routing.Messa
 // register returns the connection the registration went over and the route
 // of the forwarder, as seen from this node.
 func (r *Registration) register(ctx context.Context) (*transport.Conn, routing.Route, error) {
-	m, resp, err := r.request(ctx, Request{Op: "register", Name: r.name})
+	_, ch, err := r.request(ctx, Request{Op: "challenge"})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ch.Challenge) != ChallengeSize {
+		return nil, nil, errors.New("relay: bad challenge")
+	}
+	sig := r.me.Sign(SignContext, append(ch.Challenge, r.name...))
+	m, resp, err := r.request(ctx, Request{Op: "register", Name: r.name, Identity: r.me.Identity().Export(), Sig: sig})
 	if err != nil {
 		return nil, nil, err
 	}

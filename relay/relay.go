@@ -10,6 +10,7 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
 	"github.com/ockam-go/ockam/transport"
@@ -31,8 +33,13 @@ const ServiceAddress = "forwarding_service"
 // Prefix starts the address of every forwarder.
 const Prefix = "forward_to_"
 
-// MaxRequestSize bounds a request to the forwarding service.
-const MaxRequestSize = 1024
+// MaxRequestSize bounds a request to the forwarding service (it carries the
+// registrant's identity, at most identity.MaxIdentityBytes).
+const MaxRequestSize = 8 << 10
+
+// SignContext is the purpose under which a registrant signs
+// challenge || name with its identity key.
+const SignContext = "ockam-go/relay/register/v1"
 
 // MaxRelays bounds the names one relay node holds.
 const MaxRelays = 10000
@@ -41,15 +48,21 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // Request is the CBOR payload sent to the forwarding service.
 type Request struct {
-	Op   string `cbor:"1,keyasint"` // "register" or "ping"
-	Name string `cbor:"2,keyasint,omitempty"`
+	Op       string `cbor:"1,keyasint"` // "challenge", "register" or "ping"
+	Name     string `cbor:"2,keyasint,omitempty"`
+	Identity []byte `cbor:"3,keyasint,omitempty"` // exported identity (register)
+	Sig      []byte `cbor:"4,keyasint,omitempty"` // Sign(SignContext, challenge || name)
 }
 
 // Response answers a Request.
 type Response struct {
-	Address string `cbor:"1,keyasint,omitempty"` // forwarder address on success
-	Error   string `cbor:"2,keyasint,omitempty"`
+	Address   string `cbor:"1,keyasint,omitempty"` // forwarder address on success
+	Error     string `cbor:"2,keyasint,omitempty"`
+	Challenge []byte `cbor:"3,keyasint,omitempty"` // answer to "challenge"
 }
+
+// ChallengeSize is the size of a registration challenge.
+const ChallengeSize = 32
 
 var decMode, _ = cbor.DecOptions{
 	MaxNestedLevels:   4,
@@ -76,31 +89,44 @@ type Info struct {
 	Name    string    `json:"name"`
 	Address string    `json:"address"`
 	Remote  string    `json:"remote"` // the registrant connection's peer address
+	Owner   string    `json:"owner"`  // the registrant's identifier
 	Since   time.Time `json:"since"`
 }
 
 type forwarder struct {
 	info  Info
+	owner identity.Identifier
 	route routing.Route // route to the registrant, usually its connection
 	conn  string        // connection the registration came over
+}
+
+// Config configures a Service.
+type Config struct {
+	Logger *slog.Logger
+	// Authorize, if set, decides which identities may register names at
+	// all. Whoever registers, a name is bound to the identity that holds it.
+	Authorize func(identity.Identifier) error
 }
 
 // Service is the forwarding service of a relay node.
 type Service struct {
 	n   *node.Node
 	log *slog.Logger
+	cfg Config
 
-	mu     sync.Mutex
-	byName map[string]*forwarder
-	stop   func()
+	mu         sync.Mutex
+	byName     map[string]*forwarder
+	challenges map[string][]byte // by connection
+	stop       func()
 }
 
 // NewService registers the forwarding service on n.
-func NewService(n *node.Node, log *slog.Logger) (*Service, error) {
+func NewService(n *node.Node, cfg Config) (*Service, error) {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{n: n, log: log, byName: make(map[string]*forwarder)}
+	s := &Service{n: n, log: log, cfg: cfg, byName: make(map[string]*forwarder), challenges: make(map[string][]byte)}
 	if err := n.Register(ServiceAddress, s.handle); err != nil {
 		return nil, err
 	}
@@ -139,8 +165,13 @@ func (s *Service) handle(m *routing.Message) error {
 	case err != nil:
 		resp.Error = err.Error()
 	case req.Op == "ping":
+	case req.Op == "challenge":
+		resp.Challenge, err = s.challenge(m.Return)
+		if err != nil {
+			resp.Error = err.Error()
+		}
 	case req.Op == "register":
-		resp.Address, err = s.register(req.Name, m.Return)
+		resp.Address, err = s.register(req, m.Return)
 		if err != nil {
 			resp.Error = err.Error()
 		}
@@ -151,20 +182,66 @@ func (s *Service) handle(m *routing.Message) error {
 	return s.n.Reply(m, ServiceAddress, b)
 }
 
-// register binds name to the registrant. The rule against squatting: a name
-// is held by the connection that registered it until that connection closes;
-// another connection asking for it is refused meanwhile.
-func (s *Service) register(name string, ret routing.Route) (string, error) {
+// challenge gives the connection a fresh nonce that its next registration
+// must sign, so that a registration cannot be replayed on another one.
+func (s *Service) challenge(ret routing.Route) ([]byte, error) {
+	conn, err := s.connOf(ret)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, ChallengeSize)
+	rand.Read(nonce)
+	s.mu.Lock()
+	s.challenges[conn.ID()] = nonce
+	s.mu.Unlock()
+	return nonce, nil
+}
+
+func (s *Service) connOf(ret routing.Route) (*transport.Conn, error) {
+	if len(ret) < 2 || ret[0].Type != routing.Local {
+		return nil, errors.New("relay: registration must arrive over a connection")
+	}
+	c := s.n.Transport().Conn(ret[0].Value)
+	if c == nil {
+		return nil, errors.New("relay: registration must arrive over a connection")
+	}
+	return c, nil
+}
+
+// register binds a name to the registrant. The rules against squatting: a
+// name is held by the identity that registered it, over that connection,
+// until the connection closes; another identity asking for it meanwhile is
+// refused; the same identity may register it again (a restarted node
+// replacing its own stale connection).
+func (s *Service) register(req Request, ret routing.Route) (string, error) {
+	name := req.Name
 	if !validName.MatchString(name) {
 		return "", fmt.Errorf("relay: invalid name %q (want 1-64 of A-Z a-z 0-9 _ . -)", name)
 	}
-	if len(ret) < 2 || ret[0].Type != routing.Local {
-		return "", errors.New("relay: registration must arrive over a connection")
+	c, err := s.connOf(ret)
+	if err != nil {
+		return "", err
 	}
-	conn := ret[0].Value
-	c := s.n.Transport().Conn(conn)
-	if c == nil {
-		return "", errors.New("relay: registration must arrive over a connection")
+	conn := c.ID()
+	id, err := identity.Import(req.Identity)
+	if err != nil {
+		return "", fmt.Errorf("relay: registration identity: %w", err)
+	}
+	s.mu.Lock()
+	nonce := s.challenges[conn]
+	delete(s.challenges, conn)
+	s.mu.Unlock()
+	if nonce == nil {
+		return "", errors.New("relay: register without a challenge")
+	}
+	if err := id.Verify(SignContext, append(nonce, name...), req.Sig); err != nil {
+		return "", errors.New("relay: registration signature does not verify")
+	}
+	owner := id.Identifier()
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(owner); err != nil {
+			return "", fmt.Errorf("relay: identity %s may not register names here: %v", owner, err)
+		}
 	}
 	// The registrant's route is its return route without its own last hop
 	// (the worker that asked): messages go to its node, whose router then
@@ -175,17 +252,19 @@ func (s *Service) register(name string, ret routing.Route) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.byName[name]; f != nil {
-		if f.conn != conn {
-			return "", fmt.Errorf("relay: name %q is held by another connection", name)
+		if f.owner != owner {
+			return "", fmt.Errorf("relay: name %q is held by identity %s", name, f.owner)
 		}
-		f.route = route
+		f.route, f.conn = route, conn
+		f.info.Remote = c.Remote()
 		return addr, nil
 	}
 	if len(s.byName) >= MaxRelays {
 		return "", fmt.Errorf("relay: this relay holds %d names, its limit", MaxRelays)
 	}
 	f := &forwarder{
-		info:  Info{Name: name, Address: addr, Remote: c.Remote(), Since: time.Now().UTC()},
+		info:  Info{Name: name, Address: addr, Remote: c.Remote(), Owner: owner.String(), Since: time.Now().UTC()},
+		owner: owner,
 		route: route,
 		conn:  conn,
 	}
@@ -193,7 +272,7 @@ func (s *Service) register(name string, ret routing.Route) (string, error) {
 		return "", err
 	}
 	s.byName[name] = f
-	s.log.Info("relay registered", "name", name, "remote", c.Remote())
+	s.log.Info("relay registered", "name", name, "remote", c.Remote(), "owner", owner.Short())
 	return addr, nil
 }
 
@@ -224,6 +303,7 @@ func (s *Service) forward(f *forwarder) node.Handler {
 func (s *Service) connClosed(c *transport.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.challenges, c.ID())
 	for name, f := range s.byName {
 		if f.conn == c.ID() {
 			s.n.Unregister(f.info.Address)

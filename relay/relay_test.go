@@ -9,6 +9,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/relay"
 	"github.com/ockam-go/ockam/routing"
@@ -28,6 +31,53 @@ func newNode(t *testing.T, listen string) (*node.Node, string) {
 	return n, a.String()
 }
 
+func newID(t *testing.T) *identity.Secret {
+	t.Helper()
+	id, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestRegistrationNeedsChallengeAndSignature(t *testing.T) {
+	rn, raddr := newNode(t, "127.0.0.1:0")
+	svc, _ := relay.NewService(rn, relay.Config{})
+	defer svc.Close()
+	cli, _ := newNode(t, "")
+	id := newID(t)
+	at := routing.Route{routing.TCPAddr(raddr), routing.LocalAddr(relay.ServiceAddress)}
+	ask := func(req relay.Request) relay.Response {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b, _ := cbor.Marshal(req)
+		m, err := cli.Request(ctx, at, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp relay.Response
+		if err := cbor.Unmarshal(m.Payload, &resp); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := ask(relay.Request{Op: "register", Name: "x", Identity: id.Identity().Export(), Sig: make([]byte, 64)}); !strings.Contains(r.Error, "without a challenge") {
+		t.Fatalf("register without challenge: %+v", r)
+	}
+	ch := ask(relay.Request{Op: "challenge"}).Challenge
+	if r := ask(relay.Request{Op: "register", Name: "x", Identity: id.Identity().Export(), Sig: id.Sign(relay.SignContext, append(ch, "y"...))}); !strings.Contains(r.Error, "signature does not verify") {
+		t.Fatalf("signature for another name: %+v", r)
+	}
+	// A challenge is good once.
+	if r := ask(relay.Request{Op: "register", Name: "x", Identity: id.Identity().Export(), Sig: id.Sign(relay.SignContext, append(ch, "x"...))}); !strings.Contains(r.Error, "without a challenge") {
+		t.Fatalf("reused challenge: %+v", r)
+	}
+	ch = ask(relay.Request{Op: "challenge"}).Challenge
+	if r := ask(relay.Request{Op: "register", Name: "x", Identity: id.Identity().Export(), Sig: id.Sign(relay.SignContext, append(ch, "x"...))}); r.Error != "" || r.Address != "forward_to_x" {
+		t.Fatalf("valid registration: %+v", r)
+	}
+}
+
 func waitRegistered(t *testing.T, reg *relay.Registration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -40,7 +90,7 @@ func waitRegistered(t *testing.T, reg *relay.Registration) {
 func TestForwardThroughRelay(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	rn, raddr := newNode(t, "127.0.0.1:0")
-	svc, err := relay.NewService(rn, nil)
+	svc, err := relay.NewService(rn, relay.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +98,8 @@ func TestForwardThroughRelay(t *testing.T) {
 	b, _ := newNode(t, "")
 	a, _ := newNode(t, "")
 
-	reg, err := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	bID := newID(t)
+	reg, err := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", bID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,16 +128,34 @@ func TestForwardThroughRelay(t *testing.T) {
 		t.Fatalf("reply return route = %v", m.Return)
 	}
 
-	// A second registrant cannot take the name while b holds it.
+	if l := svc.List(); l[0].Owner != bID.Identifier().String() {
+		t.Fatalf("owner = %s, want b's identifier", l[0].Owner)
+	}
+
+	// Another identity cannot take the name while b holds it.
 	c, _ := newNode(t, "")
-	reg2, _ := relay.Register(c, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	reg2, _ := relay.Register(c, routing.Route{routing.TCPAddr(raddr)}, "b", newID(t), nil)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
 	err = reg2.WaitReady(ctx2)
 	cancel2()
 	reg2.Close()
-	if err == nil || !strings.Contains(err.Error(), "held by another") {
-		t.Fatalf("squatting: err = %v, want 'held by another'", err)
+	if err == nil || !strings.Contains(err.Error(), "is held by identity "+bID.Identifier().String()) {
+		t.Fatalf("squatting: err = %v, want 'held by identity'", err)
 	}
+	// The same identity may take its name over from another connection
+	// (a restarted node whose old connection the relay still holds).
+	b2, _ := newNode(t, "")
+	reg3, _ := relay.Register(b2, routing.Route{routing.TCPAddr(raddr)}, "b", bID, nil)
+	waitRegistered(t, reg3)
+	if l := svc.List(); len(l) != 1 || l[0].Remote == "" {
+		t.Fatalf("List() after takeover = %+v", l)
+	}
+	m, err = a.Request(ctx, route, []byte("after takeover"))
+	if err != nil || string(m.Payload) != "after takeover" {
+		t.Fatalf("echo after takeover: %v", err)
+	}
+	reg3.Close()
+	b2.Close()
 
 	// Closing the registrant frees the name.
 	reg.Close()
@@ -110,12 +179,12 @@ func TestReRegisterAfterRelayRestart(t *testing.T) {
 	defer func() { relay.BackoffMin = oldMin }()
 
 	rn, raddr := newNode(t, "127.0.0.1:0")
-	if _, err := relay.NewService(rn, nil); err != nil {
+	if _, err := relay.NewService(rn, relay.Config{}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := newNode(t, "")
 	a, _ := newNode(t, "")
-	reg, _ := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", nil)
+	reg, _ := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", newID(t), nil)
 	defer reg.Close()
 	waitRegistered(t, reg)
 
@@ -151,7 +220,7 @@ func TestReRegisterAfterRelayRestart(t *testing.T) {
 	if _, err := rn2.Listen(raddr); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := relay.NewService(rn2, nil); err != nil {
+	if _, err := relay.NewService(rn2, relay.Config{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -181,4 +250,3 @@ func FuzzDecodeRequest(f *testing.F) {
 		relay.DecodeRequest(b)
 	})
 }
-

@@ -136,13 +136,13 @@ func newTopology(t *testing.T, bTrustsA bool) *topology {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := relay.NewService(tp.relayN, nil)
+	svc, err := relay.NewService(tp.relayN, relay.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
 	tp.relayAt = addr.String()
-	tp.reg, err = relay.Register(tp.b.n, routing.Route{routing.TCPAddr(tp.relayAt)}, "b", nil)
+	tp.reg, err = relay.Register(tp.b.n, routing.Route{routing.TCPAddr(tp.relayAt)}, "b", tp.b.id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,15 +13,18 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
+	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/relay"
 )
@@ -30,6 +33,8 @@ func main() {
 	listen := flag.String("listen", "0.0.0.0:4000", "TCP address to accept sidecars on")
 	stateDir := flag.String("state-dir", "", "directory for the relay's state file (relay.json: pid, address, names)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	var authorized idList
+	flag.Var(&authorized, "authorized", "identifier allowed to register names (repeatable; default: any identity, each name bound to the identity that holds it)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
 		flag.PrintDefaults()
@@ -45,20 +50,45 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(*listen, *stateDir, log); err != nil {
+	if err := run(*listen, *stateDir, authorized.policy(), log); err != nil {
 		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, stateDir string, log *slog.Logger) error {
+// idList collects --authorized identifiers.
+type idList []identity.Identifier
+
+func (l *idList) String() string { return fmt.Sprint(*l) }
+func (l *idList) Set(s string) error {
+	id, err := identity.ParseIdentifier(s)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, id)
+	return nil
+}
+
+func (l idList) policy() func(identity.Identifier) error {
+	if len(l) == 0 {
+		return nil
+	}
+	return func(id identity.Identifier) error {
+		if slices.Contains(l, id) {
+			return nil
+		}
+		return errors.New("not in --authorized")
+	}
+}
+
+func run(listen, stateDir string, authorize func(identity.Identifier) error, log *slog.Logger) error {
 	n := node.New(node.Config{Logger: log})
 	defer n.Close()
 	addr, err := n.Listen(listen)
 	if err != nil {
 		return err
 	}
-	svc, err := relay.NewService(n, log)
+	svc, err := relay.NewService(n, relay.Config{Logger: log, Authorize: authorize})
 	if err != nil {
 		return err
 	}
