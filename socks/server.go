@@ -113,12 +113,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // ServeConn runs one client connection: greeting, request, Dial, reply,
 // then hands c to the flow. It owns c: on failure c is closed.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
-	ok := false
+	ok, replied := false, false
 	defer func() {
 		if !ok {
-			c.Close()
+			if replied {
+				lingerClose(c)
+			} else {
+				c.Close()
+			}
 		}
 	}()
+	reply := func(b []byte) {
+		replied = true
+		c.Write(b)
+	}
 	c.SetDeadline(time.Now().Add(HandshakeTimeout))
 	var buf [MaxRequest]byte
 	// Greeting: two bytes, then NMETHODS bytes.
@@ -137,7 +145,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		return err
 	}
 	if !slices.Contains(methods, byte(MethodNoAuth)) {
-		c.Write([]byte{Version, byte(MethodNoAcceptable)})
+		reply([]byte{Version, byte(MethodNoAcceptable)})
 		return errors.New("socks: client offers no method without authentication")
 	}
 	if _, err := c.Write([]byte{Version, byte(MethodNoAuth)}); err != nil {
@@ -162,7 +170,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		if perr != ErrShort {
 			var ua *UnsupportedAddrError
 			if errors.As(perr, &ua) {
-				c.Write(AppendReply(nil, AddressTypeNotSupported, Addr{}))
+				reply(AppendReply(nil, AddressTypeNotSupported, Addr{}))
 			}
 			return perr
 		}
@@ -180,7 +188,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		}
 	}
 	if req.Cmd != CmdConnect {
-		c.Write(AppendReply(nil, CommandNotSupported, Addr{}))
+		reply(AppendReply(nil, CommandNotSupported, Addr{}))
 		return fmt.Errorf("socks: command %d not supported", req.Cmd)
 	}
 	c.SetDeadline(time.Time{})
@@ -188,7 +196,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	// Stop the dial if the client goes away or the server stops.
 	f, err := s.Dial(ctx, req.Dst)
 	if err != nil {
-		c.Write(AppendReply(nil, ReplyFor(err), Addr{}))
+		reply(AppendReply(nil, ReplyFor(err), Addr{}))
 		return fmt.Errorf("socks: connect %s: %w", req.Dst, err)
 	}
 	if _, err := c.Write(AppendReply(nil, Succeeded, Addr{})); err != nil {
@@ -197,4 +205,17 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	}
 	ok = true
 	return f.Run(c)
+}
+
+// lingerClose closes c after an error reply so that the reply arrives: a
+// close with unread input would send a reset that may discard it. It
+// half-closes, then reads and drops at most MaxRequest bytes for up to a
+// second.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, c, MaxRequest)
+	}
+	c.Close()
 }
