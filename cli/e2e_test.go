@@ -672,3 +672,94 @@ func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
 		}
 	}
 }
+
+// Sidecars are killed and started again: flows in flight end promptly, and
+// `ockam node start` brings each back with its outlets, relays, channels and
+// inlets, so new connections work again within seconds, with no other
+// command.
+func TestSidecarRestarts(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	inlet := seed(t, e, ln.Addr().String())
+	roundTrip := func() error {
+		c, err := net.DialTimeout("tcp", inlet, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if string(b) != "ping" {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	}
+	if err := roundTrip(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sidecar := range []string{"server_sidecar", "client_sidecar"} {
+		t.Run(sidecar, func(t *testing.T) {
+			open, err := net.Dial("tcp", inlet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer open.Close()
+			open.Write([]byte("x"))
+			open.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadFull(open, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			pid := e.show(sidecar).PID
+			syscall.Kill(pid, syscall.SIGKILL)
+			killed := time.Now()
+			_, err = io.ReadFull(open, make([]byte, 1))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("connection in flight hung after %s died", sidecar)
+			}
+			t.Logf("connection in flight ended %v after %s died", time.Since(killed).Round(time.Millisecond), sidecar)
+			eventually(t, 5*time.Second, sidecar+" to die", func() error {
+				if processAlive(pid) {
+					return fmt.Errorf("alive")
+				}
+				return nil
+			})
+			e.must("node", "start", sidecar)
+			took := eventually(t, 15*time.Second, "a new connection after "+sidecar+" restarted", roundTrip)
+			t.Logf("recovery: new connections work %v after %s came back", took.Round(time.Millisecond), sidecar)
+			if took > 5*time.Second {
+				t.Errorf("recovery took %v, want within 5s", took)
+			}
+		})
+	}
+	// node stop keeps the node's state; node start brings it back.
+	e.must("node", "stop", "relay")
+	if s := e.show("relay"); s.Status != "stopped" {
+		t.Fatalf("relay status after stop: %q", s.Status)
+	}
+	e.must("node", "start", "relay")
+	eventually(t, 15*time.Second, "a new connection after the relay was stopped and started", roundTrip)
+}

@@ -29,14 +29,14 @@ func (e *env) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Create and manage nodes"}
 
 	var listen, ident string
-	var foreground bool
+	var foreground, restore bool
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Start a node in the background",
 		Args:  args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if foreground {
-				return e.runNode(a[0], listen, ident)
+				return e.runNode(a[0], listen, ident, restore)
 			}
 			return e.createNode(a[0], listen, ident)
 		},
@@ -44,6 +44,61 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
 	create.Flags().StringVar(&ident, "identity", "", "vault identity to use (default: a new one named after the node)")
 	create.Flags().BoolVarP(&foreground, "foreground", "f", false, "run in the foreground instead of detaching")
+	create.Flags().BoolVar(&restore, "restore", false, "bring back what the node had (used by node start)")
+	create.Flags().MarkHidden("restore")
+
+	stop := &cobra.Command{
+		Use: "stop NAME", Short: "Stop a node, keeping its state (see node start)", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			h, err := e.home()
+			if err != nil {
+				return err
+			}
+			st, err := h.ReadState(a[0])
+			if err != nil {
+				return err
+			}
+			if !st.Running() {
+				return fmt.Errorf("node %s is not running", a[0])
+			}
+			if err := stopProcess(h, st); err != nil {
+				return err
+			}
+			if e.tty {
+				fmt.Fprintf(e.stdout, "Stopped node %s\n", a[0])
+			}
+			return nil
+		},
+	}
+	start := &cobra.Command{
+		Use: "start NAME", Short: "Start a stopped node with everything it had (outlets, relays, channels, inlets)", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			h, err := e.home()
+			if err != nil {
+				return err
+			}
+			st, err := h.ReadState(a[0])
+			if err != nil {
+				return err
+			}
+			if st.Running() {
+				return fmt.Errorf("node %s is already running", a[0])
+			}
+			conf, err := h.ReadConfig(a[0])
+			if err != nil {
+				return err
+			}
+			listen := conf.Listen
+			if listen == "" {
+				listen = st.TCPAddress
+			}
+			info, err := e.spawnNode(h, a[0], listen, st.Identity, true)
+			if err != nil {
+				return err
+			}
+			return e.printCreated("/node/"+a[0], fmt.Sprintf("Started node %s\n  TCP listener: %s", a[0], info.Route), info)
+		},
+	}
 
 	list := &cobra.Command{
 		Use: "list", Short: "List nodes", Args: args(),
@@ -118,7 +173,7 @@ func (e *env) nodeCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(create, list, show, del, logs)
+	cmd.AddCommand(create, list, show, del, logs, stop, start)
 	return cmd
 }
 
@@ -150,38 +205,50 @@ func (e *env) createNode(name, listen, ident string) error {
 			os.RemoveAll(h.NodeDir(name))
 		}
 	}()
-	logf, err := os.OpenFile(h.LogPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	info, err := e.spawnNode(h, name, listen, ident, false)
 	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	argv := []string{"node", "create", name, "--foreground", "--tcp-listener-address", listen}
-	if ident != "" {
-		argv = append(argv, "--identity", ident)
-	}
-	c := exec.Command(exe, argv...)
-	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
-	c.Stdout, c.Stderr = logf, logf
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil {
-		return fmt.Errorf("starting node %s: %w", name, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- c.Wait() }()
-
-	info, err := e.waitReady(h, name, exited)
-	if err != nil {
-		c.Process.Kill()
 		return err
 	}
 	ok = true
 	return e.printCreated("/node/"+name,
 		fmt.Sprintf("Created node %s\n  TCP listener: %s (%s)\n  Identifier:   %s", name, info.TCPAddress, info.Route, info.Identifier),
 		info)
+}
+
+// spawnNode starts `ockam node create NAME --foreground` detached, with its
+// output going to the node's log, and waits until it answers.
+func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool) (*api.NodeInfo, error) {
+	logf, err := os.OpenFile(h.LogPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{"node", "create", name, "--foreground", "--tcp-listener-address", listen}
+	if ident != "" {
+		argv = append(argv, "--identity", ident)
+	}
+	if restore {
+		argv = append(argv, "--restore")
+	}
+	c := exec.Command(exe, argv...)
+	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	c.Stdout, c.Stderr = logf, logf
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("starting node %s: %w", name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	info, err := e.waitReady(h, name, exited)
+	if err != nil {
+		c.Process.Kill()
+		return nil, err
+	}
+	return info, nil
 }
 
 func (e *env) waitReady(h home.Home, name string, exited <-chan error) (*api.NodeInfo, error) {
@@ -228,7 +295,7 @@ func lastError(path string) string {
 
 // runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
 // request.
-func (e *env) runNode(name, listen, ident string) error {
+func (e *env) runNode(name, listen, ident string, restore bool) error {
 	h, err := e.home()
 	if err != nil {
 		return err
@@ -244,7 +311,7 @@ func (e *env) runNode(name, listen, ident string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})).With("node", name)
-	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: passphrase(), Logger: log})
+	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: passphrase(), Logger: log, Restore: restore})
 	if err != nil {
 		log.Error("node failed to start", "err", err.Error())
 		return err
@@ -364,21 +431,32 @@ func (e *env) deleteNode(h home.Home, name string) error {
 	}
 	st, err := h.ReadState(name)
 	if err == nil && st.Running() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		api.NewClient(name, h.SocketPath(name)).Do(ctx, "POST", "/shutdown", nil, nil)
-		cancel()
-		if !waitExit(st, 5*time.Second) {
-			syscall.Kill(st.PID, syscall.SIGTERM)
-			if !waitExit(st, 5*time.Second) {
-				syscall.Kill(st.PID, syscall.SIGKILL)
-				if !waitExit(st, 5*time.Second) {
-					return fmt.Errorf("node %s (pid %d) did not stop", name, st.PID)
-				}
-			}
+		if err := stopProcess(h, st); err != nil {
+			return err
 		}
 	}
 	os.Remove(h.SocketPath(name))
 	return os.RemoveAll(h.NodeDir(name))
+}
+
+// stopProcess stops a node: a shutdown request, then SIGTERM, then SIGKILL,
+// each with a deadline.
+func stopProcess(h home.Home, st *home.NodeState) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	api.NewClient(st.Name, h.SocketPath(st.Name)).Do(ctx, "POST", "/shutdown", nil, nil)
+	cancel()
+	if waitExit(st, 5*time.Second) {
+		return nil
+	}
+	syscall.Kill(st.PID, syscall.SIGTERM)
+	if waitExit(st, 5*time.Second) {
+		return nil
+	}
+	syscall.Kill(st.PID, syscall.SIGKILL)
+	if waitExit(st, 5*time.Second) {
+		return nil
+	}
+	return fmt.Errorf("node %s (pid %d) did not stop", st.Name, st.PID)
 }
 
 func waitExit(st *home.NodeState, d time.Duration) bool {

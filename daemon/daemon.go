@@ -37,6 +37,9 @@ type Config struct {
 	Identity   string
 	Passphrase []byte
 	Logger     *slog.Logger
+	// Restore brings back what the node had before it stopped (its saved
+	// configuration: outlets, relays, channels, inlets).
+	Restore bool
 }
 
 // Daemon is a running node.
@@ -54,6 +57,9 @@ type Daemon struct {
 
 	mu   sync.Mutex
 	regs map[string]*relay.Registration
+
+	confMu sync.Mutex
+	conf   home.NodeConfig
 
 	srv      *http.Server
 	ln       net.Listener
@@ -94,6 +100,19 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	}
 	if err := d.startSecure(); err != nil {
 		return nil, err
+	}
+	saved, err := cfg.Home.ReadConfig(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Restore {
+		if err := d.restore(saved); err != nil {
+			return nil, err
+		}
+	}
+	d.conf.Listen, d.conf.Identity = d.addr.String(), d.cfg.Identity
+	if err := cfg.Home.WriteConfig(cfg.Name, &d.conf); err != nil {
+		return nil, fmt.Errorf("writing node configuration: %w", err)
 	}
 	if err := d.serveAPI(); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/portal"
 )
@@ -55,6 +56,9 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		if err != nil {
 			return nil, conflict(err)
 		}
+		d.record(func(c *home.NodeConfig) {
+			c.Inlets = append(c.Inlets, raw(api.CreateInlet{Name: in.Name(), From: in.Addr().String(), To: route.String()}))
+		})
 		return inletInfo(in), nil
 	})
 	d.handle(mux, "GET "+v+"/tcp-inlets", func(r *http.Request) (any, error) {
@@ -72,9 +76,13 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		return inletInfo(in), nil
 	})
 	d.handle(mux, "DELETE "+v+"/tcp-inlets/{name}", func(r *http.Request) (any, error) {
-		if err := d.portals.DeleteInlet(r.PathValue("name")); err != nil {
+		name := r.PathValue("name")
+		if err := d.portals.DeleteInlet(name); err != nil {
 			return nil, notFound(err)
 		}
+		d.record(func(c *home.NodeConfig) {
+			c.Inlets = without(c.Inlets, name, func(r api.CreateInlet) string { return r.Name })
+		})
 		return nil, nil
 	})
 	d.handle(mux, "POST "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
@@ -82,27 +90,13 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		if err != nil {
 			return nil, err
 		}
-		addr := strings.TrimPrefix(req.From, "/service/")
-		if addr == "" || strings.Contains(addr, "/") {
-			return nil, badRequest(fmt.Errorf("outlet address %q: want /service/NAME", req.From))
-		}
-		var ports []uint16
-		for _, p := range req.Ports {
-			n, err := strconv.ParseUint(p, 10, 16)
-			if err != nil || n == 0 {
-				return nil, badRequest(fmt.Errorf("bad port %q", p))
-			}
-			ports = append(ports, uint16(n))
-		}
-		for _, a := range req.Allow {
-			if _, err := identity.ParseIdentifier(a); err != nil {
-				return nil, badRequest(err)
-			}
-		}
-		o, err := d.portals.CreateOutlet(portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow})
+		o, err := d.createOutlet(req)
 		if err != nil {
-			return nil, conflict(err)
+			return nil, err
 		}
+		d.record(func(c *home.NodeConfig) {
+			c.Outlets = append(c.Outlets, raw(req))
+		})
 		return outletInfo(o), nil
 	})
 	d.handle(mux, "GET "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
@@ -120,9 +114,39 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		return outletInfo(o), nil
 	})
 	d.handle(mux, "DELETE "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
-		if err := d.portals.DeleteOutlet(r.PathValue("name")); err != nil {
+		name := r.PathValue("name")
+		if err := d.portals.DeleteOutlet(name); err != nil {
 			return nil, notFound(err)
 		}
+		d.record(func(c *home.NodeConfig) {
+			c.Outlets = without(c.Outlets, name, func(r api.CreateOutlet) string { return r.Name })
+		})
 		return nil, nil
 	})
+}
+
+// createOutlet validates a request and creates the outlet.
+func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
+	addr := strings.TrimPrefix(req.From, "/service/")
+	if addr == "" || strings.Contains(addr, "/") {
+		return nil, badRequest(fmt.Errorf("outlet address %q: want /service/NAME", req.From))
+	}
+	var ports []uint16
+	for _, p := range req.Ports {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return nil, badRequest(fmt.Errorf("bad port %q", p))
+		}
+		ports = append(ports, uint16(n))
+	}
+	for _, a := range req.Allow {
+		if _, err := identity.ParseIdentifier(a); err != nil {
+			return nil, badRequest(err)
+		}
+	}
+	o, err := d.portals.CreateOutlet(portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow})
+	if err != nil {
+		return nil, conflict(err)
+	}
+	return o, nil
 }

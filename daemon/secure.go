@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/routing"
@@ -129,6 +130,9 @@ func (d *Daemon) secureRoutes(mux *http.ServeMux, v string) {
 		if err != nil {
 			return nil, err
 		}
+		d.record(func(cf *home.NodeConfig) {
+			cf.Channels = append(cf.Channels, home.ChannelConfig{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
+		})
 		return channelInfo(c), nil
 	})
 	d.handle(mux, "GET "+v+"/secure-channels", func(r *http.Request) (any, error) {
@@ -151,6 +155,15 @@ func (d *Daemon) secureRoutes(mux *http.ServeMux, v string) {
 			return nil, notFound(fmt.Errorf("no secure channel at /service/%s", r.PathValue("addr")))
 		}
 		c.Close()
+		d.record(func(cf *home.NodeConfig) {
+			var keep []home.ChannelConfig
+			for _, ch := range cf.Channels {
+				if ch.Address != c.Address() {
+					keep = append(keep, ch)
+				}
+			}
+			cf.Channels = keep
+		})
 		return nil, nil
 	})
 	d.handle(mux, "POST "+v+"/secure-channel-listeners", func(r *http.Request) (any, error) {

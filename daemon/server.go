@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/relay"
 	"github.com/ockam-go/ockam/routing"
 )
@@ -176,6 +177,10 @@ func (d *Daemon) createRelay(r *http.Request) (any, error) {
 		reg.Close()
 		return nil, fmt.Errorf("relay %s at %s: %w", req.Name, req.At, err)
 	}
+	d.record(func(c *home.NodeConfig) {
+		c.Relays = append(without(c.Relays, req.Name, func(r api.CreateRelay) string { return r.Name }),
+			raw(api.CreateRelay{Name: req.Name, At: at.String()}))
+	})
 	return regInfo(reg.Status()), nil
 }
 
@@ -207,5 +212,8 @@ func (d *Daemon) deleteRelay(r *http.Request) (any, error) {
 		return nil, notFound(fmt.Errorf("no relay %s on this node", name))
 	}
 	reg.Close()
+	d.record(func(c *home.NodeConfig) {
+		c.Relays = without(c.Relays, name, func(r api.CreateRelay) string { return r.Name })
+	})
 	return nil, nil
 }

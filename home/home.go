@@ -262,3 +262,54 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// ConfigPath is where a node keeps what it was asked to create, so that
+// `ockam node start` brings it back as it was.
+func (h Home) ConfigPath(name string) string {
+	return filepath.Join(h.NodeDir(name), "config.json")
+}
+
+// ChannelConfig is a secure channel a node opened.
+type ChannelConfig struct {
+	Address    string   `json:"address"`
+	To         string   `json:"to"`
+	Authorized []string `json:"authorized,omitempty"`
+}
+
+// NodeConfig is everything a node was asked to create, replayed at start.
+// Its element types are the control API's requests, stored as JSON.
+type NodeConfig struct {
+	Listen   string            `json:"listen"`
+	Identity string            `json:"identity"`
+	Outlets  []json.RawMessage `json:"outlets,omitempty"`
+	Relays   []json.RawMessage `json:"relays,omitempty"`
+	Channels []ChannelConfig   `json:"channels,omitempty"`
+	Inlets   []json.RawMessage `json:"inlets,omitempty"`
+	Extra    []json.RawMessage `json:"extra,omitempty"` // TUN mappings and the like
+}
+
+// ReadConfig reads a node's configuration; a node without one has an empty
+// configuration.
+func (h Home) ReadConfig(name string) (*NodeConfig, error) {
+	b, err := readLimited(h.ConfigPath(name), 4<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &NodeConfig{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c NodeConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("node %s: corrupt configuration %s: %v", name, h.ConfigPath(name), err)
+	}
+	return &c, nil
+}
+
+// WriteConfig writes a node's configuration atomically.
+func (h Home) WriteConfig(name string, c *NodeConfig) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(h.ConfigPath(name), append(b, '\n'), 0o600)
+}

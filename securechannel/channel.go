@@ -457,12 +457,16 @@ func (c *Channel) maintain() {
 	t := time.NewTicker(Keepalive / 2)
 	defer t.Stop()
 	backoff := BackoffMin
+	first := c.cur.Load() == nil // restored: try at once
 	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
+		if !first {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			}
 		}
+		first = false
 		l := c.cur.Load()
 		if l != nil {
 			now := time.Now().UnixNano()

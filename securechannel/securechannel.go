@@ -36,8 +36,9 @@ var (
 	// HandshakeTimeout bounds a handshake, on both sides.
 	HandshakeTimeout = 10 * time.Second
 	// Keepalive is how often an idle channel proves it is alive; a channel
-	// that hears nothing for 3 × Keepalive is declared down.
-	Keepalive = 2 * time.Second
+	// that hears nothing for 3 × Keepalive is declared down, so a peer that
+	// vanished (a restarted sidecar) is noticed within 3 s.
+	Keepalive = time.Second
 	// BackoffMin and BackoffMax bound the delay between attempts to
 	// re-establish an initiator channel; it doubles after each failure,
 	// with jitter.
@@ -183,6 +184,35 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 	c.setLink(l)
 	go c.maintain()
 	m.log.Info("secure channel created", "channel", c.addr, "peer", l.sess.Peer().Short(), "route", route.String())
+	return c, nil
+}
+
+// Restore brings back, at its old address, a channel that a node had
+// before it restarted: the channel starts down and establishes itself in
+// the background (with backoff), so that routes through /service/<addr>
+// saved elsewhere (inlets) work again once the peer answers.
+func (m *Manager) Restore(addr string, route routing.Route, authorized []identity.Identifier) (*Channel, error) {
+	c := &Channel{
+		mgr:   m,
+		addr:  addr,
+		role:  "initiator",
+		route: route.Clone(),
+		trust: trustFor(authorized, m.cfg.Trust),
+		stop:  make(chan struct{}),
+		up:    make(chan struct{}),
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, net.ErrClosed
+	}
+	if err := m.n.Register(addr, c.encrypt); err != nil {
+		return nil, err
+	}
+	c.lastErr = "not yet established"
+	m.channels[addr] = c
+	m.wg.Add(1)
+	go c.maintain()
 	return c, nil
 }
 
