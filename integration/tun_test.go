@@ -617,6 +617,26 @@ func TestTun(t *testing.T) {
 			t.Error("second tun delete succeeded")
 		}
 	})
+
+	t.Run("node_stop_removes_interface", func(t *testing.T) {
+		w.ockam("", "", "tun", "create", "--at", "/node/client_sidecar", "--name", "ockam1")
+		if out, err := w.curl(fmt.Sprintf("http://api.ockam:%d/", portHTTP)); err != nil || out != serverBody {
+			t.Errorf("curl after re-create = %q, %v", out, err)
+		}
+		c, err := w.client.dial(addr(portEcho), 5*time.Second) // a live flow while the node stops
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		w.ockam("", "", "node", "delete", "client_sidecar")
+		if err := run("ip", "-n", w.client.name, "link", "show", "ockam1"); err == nil {
+			t.Error("ockam1 still exists after the node stopped")
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("flow still open after the node stopped: %v", err)
+		}
+	})
 }
 
 // TestTunNeedsCapability: a node without CAP_NET_ADMIN says so in one line.
