@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ockam-go/ockam/home"
@@ -85,7 +86,14 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err := d.loadIdentity(); err != nil {
 		return nil, err
 	}
-	d.node = node.New(node.Config{Logger: log})
+	// Channel data for a decryptor this node does not have (the peer
+	// talks to a channel of this node's previous run): tell the peer.
+	var scForNotices atomic.Pointer[securechannel.Manager]
+	d.node = node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
+		if sc := scForNotices.Load(); sc != nil {
+			sc.Undeliverable(m)
+		}
+	}})
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -101,6 +109,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err := d.startSecure(); err != nil {
 		return nil, err
 	}
+	scForNotices.Store(d.sc)
 	saved, err := cfg.Home.ReadConfig(cfg.Name)
 	if err != nil {
 		return nil, err
@@ -114,9 +123,6 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err := cfg.Home.WriteConfig(cfg.Name, &d.conf); err != nil {
 		return nil, fmt.Errorf("writing node configuration: %w", err)
 	}
-	if err := d.serveAPI(); err != nil {
-		return nil, err
-	}
 	d.state = home.NodeState{
 		Name:       cfg.Name,
 		PID:        os.Getpid(),
@@ -127,6 +133,11 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	}
 	if err := cfg.Home.WriteState(&d.state); err != nil {
 		return nil, fmt.Errorf("writing node state: %w", err)
+	}
+	// The API answers last: once it does, `node create` returns and every
+	// other command must find the node's state.
+	if err := d.serveAPI(); err != nil {
+		return nil, err
 	}
 	log.Info("node started", "node", cfg.Name, "tcp", d.addr.String(), "identifier", d.me.Identifier().String())
 	return d, nil

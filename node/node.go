@@ -35,12 +35,17 @@ type Config struct {
 	// Keepalive and IdleTimeout tune the transport; zero uses its defaults.
 	Keepalive   time.Duration
 	IdleTimeout time.Duration
+	// Undeliverable, if set, is called (on the connection's reader) with
+	// each message from another node that named a local address nobody
+	// holds: a node that knows what such messages are may answer them.
+	Undeliverable func(m *routing.Message)
 }
 
 // Node routes messages between local workers and other nodes.
 type Node struct {
-	log *slog.Logger
-	tr  *transport.Transport
+	log           *slog.Logger
+	tr            *transport.Transport
+	undeliverable func(m *routing.Message)
 
 	mu      sync.RWMutex
 	workers map[string]Handler
@@ -59,9 +64,10 @@ const EchoAddress = "echo"
 // New returns a node with its echo service. Call Listen to accept other nodes.
 func New(cfg Config) *Node {
 	n := &Node{
-		log:      cfg.Logger,
-		workers:  make(map[string]Handler),
-		watchers: make(map[*func(*transport.Conn)]struct{}),
+		log:           cfg.Logger,
+		workers:       make(map[string]Handler),
+		watchers:      make(map[*func(*transport.Conn)]struct{}),
+		undeliverable: cfg.Undeliverable,
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -94,6 +100,9 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	return n.tr.Close()
 }
+
+// ErrNoWorker is returned by Send for a local address nobody holds.
+var ErrNoWorker = errors.New("node: no worker")
 
 // ErrAddressInUse is returned by Register for a taken address.
 var ErrAddressInUse = errors.New("node: address already in use")
@@ -172,7 +181,7 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 			return n.sendConn(c, m)
 		}
 		n.Dropped.Add(1)
-		return fmt.Errorf("node: no worker at %s", next)
+		return fmt.Errorf("%w at %s", ErrNoWorker, next)
 	case routing.TCP:
 		c, err := n.tr.Dial(ctx, next.Value)
 		if err != nil {
@@ -204,6 +213,9 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 	copy(m.Return[1:], m.Return)
 	m.Return[0] = routing.LocalAddr(c.ID())
 	if err := n.Send(context.Background(), m); err != nil {
+		if errors.Is(err, ErrNoWorker) && n.undeliverable != nil && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local {
+			n.undeliverable(m)
+		}
 		n.log.Debug("dropped message from peer", "conn", c.ID(), "err", err)
 	}
 }

@@ -250,6 +250,12 @@ func (c *Channel) encrypt(m *routing.Message) error {
 // place, in the transport's buffer) and routes what it carried.
 func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	msg := m.Payload
+	if len(msg) == 1 && msg[0] == unknownType {
+		if c.role == "initiator" {
+			c.linkDown(l, errors.New("the peer does not know this channel (its node restarted)"))
+		}
+		return nil
+	}
 	if len(msg) > 0 && channel.MessageType(msg[0]) != channel.Data && channel.MessageType(msg[0]) != channel.Close {
 		c.rejected.Add(1)
 		return fmt.Errorf("securechannel: unexpected %v message on an established channel", channel.MessageType(msg[0]))
@@ -470,8 +476,8 @@ func (c *Channel) maintain() {
 		l := c.cur.Load()
 		if l != nil {
 			now := time.Now().UnixNano()
-			if time.Duration(now-l.lastRecv.Load()) > 3*Keepalive {
-				c.linkDown(l, fmt.Errorf("peer silent for %v", 3*Keepalive))
+			if time.Duration(now-l.lastRecv.Load()) > DeadAfter {
+				c.linkDown(l, fmt.Errorf("peer silent for %v", DeadAfter))
 				continue
 			}
 			if time.Duration(now-l.lastSend.Load()) >= Keepalive {

@@ -35,10 +35,13 @@ const DefaultListener = "api"
 var (
 	// HandshakeTimeout bounds a handshake, on both sides.
 	HandshakeTimeout = 10 * time.Second
-	// Keepalive is how often an idle channel proves it is alive; a channel
-	// that hears nothing for 3 × Keepalive is declared down, so a peer that
-	// vanished (a restarted sidecar) is noticed within 3 s.
-	Keepalive = time.Second
+	// Keepalive is how often an idle channel proves it is alive.
+	Keepalive = 2 * time.Second
+	// DeadAfter is how long a channel may hear nothing before it is
+	// declared down: long enough to ride out a 10 s blackhole on the path.
+	// A peer that restarted is noticed at once instead, by its node's
+	// unknown-channel notice (see Undeliverable).
+	DeadAfter = 12 * time.Second
 	// BackoffMin and BackoffMax bound the delay between attempts to
 	// re-establish an initiator channel; it doubles after each failure,
 	// with jitter.
@@ -69,13 +72,14 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex
-	channels  map[string]*Channel // by encryptor address
-	listeners map[string]*Listener
-	pending   atomic.Int32
-	closed    bool
-	stopWatch func()
-	wg        sync.WaitGroup
+	mu         sync.Mutex
+	channels   map[string]*Channel // by encryptor address
+	listeners  map[string]*Listener
+	pending    atomic.Int32
+	lastNotice atomic.Int64
+	closed     bool
+	stopWatch  func()
+	wg         sync.WaitGroup
 }
 
 // NewManager returns a manager for the channels of n.
@@ -334,6 +338,31 @@ type responder struct {
 
 // jitter returns a duration uniformly in [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
+
+// unknownType starts the notice a node sends back when channel data arrives
+// for a decryptor it does not have (its node restarted): 0x11, nothing else.
+// It is unauthenticated, so it only makes the initiator re-establish the
+// channel at once instead of after DeadAfter; anyone on the path could make
+// a channel fail anyway by dropping its messages.
+const unknownType = 0x11
+
+// Undeliverable answers a message that reached this node for an address
+// nobody holds: if it looks like channel data, the sender is told, at most
+// noticeRate times a second per node. Wire it as node.Config.Undeliverable.
+func (m *Manager) Undeliverable(msg *routing.Message) {
+	if len(msg.Payload) < channel.Overhead || channel.MessageType(msg.Payload[0]) != channel.Data || len(msg.Return) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := m.lastNotice.Load()
+	if now-last < int64(time.Second)/noticeRate || !m.lastNotice.CompareAndSwap(last, now) {
+		return
+	}
+	m.n.Send(context.Background(), &routing.Message{Onward: msg.Return.Clone(), Payload: []byte{unknownType}})
+}
+
+// noticeRate bounds the unknown-channel notices a node sends per second.
+const noticeRate = 20
 
 // Watch implements portal.Path: when route starts at one of this node's
 // channels, it waits (up to ctx) for the channel to be up and returns a
