@@ -123,6 +123,10 @@ type CreateOutlet struct {
 	To    string   `json:"to"`   // host:port, or host with Ports
 	Ports []string `json:"ports,omitempty"`
 	Allow []string `json:"allow,omitempty"` // identifiers allowed; empty means the node's trust
+	// Netstack: connect from a virtual source address per client identity,
+	// through a TUN and a userspace stack of the node's own (needs
+	// CAP_NET_ADMIN), so the server tells clients apart.
+	Netstack bool `json:"netstack,omitempty"`
 }
 
 // FlowInfo is one carried TCP connection.

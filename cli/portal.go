@@ -114,6 +114,7 @@ func (e *env) inletCmd() *cobra.Command {
 func (e *env) outletCmd() *cobra.Command {
 	var at, from, to string
 	var allow, ports []string
+	var netstack bool
 	create := &cobra.Command{
 		Use:     "create --at /node/NAME --from /service/NAME --to HOST:PORT",
 		Short:   "Open a connection to HOST:PORT for each flow that reaches /service/NAME through a secure channel",
@@ -129,7 +130,7 @@ func (e *env) outletCmd() *cobra.Command {
 			}
 			name := strings.TrimPrefix(from, "/service/")
 			var p api.PortalInfo
-			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow}, &p, 0); err != nil {
+			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack}, &p, 0); err != nil {
 				return err
 			}
 			return e.printCreated(p.From, fmt.Sprintf("TCP outlet %s on /node/%s -> %s", p.From, n, p.To), p)
@@ -140,5 +141,6 @@ func (e *env) outletCmd() *cobra.Command {
 	create.Flags().StringVar(&to, "to", "", "HOST:PORT to connect to (or HOST with --ports)")
 	create.Flags().StringSliceVar(&ports, "ports", nil, "ports a flow may ask for when --to has no port")
 	create.Flags().StringSliceVar(&allow, "allow", nil, "identifier allowed to use the outlet (repeatable; default: the node's trust)")
+	create.Flags().BoolVar(&netstack, "netstack", false, "connect from a virtual source address per client identity (node must run as root)")
 	return e.portalCmds("outlet", create)
 }

@@ -144,7 +144,15 @@ func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
 			return nil, badRequest(err)
 		}
 	}
-	o, err := d.portals.CreateOutlet(portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow})
+	oc := portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow}
+	if req.Netstack {
+		dial, err := d.outletDialer()
+		if err != nil {
+			return nil, err
+		}
+		oc.Dial = dial
+	}
+	o, err := d.portals.CreateOutlet(oc)
 	if err != nil {
 		return nil, conflict(err)
 	}

@@ -737,3 +737,10 @@ func (d *Daemon) tunServices() []string {
 	}
 	return s
 }
+
+// outletDialer returns the dialer of the outlet netstack mode: connections
+// from a virtual source address per client identity, through a TUN and a
+// netstack of this node's own.
+func (d *Daemon) outletDialer() (func(ctx context.Context, peer, target string) (net.Conn, error), error) {
+	return nil, errors.New("the outlet netstack mode is not available yet")
+}

@@ -314,6 +314,7 @@ type Outlet struct {
 	port  uint16   // 0: the flow chooses among ports
 	ports []uint16 // allowed ports when port is 0
 	allow []string // identifiers; empty: the node's policy
+	dial  func(ctx context.Context, peer, target string) (net.Conn, error)
 
 	mu      sync.Mutex
 	flows   map[*Flow]struct{}
@@ -331,11 +332,15 @@ type OutletConfig struct {
 	Target  string   // "host:port", or "host" with Ports
 	Ports   []uint16 // ports a flow may ask for when Target has no port
 	Allow   []string // identifiers allowed; empty: the node's policy
+	// Dial, if set, opens the connection to target ("host:port") for a
+	// flow from peer (an identifier) instead of the kernel: the outlet
+	// netstack mode dials from a virtual source address per client.
+	Dial func(ctx context.Context, peer, target string) (net.Conn, error)
 }
 
 // CreateOutlet registers an outlet.
 func (p *Portals) CreateOutlet(cfg OutletConfig) (*Outlet, error) {
-	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, flows: map[*Flow]struct{}{}, done: make(chan struct{})}
+	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, done: make(chan struct{})}
 	if o.addr == "" {
 		return nil, errors.New("portal: outlet needs an address (--from /service/NAME)")
 	}
@@ -491,8 +496,14 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 			return
 		}
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", target)
+	var c net.Conn
+	var err error
+	if o.dial != nil {
+		c, err = o.dial(ctx, peer, target)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", target)
+	}
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Err != nil {
