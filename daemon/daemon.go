@@ -89,9 +89,13 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	// Channel data for a decryptor this node does not have (the peer
 	// talks to a channel of this node's previous run): tell the peer.
 	var scForNotices atomic.Pointer[securechannel.Manager]
+	var fwdForNotices atomic.Pointer[relay.Service]
 	d.node = node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
 		if sc := scForNotices.Load(); sc != nil {
 			sc.Undeliverable(m)
+		}
+		if f := fwdForNotices.Load(); f != nil {
+			f.Undeliverable(m)
 		}
 	}})
 	defer func() {
@@ -106,6 +110,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts}); err != nil {
 		return nil, err
 	}
+	fwdForNotices.Store(d.fwd)
 	if err := d.startSecure(); err != nil {
 		return nil, err
 	}

@@ -49,6 +49,9 @@ type tunState struct {
 	flows  map[*portal.Flow]*flowEntry
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
+
+	outMu sync.Mutex // serialises creating and closing out
+	out   *outletNet // the outlet netstack mode's interface; nil: none
 }
 
 // iface is a created interface and the stack behind it.
@@ -714,6 +717,7 @@ func (d *Daemon) stopTun() {
 			d.log.Error("removing the interface", "err", err)
 		}
 	}
+	d.closeOutletNet()
 	t.wg.Wait()
 }
 
@@ -735,12 +739,5 @@ func (d *Daemon) tunServices() []string {
 		}
 		s = append(s, fmt.Sprintf("socks5 %s (to %s)", l.from, to))
 	}
-	return s
-}
-
-// outletDialer returns the dialer of the outlet netstack mode: connections
-// from a virtual source address per client identity, through a TUN and a
-// netstack of this node's own.
-func (d *Daemon) outletDialer() (func(ctx context.Context, peer, target string) (net.Conn, error), error) {
-	return nil, errors.New("the outlet netstack mode is not available yet")
+	return append(s, t.outletServicesLocked()...)
 }

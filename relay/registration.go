@@ -23,6 +23,10 @@ var (
 	PingInterval = 5 * time.Second
 	// RequestTimeout bounds one register or ping request.
 	RequestTimeout = 5 * time.Second
+	// MaxMissedPings in a row declare the path lost: about 25 s, enough
+	// to ride out a 10 s blackhole and TCP's backoff after it. A relay
+	// that restarts is noticed at once anyway: its connection closes.
+	MaxMissedPings = 5
 	// BackoffMin and BackoffMax bound the delay between attempts to
 	// register again; it doubles after each failure, with jitter.
 	BackoffMin = 100 * time.Millisecond
@@ -204,7 +208,7 @@ func (r *Registration) register(ctx context.Context) (*transport.Conn, routing.R
 }
 
 // watch returns when the registration is lost: the connection closed, or
-// two pings in a row went unanswered.
+// MaxMissedPings pings in a row went unanswered.
 func (r *Registration) watch(ctx context.Context, conn *transport.Conn) error {
 	t := time.NewTicker(PingInterval)
 	defer t.Stop()
@@ -222,7 +226,7 @@ func (r *Registration) watch(ctx context.Context, conn *transport.Conn) error {
 				continue
 			}
 			misses++
-			if misses >= 2 {
+			if misses >= MaxMissedPings {
 				conn.Close()
 				return fmt.Errorf("relay: %d pings unanswered: %w", misses, err)
 			}

@@ -16,7 +16,9 @@ import (
 	"log/slog"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -118,6 +120,7 @@ type Service struct {
 	byName     map[string]*forwarder
 	challenges map[string][]byte // by connection
 	stop       func()
+	lastNotice atomic.Int64
 }
 
 // NewService registers the forwarding service on n.
@@ -311,4 +314,32 @@ func (s *Service) connClosed(c *transport.Conn) {
 			s.log.Info("relay freed", "name", name, "reason", "registrant connection closed")
 		}
 	}
+}
+
+// Channel message bytes the relay needs to know, without linking the
+// channel package (securechannel's tests check that they agree).
+const (
+	// ChannelData is the first byte of a secure channel data message.
+	ChannelData = 4
+	// ChannelDataMin is the size of the smallest one (header and tag).
+	ChannelDataMin = 25
+	// UnknownChannelNotice is what a node answers to channel data for a
+	// channel it does not have.
+	UnknownChannelNotice = 0x11
+)
+
+// Undeliverable is a node.Config.Undeliverable for a relay: channel data
+// sent to a forwarder whose registrant has gone gets the unknown-channel
+// notice, so the sender's channel re-establishes at once (rate-limited).
+func (s *Service) Undeliverable(m *routing.Message) {
+	if len(m.Onward) == 0 || !strings.HasPrefix(m.Onward[0].Value, Prefix) ||
+		len(m.Payload) < ChannelDataMin || m.Payload[0] != ChannelData || len(m.Return) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.lastNotice.Load()
+	if now-last < int64(time.Second)/20 || !s.lastNotice.CompareAndSwap(last, now) {
+		return
+	}
+	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{UnknownChannelNotice}})
 }

@@ -63,3 +63,24 @@ func TestDemoAcrossNamespaces(t *testing.T) {
 		t.Fatalf("demo-netns output:\n%s", out)
 	}
 }
+
+// TestFaults runs scripts/faults.sh: 1 GiB through the inlet and through
+// the TUN with 1% loss at the relay and with a 10 s blackhole of the relay;
+// every transfer must end intact (sha256) or fail cleanly, never hang.
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces (run make test as root)")
+	}
+	need(t, "ip", "nft", "python3", "curl", "bc")
+	out, err := exec.Command("bash", "faults.sh", build(t)).CombinedOutput()
+	t.Logf("faults.sh:\n%s", out)
+	if err != nil {
+		t.Fatalf("faults.sh: %v", err)
+	}
+	if strings.Contains(string(out), "CORRUPTED") || !strings.Contains(string(out), "PASS") {
+		t.Fatal("faults.sh reported a failure")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,10 +39,11 @@ var (
 	// Keepalive is how often an idle channel proves it is alive.
 	Keepalive = 2 * time.Second
 	// DeadAfter is how long a channel may hear nothing before it is
-	// declared down: long enough to ride out a 10 s blackhole on the path.
-	// A peer that restarted is noticed at once instead, by its node's
-	// unknown-channel notice (see Undeliverable).
-	DeadAfter = 12 * time.Second
+	// declared down: long enough to ride out a 10 s blackhole on the path
+	// and TCP's retransmission backoff after it. A peer that went away is
+	// noticed at once instead, by the unknown-channel notice of the relay
+	// (its registration is gone) or of the peer's restarted node.
+	DeadAfter = 30 * time.Second
 	// BackoffMin and BackoffMax bound the delay between attempts to
 	// re-establish an initiator channel; it doubles after each failure,
 	// with jitter.
@@ -350,6 +352,9 @@ const unknownType = 0x11
 // nobody holds: if it looks like channel data, the sender is told, at most
 // noticeRate times a second per node. Wire it as node.Config.Undeliverable.
 func (m *Manager) Undeliverable(msg *routing.Message) {
+	if len(msg.Onward) > 0 && strings.HasPrefix(msg.Onward[0].Value, "forward_to_") {
+		return // the forwarding service answers for its own addresses
+	}
 	if len(msg.Payload) < channel.Overhead || channel.MessageType(msg.Payload[0]) != channel.Data || len(msg.Return) == 0 {
 		return
 	}

@@ -255,3 +255,12 @@ func TestNoListenerTimesOutCleanly(t *testing.T) {
 	a.mgr.Close()
 	a.n.Close()
 }
+
+// The relay answers unknown-channel notices without linking this package:
+// its copies of the wire constants must agree with ours.
+func TestRelayKnowsChannelBytes(t *testing.T) {
+	if relay.ChannelData != byte(channel.Data) || relay.ChannelDataMin != channel.Overhead || relay.UnknownChannelNotice != 0x11 {
+		t.Fatalf("relay's channel constants (%d, %d, %#x) disagree with package channel (%d, %d)",
+			relay.ChannelData, relay.ChannelDataMin, relay.UnknownChannelNotice, channel.Data, channel.Overhead)
+	}
+}

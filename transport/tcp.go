@@ -40,8 +40,9 @@ const (
 	DefaultKeepalive = 5 * time.Second
 	// DefaultIdleTimeout closes a connection that has received nothing
 	// (not even a keepalive) for this long: a half-open peer is detected in
-	// at most this time.
-	DefaultIdleTimeout = 3 * DefaultKeepalive
+	// at most this time, and a 10 s blackhole (with TCP's retransmission
+	// backoff after it) is ridden out.
+	DefaultIdleTimeout = 6 * DefaultKeepalive
 	// DialTimeout bounds how long a connection attempt may take.
 	DialTimeout = 10 * time.Second
 
@@ -111,7 +112,7 @@ func New(cfg Config) *Transport {
 		t.keepalive = DefaultKeepalive
 	}
 	if t.idle <= 0 {
-		t.idle = 3 * t.keepalive
+		t.idle = 6 * t.keepalive
 	}
 	return t
 }

@@ -21,12 +21,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/relay"
+	"github.com/ockam-go/ockam/routing"
 )
 
 func main() {
@@ -82,7 +84,12 @@ func (l idList) policy() func(identity.Identifier) error {
 }
 
 func run(listen, stateDir string, authorize func(identity.Identifier) error, log *slog.Logger) error {
-	n := node.New(node.Config{Logger: log})
+	var svcForNotices atomic.Pointer[relay.Service]
+	n := node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
+		if s := svcForNotices.Load(); s != nil {
+			s.Undeliverable(m)
+		}
+	}})
 	defer n.Close()
 	addr, err := n.Listen(listen)
 	if err != nil {
@@ -93,6 +100,7 @@ func run(listen, stateDir string, authorize func(identity.Identifier) error, log
 		return err
 	}
 	defer svc.Close()
+	svcForNotices.Store(svc)
 	log.Info("relay listening", "tcp", addr.String())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
