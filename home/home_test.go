@@ -1,0 +1,84 @@
+package home
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestWriteFileAtomicReplaces(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.json")
+	if err := WriteFileAtomic(p, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(p, []byte("two"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if string(b) != "two" || st.Mode().Perm() != 0o600 {
+		t.Fatalf("got %q mode %v", b, st.Mode())
+	}
+}
+
+// TestWriteFileAtomicFullDisk fills a small tmpfs: the write fails with a
+// clear error, the old file is intact, and no temporary file is left.
+func TestWriteFileAtomicFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	p := filepath.Join(dir, "state.json")
+	if err := WriteFileAtomic(p, []byte(`{"old":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the rest of the file system.
+	f, _ := os.Create(filepath.Join(dir, "filler"))
+	f.Write(make([]byte, 1<<20))
+	f.Close()
+	err := WriteFileAtomic(p, bytes.Repeat([]byte("x"), 32<<10), 0o600)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("err = %v, want ENOSPC", err)
+	}
+	if !strings.Contains(err.Error(), "state.json") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("error does not name the file in one line: %q", err)
+	}
+	b, _ := os.ReadFile(p)
+	if string(b) != `{"old":true}` {
+		t.Fatalf("old file damaged: %q", b)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}
+
+func TestReadStateErrors(t *testing.T) {
+	h := Home{Dir: t.TempDir()}
+	if _, err := h.ReadState("nope"); !errors.Is(err, ErrNoNode) {
+		t.Fatalf("missing node: %v", err)
+	}
+	if _, err := h.ReadState("../x"); err == nil {
+		t.Fatal("bad name accepted")
+	}
+	os.MkdirAll(h.NodeDir("n"), 0o700)
+	os.WriteFile(h.StatePath("n"), []byte("{garbage"), 0o600)
+	if _, err := h.ReadState("n"); err == nil || !strings.Contains(err.Error(), "corrupt state file") {
+		t.Fatalf("corrupt state: %v", err)
+	}
+	os.WriteFile(h.StatePath("n"), make([]byte, MaxStateFile+1), 0o600)
+	if _, err := h.ReadState("n"); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("oversize state: %v", err)
+	}
+}
