@@ -24,11 +24,12 @@ import (
 
 // env is what every command shares: where state lives, how to print.
 type env struct {
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	output string // "" or "json"
-	tty    bool   // stdout is a terminal
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
+	output   string // "" or "json"
+	passFile string // --vault-passphrase-file
+	tty      bool   // stdout is a terminal
 
 	lineOnce sync.Once
 	line     string
@@ -238,6 +239,7 @@ State lives in $OCKAM_HOME (default ~/.ockam).`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&e.output, "output", "", "output format: json")
+	root.PersistentFlags().StringVar(&e.passFile, "vault-passphrase-file", "", "file whose first line encrypts the vault's keys at rest (default: $OCKAM_VAULT_PASSPHRASE)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if e.output != "" && e.output != "json" {
 			return fmt.Errorf("--output %q: the only format is json", e.output)

@@ -763,3 +763,45 @@ func TestSidecarRestarts(t *testing.T) {
 	e.must("node", "start", "relay")
 	eventually(t, 15*time.Second, "a new connection after the relay was stopped and started", roundTrip)
 }
+
+// An encrypted vault: nodes start with the passphrase, a wrong one is one
+// clear line, and the secret file is never rewritten by a failed open.
+func TestEncryptedVault(t *testing.T) {
+	e := newEnv(t)
+	pass := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(pass, []byte("correct horse\n"), 0o600)
+	id := e.must("identity", "create", "alice", "--vault-passphrase-file", pass)
+	if !strings.HasPrefix(id, "I") || len(id) != 65 {
+		t.Fatalf("identity create printed %q", id)
+	}
+	secret := filepath.Join(e.home, "vault", "alice.secret")
+	before, _ := os.ReadFile(secret)
+	if bytes.Contains(before, []byte("alice")) && len(before) < 64 {
+		t.Fatalf("secret file looks unencrypted: %q", before)
+	}
+	// Public identities need no passphrase.
+	if got := e.must("identity", "show", "alice"); got != id {
+		t.Fatalf("identity show = %q, want %q", got, id)
+	}
+	// A node cannot use the identity without the passphrase...
+	r := e.run("node", "create", "n", "--identity", "alice")
+	if r.code == 0 || !strings.Contains(r.stderr, "passphrase") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("node without passphrase: %+v", r)
+	}
+	// ... nor with a wrong one,
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrong, []byte("battery staple\n"), 0o600)
+	r = e.run("node", "create", "n", "--identity", "alice", "--vault-passphrase-file", wrong)
+	if r.code == 0 || !strings.Contains(r.stderr, "wrong passphrase") {
+		t.Fatalf("node with a wrong passphrase: %+v", r)
+	}
+	after, _ := os.ReadFile(secret)
+	if !bytes.Equal(before, after) {
+		t.Fatal("a failed open rewrote the secret file")
+	}
+	// ... and with the right one it runs as alice.
+	e.must("node", "create", "n", "--identity", "alice", "--vault-passphrase-file", pass)
+	if got := e.show("n").Identifier; got != id {
+		t.Fatalf("node identifier %s, want alice's %s", got, id)
+	}
+}

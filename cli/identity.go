@@ -15,7 +15,11 @@ func (e *env) vault() (*vault.Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vault.Open(h.VaultDir(), passphrase())
+	pass, err := e.passphrase()
+	if err != nil {
+		return nil, err
+	}
+	return vault.Open(h.VaultDir(), pass)
 }
 
 type identityInfo struct {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -177,8 +178,29 @@ func (e *env) nodeCmd() *cobra.Command {
 	return cmd
 }
 
-func passphrase() []byte {
-	return []byte(os.Getenv(vault.PassphraseEnv))
+// passphrase returns the vault passphrase: from --vault-passphrase-file,
+// else from $OCKAM_VAULT_PASSPHRASE, else none (keys in clear, mode 0600).
+func (e *env) passphrase() ([]byte, error) {
+	if e.passFile == "" {
+		return []byte(os.Getenv(vault.PassphraseEnv)), nil
+	}
+	f, err := os.Open(e.passFile)
+	if err != nil {
+		return nil, fmt.Errorf("--vault-passphrase-file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1025))
+	if err != nil {
+		return nil, fmt.Errorf("--vault-passphrase-file: %w", err)
+	}
+	if len(b) > 1024 {
+		return nil, errors.New("--vault-passphrase-file: over 1024 bytes")
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line == "" {
+		return nil, errors.New("--vault-passphrase-file: the file is empty")
+	}
+	return []byte(line), nil
 }
 
 // createNode starts `ockam node create NAME --foreground` detached, with its
@@ -234,8 +256,15 @@ func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool) (
 	if restore {
 		argv = append(argv, "--restore")
 	}
+	pass, err := e.passphrase()
+	if err != nil {
+		return nil, err
+	}
 	c := exec.Command(exe, argv...)
 	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	if len(pass) > 0 {
+		c.Env = append(c.Env, vault.PassphraseEnv+"="+string(pass))
+	}
 	c.Stdout, c.Stderr = logf, logf
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.Start(); err != nil {
@@ -282,12 +311,11 @@ func lastError(path string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := lines[i]
-		if i := strings.Index(l, `"err":"`); i >= 0 {
-			rest := l[i+7:]
-			if j := strings.Index(rest, `"`); j >= 0 {
-				return rest[:j]
-			}
+		var rec struct {
+			Err string `json:"err"`
+		}
+		if json.Unmarshal([]byte(lines[i]), &rec) == nil && rec.Err != "" {
+			return rec.Err
 		}
 	}
 	return lines[len(lines)-1]
@@ -311,7 +339,11 @@ func (e *env) runNode(name, listen, ident string, restore bool) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})).With("node", name)
-	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: passphrase(), Logger: log, Restore: restore})
+	pass, err := e.passphrase()
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: pass, Logger: log, Restore: restore})
 	if err != nil {
 		log.Error("node failed to start", "err", err.Error())
 		return err
