@@ -72,6 +72,13 @@ type Config struct {
 	// DNSAddr is the address at which the stack answers DNS on UDP port 53
 	// for the names given to SetNames. The zero Addr disables DNS.
 	DNSAddr netip.Addr
+
+	// AllowLoopback accepts packets with a loopback source or destination
+	// (127.0.0.0/8, ::1) from the device, which gVisor otherwise drops as
+	// martians. The outlet mode needs it to DialTCP a 127.0.0.0/8 target:
+	// the replies come back from 127.x.y.z (the host must also set
+	// net.ipv4.conf.<tun>.route_localnet=1).
+	AllowLoopback bool
 }
 
 // Stats are counters of a Stack since New.
@@ -153,7 +160,10 @@ func New(dev wgtun.Device, cfg Config) (*Stack, error) {
 	st.names.Store(&map[string]netip.Addr{})
 
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: cfg.AllowLoopback}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: cfg.AllowLoopback}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	st.s = s
