@@ -250,3 +250,5 @@ func FuzzDecodeRequest(f *testing.F) {
 		relay.DecodeRequest(b)
 	})
 }
+
+func identityForBench() (*identity.Secret, error) { return identity.Generate(nil) }

@@ -36,6 +36,10 @@ const (
 	// SendQueueLen is the number of frames a connection buffers for its
 	// writer before Send blocks (backpressure, never a drop).
 	SendQueueLen = 256
+	// SendQueueBytes bounds, in bytes, what a connection buffers for its
+	// writer: Send blocks beyond it. A relay's memory per connection is
+	// bounded by this, whatever the number of flows.
+	SendQueueBytes = 1 << 20
 	// DefaultKeepalive is how often an idle connection sends a keepalive.
 	DefaultKeepalive = 5 * time.Second
 	// DefaultIdleTimeout closes a connection that has received nothing
@@ -238,6 +242,7 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		remote: nc.RemoteAddr().String(),
 		dialed: dialled,
 		queue:  make(chan *[]byte, SendQueueLen),
+		space:  make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
 	c.log = t.log.With("conn", c.id, "remote", c.remote)
@@ -321,6 +326,8 @@ type Conn struct {
 	log    *slog.Logger
 
 	queue     chan *[]byte
+	queued    atomic.Int64  // bytes in queue
+	space     chan struct{} // signalled when the writer has drained some
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // set before done is closed
@@ -394,16 +401,31 @@ func (c *Conn) Send(m *routing.Message) error {
 	}
 	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeader))
 	*bp = b
+	size := int64(len(b))
+	for {
+		q := c.queued.Load()
+		if q == 0 || q+size <= SendQueueBytes {
+			break
+		}
+		select {
+		case <-c.space:
+		case <-c.done:
+			bufPool.Put(bp)
+			return net.ErrClosed
+		}
+	}
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
 		return net.ErrClosed
 	default:
 	}
+	c.queued.Add(size)
 	select {
 	case c.queue <- bp:
 		return nil
 	case <-c.done:
+		c.queued.Add(-size)
 		bufPool.Put(bp)
 		return net.ErrClosed
 	}
@@ -443,6 +465,11 @@ func (c *Conn) writeLoop() {
 			}
 			_, err := bufs.WriteTo(c.nc)
 			c.BytesOut.Add(uint64(size))
+			c.queued.Add(-int64(size))
+			select {
+			case c.space <- struct{}{}:
+			default:
+			}
 			for i, bp := range pend {
 				if cap(*bp) <= 128<<10 {
 					bufPool.Put(bp)
