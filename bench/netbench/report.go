@@ -267,7 +267,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		}
 		w("| %s | %s |\n", k, strings.ReplaceAll(meta[k], "|", "\\|"))
 	}
-	w("\n## Results (median of %s rounds, paths interleaved A B C … A B C …)\n\n", meta["rounds"])
+	w("\n## Results (median over %s rounds, paths interleaved A B C … A B C …)\n\n", meta["rounds"])
 	cols := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpu", "cpurelay", "idle", "idlerelay"}
 	byID := map[string]metric{}
 	for _, m := range metrics {
@@ -292,6 +292,13 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 			failures = append(failures, fmt.Sprintf("%s round %d %s: %s", s.Path, s.Round, s.Measure, s.Error))
 		}
 	}
+	// Paths that could not hold the requested idle flows were measured with fewer.
+	idleAt := map[string]float64{}
+	for _, s := range samples {
+		if v, ok := kibPerFlow("")(s); ok && !math.IsNaN(v) {
+			idleAt[s.Path] = math.Max(idleAt[s.Path], s.Data["flows"].(float64))
+		}
+	}
 	for _, p := range paths {
 		if reason, ok := skipped[p.id]; ok && len(med[p.id]) == 0 {
 			w("| %s | skipped: %s |%s\n", p.label, reason, strings.Repeat(" |", len(cols)-1))
@@ -306,6 +313,8 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		for _, c := range cols {
 			v, ok := med[p.id][c]
 			switch {
+			case ok && (c == "idle" || c == "idlerelay") && p.id != "socat" && fmt.Sprint(idleAt[p.id]) != meta["idle_flows"]:
+				w(" %s (at %s flows) |", format(v, byID[c].prec), format(idleAt[p.id], 0))
 			case ok:
 				w(" %s |", format(v, byID[c].prec))
 			case p.id == "direct" && (c == "cpu" || c == "cpurelay" || c == "idle" || c == "idlerelay"):
