@@ -210,6 +210,17 @@ func newWorld(t *testing.T) *world {
 	}
 	// Nodes go before the namespaces (cleanups run last-in first-out).
 	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(home, "nodes", "*", "node.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.Contains(line, `"WARN"`) || strings.Contains(line, `"ERROR"`) || strings.Contains(line, "flow reset") {
+						t.Logf("%s: %s", filepath.Base(filepath.Dir(l)), line)
+					}
+				}
+			}
+		}
 		if out, err := w.cmd("", "node", "delete", "--all").CombinedOutput(); err != nil {
 			t.Errorf("node delete --all: %v: %s", err, out)
 		}
@@ -526,15 +537,16 @@ func TestTun(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		// Readiness from the socket table, not by connecting: iperf3 takes
+		// any connection for a test's control connection and stays busy.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			c, err := w.server.dial(fmt.Sprintf("127.0.0.1:%d", portIperf), time.Second)
-			if err == nil {
-				c.Close()
+			out, _ := exec.Command("ip", "netns", "exec", w.server.name, "ss", "-Hltn", fmt.Sprintf("sport = :%d", portIperf)).Output()
+			if strings.Contains(string(out), "LISTEN") {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("iperf3 server not listening: %v", err)
+				t.Fatalf("iperf3 server not listening")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -555,6 +567,10 @@ func TestTun(t *testing.T) {
 			if err != nil {
 				t.Errorf("iperf3 %s: %v: %s", tc.name, err, out)
 				continue
+			}
+			// iperf3 may print a warning line before its JSON.
+			if i := bytes.IndexByte(out, '{'); i > 0 {
+				out = out[i:]
 			}
 			var res struct {
 				End struct {

@@ -213,7 +213,11 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 	copy(m.Return[1:], m.Return)
 	m.Return[0] = routing.LocalAddr(c.ID())
 	if err := n.Send(context.Background(), m); err != nil {
-		if errors.Is(err, ErrNoWorker) && n.undeliverable != nil && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local {
+		// Only when this message's own first hop is unknown: a worker that
+		// failed to deliver something further (a late credit for a finished
+		// flow) says nothing about the address the peer used.
+		if n.undeliverable != nil && errors.Is(err, ErrNoWorker) && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
+			!n.HasWorker(m.Onward[0].Value) && n.tr.Conn(m.Onward[0].Value) == nil {
 			n.undeliverable(m)
 		}
 		n.log.Debug("dropped message from peer", "conn", c.ID(), "err", err)

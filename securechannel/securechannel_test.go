@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,5 +263,47 @@ func TestRelayKnowsChannelBytes(t *testing.T) {
 	if relay.ChannelData != byte(channel.Data) || relay.ChannelDataMin != channel.Overhead || relay.UnknownChannelNotice != 0x11 {
 		t.Fatalf("relay's channel constants (%d, %d, %#x) disagree with package channel (%d, %d)",
 			relay.ChannelData, relay.ChannelDataMin, relay.UnknownChannelNotice, channel.Data, channel.Overhead)
+	}
+}
+
+// Regression: a message the peer cannot deliver past the channel (to an
+// address that does not exist there, like a late credit for a finished
+// flow) must not make the peer's node send an unknown-channel notice: the
+// channel stays up.
+func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
+	a := newSide(t, func(identity.Identifier) error { return nil })
+	bid, _ := identity.Generate(nil)
+	var bm atomic.Pointer[securechannel.Manager]
+	bn := node.New(node.Config{Undeliverable: func(m *routing.Message) {
+		if x := bm.Load(); x != nil {
+			x.Undeliverable(m)
+		}
+	}})
+	t.Cleanup(func() { bn.Close() })
+	mgr, err := securechannel.NewManager(bn, securechannel.Config{Identity: bid, Trust: func(identity.Identifier) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mgr.Close)
+	bm.Store(mgr)
+	mgr.Listen("api", nil, false)
+	addr, _ := bn.Listen("127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ch, err := a.mgr.Create(ctx, route(t, "/tcp/"+addr.String()+"/service/api"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := ch.Stats().Epoch
+	for i := 0; i < 5; i++ {
+		a.n.Send(ctx, &routing.Message{Onward: append(ch.Route(), routing.LocalAddr("no_such_flow")), Return: routing.Route{routing.LocalAddr("x")}, Payload: []byte("late credit")})
+	}
+	// The channel still carries messages, on the same session.
+	reply, err := a.n.Request(ctx, append(ch.Route(), routing.LocalAddr(node.EchoAddress)), []byte("still up"))
+	if err != nil || string(reply.Payload) != "still up" {
+		t.Fatalf("echo after undeliverable messages: %v", err)
+	}
+	if got := ch.Stats(); got.Epoch != before || ch.State() != "up" {
+		t.Fatalf("channel went down: state %s, epoch %d -> %d, last error %q", ch.State(), before, got.Epoch, got.LastError)
 	}
 }
