@@ -22,7 +22,7 @@ set -uo pipefail
 
 usage() {
 	cat <<EOF
-usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN]
+usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
                 [--results DIR] [--docs FILE|-] [--keep]
 
   --quick         brief measures, a smoke test (under 3 minutes)
@@ -30,7 +30,9 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --paths LIST    comma-separated subset of: direct,socat,ssh,wg,ockam,tun (default all)
   --idle-flows N  idle flows for the memory measure, 0 to skip (default 10000, quick 500;
                   socat, which forks per flow, gets a tenth)
-  --ockam BIN     ockam binary to use (default: build ./cmd/ockam into a temp dir)
+  --ockam BIN     ockam binary to use (default: build ./cmd/ockam of the working tree,
+                  or of HEAD when the working tree does not build)
+  --ockam-rev REV build ./cmd/ockam of commit REV (git archive, the tree is not touched)
   --results DIR   where the raw JSON and the chart go (default bench/results)
   --docs FILE     Markdown page to write (default docs/benchmarks.md; - for none)
   --keep          keep the temp dir (logs) after the run
@@ -42,7 +44,7 @@ root=$(dirname "$here")
 # shellcheck source=../scripts/netns.sh
 . "$root/scripts/netns.sh"
 
-mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin=""
+mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
 results_dir="$root/bench/results" docs="$root/docs/benchmarks.md" keep=0
 while (($#)); do
 	case $1 in
@@ -51,6 +53,7 @@ while (($#)); do
 	--paths) want_paths=$2; shift ;;
 	--idle-flows) idle_flows=$2; shift ;;
 	--ockam) ockam_bin=$2; shift ;;
+	--ockam-rev) ockam_rev=$2; shift ;;
 	--results) results_dir=$2; shift ;;
 	--docs) docs=$2; shift ;;
 	--keep) keep=1 ;;
@@ -123,16 +126,23 @@ log "building netbench, ockam, wireguard-go"
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
 (cd "$root" && go build -o "$tmp/netbench" ./bench/netbench) || exit 1
 NB=$tmp/netbench
+build_rev() { # build ./cmd/ockam of commit $1 into $ockam_bin
+	mkdir -p "$tmp/src" && git -C "$root" archive "$1" | tar -x -C "$tmp/src" || return 1
+	(cd "$tmp/src" && go build -o "$ockam_bin" ./cmd/ockam)
+}
 ockam_src="--ockam $ockam_bin"
-if [[ -z $ockam_bin ]]; then
+if [[ -n $ockam_rev ]]; then
+	ockam_bin=$tmp/ockam
+	build_rev "$ockam_rev" || exit 1
+	ockam_src="commit $(git -C "$root" rev-parse --short "$ockam_rev")"
+elif [[ -z $ockam_bin ]]; then
 	ockam_bin=$tmp/ockam
 	ockam_src="working tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
 	git -C "$root" diff --quiet HEAD -- 2>/dev/null || ockam_src="$ockam_src + uncommitted changes"
 	if ! (cd "$root" && go build -o "$ockam_bin" ./cmd/ockam) 2>"$tmp/ockam-build.log"; then
 		# Others may be mid-edit: fall back to the last commit.
 		log "the working tree does not build ($(head -2 "$tmp/ockam-build.log" | tail -1)); building HEAD"
-		mkdir "$tmp/src" && git -C "$root" archive HEAD | tar -x -C "$tmp/src" || exit 1
-		(cd "$tmp/src" && go build -o "$ockam_bin" ./cmd/ockam) || exit 1
+		build_rev HEAD || exit 1
 		ockam_src="commit $(git -C "$root" rev-parse --short HEAD)"
 	fi
 fi

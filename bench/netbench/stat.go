@@ -144,6 +144,10 @@ func iperfSummary(args []string) error {
 	if err != nil {
 		return err
 	}
+	// iperf3 may print a warning line before its JSON.
+	if i := bytes.IndexByte(b, '{'); i > 0 {
+		b = b[i:]
+	}
 	var r struct {
 		Error string `json:"error"`
 		End   struct {
