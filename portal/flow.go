@@ -56,18 +56,21 @@ type Flow struct {
 
 	opened chan Msg // Opened or Refused, to Dial
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	c         conn
-	queue     []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
-	queued    int       // bytes in queue
-	recvSeq   uint32
-	finRecv   bool // peer sent Fin and all data before it is queued
-	credit    int  // bytes we may still send
-	sendSeq   uint32
-	resetErr  error // set once the flow is reset
-	done      chan struct{}
-	closeOnce sync.Once
+	mu         sync.Mutex
+	cond       *sync.Cond
+	c          conn
+	queue      []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
+	queued     int       // bytes in queue
+	recvSeq    uint32
+	finRecv    bool // peer sent Fin and all data before it is queued
+	credit     int  // bytes we may still send
+	sendSeq    uint32
+	raw        syscall.RawConn // the local connection's, for writes that must not block
+	writing    bool            // toLocal is writing chunks it took from queue
+	uncredited int             // bytes written to the socket, not yet credited
+	resetErr   error           // set once the flow is reset
+	done       chan struct{}
+	closeOnce  sync.Once
 
 	BytesIn, BytesOut atomic.Uint64
 	Opened            time.Time
@@ -138,12 +141,33 @@ func (f *Flow) handle(m *routing.Message) error {
 			return nil
 		}
 		f.recvSeq++
-		bp := chunkPool.Get().(*[]byte)
-		*bp = append((*bp)[:0], pm.Data...)
-		f.queue = append(f.queue, bp)
-		f.queued += len(pm.Data)
-		f.cond.Broadcast()
+		data := pm.Data
+		credit := 0
+		if f.raw != nil && !f.writing && len(f.queue) == 0 {
+			// Nothing waits for the socket: write now, without blocking,
+			// on this goroutine; this saves waking the writer goroutine
+			// for every small message (request/response latency).
+			n := writeNow(f.raw, data)
+			f.BytesIn.Add(uint64(n))
+			f.uncredited += n
+			data = data[n:]
+			if f.uncredited >= Window/4 {
+				credit, f.uncredited = f.uncredited, 0
+			}
+		}
+		if len(data) > 0 {
+			bp := chunkPool.Get().(*[]byte)
+			*bp = append((*bp)[:0], data...)
+			f.queue = append(f.queue, bp)
+			f.queued += len(data)
+			f.cond.Broadcast()
+		}
 		f.mu.Unlock()
+		if credit > 0 {
+			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit)})); err != nil {
+				f.reset(fmt.Errorf("portal: sending: %w", err), false)
+			}
+		}
 	case KindCredit:
 		f.mu.Lock()
 		f.credit += int(pm.Credit)
@@ -211,6 +235,9 @@ func abort(c net.Conn) {
 func (f *Flow) run(c conn) {
 	f.mu.Lock()
 	f.c = c
+	if sc, ok := c.(syscall.Conn); ok {
+		f.raw, _ = sc.SyscallConn()
+	}
 	reset := f.resetErr != nil
 	f.mu.Unlock()
 	if reset {
@@ -319,7 +346,6 @@ func (f *Flow) localFailed(err error) {
 // peer credit back as the bytes leave.
 func (f *Flow) toLocal(c conn) {
 	defer f.wg.Done()
-	var consumed int
 	bufs := make(net.Buffers, 0, 16)
 	chunks := make([]*[]byte, 0, 16)
 	for {
@@ -343,6 +369,7 @@ func (f *Flow) toLocal(c conn) {
 		f.queue = f.queue[:0]
 		n := f.queued
 		f.queued = 0
+		f.writing = true
 		f.mu.Unlock()
 
 		bufs = bufs[:0]
@@ -359,15 +386,42 @@ func (f *Flow) toLocal(c conn) {
 			return
 		}
 		f.BytesIn.Add(uint64(n))
-		consumed += n
-		if consumed >= Window/4 {
-			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(consumed)})); err != nil {
+		f.mu.Lock()
+		f.writing = false
+		f.uncredited += n
+		credit := 0
+		if f.uncredited >= Window/4 {
+			credit, f.uncredited = f.uncredited, 0
+		}
+		f.mu.Unlock()
+		if credit > 0 {
+			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit)})); err != nil {
 				f.reset(fmt.Errorf("portal: sending: %w", err), false)
 				return
 			}
-			consumed = 0
 		}
 	}
+}
+
+// writeNow writes what the socket takes of b at once, never waiting, and
+// returns how much that was (0 on any error: the writer goroutine will meet
+// it and handle it).
+func writeNow(raw syscall.RawConn, b []byte) int {
+	n := 0
+	raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true
+	})
+	return n
 }
 
 // waitReadable blocks until c has data (or EOF, or an error) without

@@ -236,11 +236,15 @@ func TestDialFailureResetsClient(t *testing.T) {
 	ln.Close()
 	w := newWorld(t, dead)
 	start := time.Now()
-	c := dialInlet(t, w)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := c.Read(make([]byte, 1))
+	// The reset may come so fast that it beats the end of connect().
+	c, err := net.Dial("tcp", w.inlet.Addr().String())
+	if err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
 	if err == nil || !strings.Contains(err.Error(), "reset") {
-		t.Fatalf("read err = %v, want connection reset", err)
+		t.Fatalf("err = %v, want connection reset", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("reset took %v", d)
@@ -341,24 +345,36 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	alone := download()
+	alone := min(download(), download()) // a shared 2-core machine: best of two
+	before := map[string]bool{}
+	for _, f := range w.sp.Outlets()[0].Flows() {
+		before[f.ID] = true
+	}
 	stalled := dialInlet(t, w)
 	stalled.Write([]byte("s")) // and never read
 	// Let the stalled flow fill its window and the sockets' buffers.
+	// The stalled flow is the outlet's flow that was not there before.
+	stalledFlow := func() (portal.FlowInfo, bool) {
+		for _, f := range w.sp.Outlets()[0].Flows() {
+			if !before[f.ID] {
+				return f, true
+			}
+		}
+		return portal.FlowInfo{}, false
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		// The newest flow is the stalled one (the bulk flow may still be
-		// closing).
-		fl := w.sp.Outlets()[0].Flows()
-		if len(fl) > 0 && fl[len(fl)-1].BytesOut >= portal.Window {
+		f, ok := stalledFlow()
+		if ok && f.BytesOut >= portal.Window {
 			break
 		}
+		fl := w.sp.Outlets()[0].Flows()
 		if time.Now().After(deadline) {
 			t.Fatalf("stalled flow never filled its window: %+v", fl)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	together := download()
+	together := min(download(), download())
 	ratio := float64(alone) / float64(together)
 	t.Logf("bulk alone %v, beside a stalled flow %v: %.0f%%", alone, together, 100*ratio)
 	if ratio < 0.8 {
@@ -366,11 +382,14 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 	}
 	// The stalled flow is bounded: the outlet has sent at most its window
 	// beyond what the client's socket buffers took.
-	// The stalled flow is the oldest one still open on each side (bulk
-	// flows were closed after their download).
-	outFlows, inFlows := w.sp.Outlets()[0].Flows(), w.inlet.Flows()
-	stalledOut := outFlows[0].BytesOut
-	stalledIn := inFlows[0].BytesIn
+	f, _ := stalledFlow()
+	stalledOut := f.BytesOut
+	var stalledIn uint64
+	for _, f := range w.inlet.Flows() {
+		if f.Client == stalled.LocalAddr().String() {
+			stalledIn = f.BytesIn
+		}
+	}
 	if stalledOut > stalledIn+portal.Window {
 		t.Errorf("outlet sent %d bytes, inlet wrote %d: more than a window in flight", stalledOut, stalledIn)
 	}

@@ -55,6 +55,7 @@ const (
 	readBufMax    = 512 << 10 // what a busy connection's grows to
 	maxBatch      = 64        // frames gathered into one writev
 	maxBatchBytes = 1 << 20
+	smallFrame    = 4 << 10 // frames this small skip the byte bound
 )
 
 // ErrVersion is returned when the peer speaks another protocol version.
@@ -246,6 +247,16 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		done:   make(chan struct{}),
 	}
 	c.log = t.log.With("conn", c.id, "remote", c.remote)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	// The version byte goes first, before any goroutine can write a frame.
+	nc.SetWriteDeadline(time.Now().Add(DialTimeout))
+	if _, err := nc.Write([]byte{ProtocolVersion}); err != nil {
+		return nil, fmt.Errorf("transport: writing protocol version: %w", err)
+	}
+	nc.SetWriteDeadline(time.Time{})
+	c.lastWrite.Store(time.Now().UnixNano())
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -326,7 +337,10 @@ type Conn struct {
 	log    *slog.Logger
 
 	queue     chan *[]byte
-	queued    atomic.Int64  // bytes in queue
+	wmu       sync.Mutex   // held while writing to the socket
+	lastWrite atomic.Int64 // unix nanos, for keepalives
+	queued    atomic.Int64 // bytes in queue or being written by the writer
+	raw       syscall.RawConn
 	space     chan struct{} // signalled when the writer has drained some
 	done      chan struct{}
 	closeOnce sync.Once
@@ -402,9 +416,40 @@ func (c *Conn) Send(m *routing.Message) error {
 	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeader))
 	*bp = b
 	size := int64(len(b))
+	// Fast path: nothing queued and nobody writing, so writing on this
+	// goroutine keeps the order and saves a goroutine handoff per message
+	// (the latency of a request/response). The write never blocks: what
+	// the socket does not take at once is queued for the writer.
+	if c.queued.Load() == 0 && c.wmu.TryLock() {
+		if c.queued.Load() == 0 {
+			n, err := c.writeDirect(b)
+			if err != nil || n == len(b) {
+				c.wmu.Unlock()
+				bufPool.Put(bp)
+				return err
+			}
+			// Queue the rest while still holding wmu: nothing can
+			// overtake it.
+			rest := bufPool.Get().(*[]byte)
+			*rest = append((*rest)[:0], b[n:]...)
+			bufPool.Put(bp)
+			c.queued.Add(int64(len(*rest)))
+			c.wmu.Unlock()
+			select {
+			case c.queue <- rest:
+				return nil
+			case <-c.done:
+				return net.ErrClosed
+			}
+		}
+		c.wmu.Unlock()
+	}
 	for {
 		q := c.queued.Load()
-		if q == 0 || q+size <= SendQueueBytes {
+		// Small frames (replies, credits, keepalives of channels) are
+		// never held back by the byte bound: a connection's reader may
+		// send them, and must not wait on its own connection's writer.
+		if q == 0 || q+size <= SendQueueBytes || size <= smallFrame {
 			break
 		}
 		select {
@@ -433,12 +478,50 @@ func (c *Conn) Send(m *routing.Message) error {
 
 // writeLoop writes queued frames, gathering whatever is queued into one
 // writev so that a busy connection costs one syscall per batch and no copy.
+// writeDirect writes what the socket takes of frame at once, without
+// blocking, on the caller's goroutine; c.wmu is held.
+func (c *Conn) writeDirect(frame []byte) (int, error) {
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	if c.raw == nil {
+		return 0, nil // no raw access: let the writer do it
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(frame) {
+			m, err := syscall.Write(int(fd), frame[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err == syscall.EAGAIN {
+				break
+			}
+			if err != nil {
+				werr = err
+				break
+			}
+			n += m
+		}
+		return true // one attempt: never wait for writability here
+	})
+	if werr == nil {
+		werr = err
+	}
+	c.lastWrite.Store(time.Now().UnixNano())
+	c.BytesOut.Add(uint64(n))
+	if werr != nil {
+		c.closeWith(werr)
+		return n, net.ErrClosed
+	}
+	return n, nil
+}
+
 func (c *Conn) writeLoop() {
 	defer c.t.wg.Done()
-	if _, err := c.nc.Write([]byte{ProtocolVersion}); err != nil {
-		c.closeWith(err)
-		return
-	}
 	ka := time.NewTimer(c.t.keepalive)
 	defer ka.Stop()
 	var zero [frameHeader]byte
@@ -463,9 +546,12 @@ func (c *Conn) writeLoop() {
 			for _, bp := range pend {
 				bufs = append(bufs, *bp)
 			}
+			c.wmu.Lock()
 			_, err := bufs.WriteTo(c.nc)
 			c.BytesOut.Add(uint64(size))
 			c.queued.Add(-int64(size))
+			c.lastWrite.Store(time.Now().UnixNano())
+			c.wmu.Unlock()
 			select {
 			case c.space <- struct{}{}:
 			default:
@@ -482,7 +568,16 @@ func (c *Conn) writeLoop() {
 			}
 			ka.Reset(c.t.keepalive)
 		case <-ka.C:
-			if _, err := c.nc.Write(zero[:]); err != nil {
+			// Senders may have written directly meanwhile.
+			if idle := time.Duration(time.Now().UnixNano() - c.lastWrite.Load()); idle < c.t.keepalive {
+				ka.Reset(c.t.keepalive - idle)
+				continue
+			}
+			c.wmu.Lock()
+			_, err := c.nc.Write(zero[:])
+			c.lastWrite.Store(time.Now().UnixNano())
+			c.wmu.Unlock()
+			if err != nil {
 				c.closeWith(err)
 				return
 			}
