@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ockam-go/ockam/atomicfile"
 	"github.com/ockam-go/ockam/routing"
 )
 
@@ -86,7 +86,7 @@ func (h Home) ReadState(name string) (*NodeState, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	b, err := readLimited(h.StatePath(name), MaxStateFile)
+	b, err := atomicfile.ReadLimited(h.StatePath(name), MaxStateFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, derr := os.Stat(h.NodeDir(name)); derr == nil {
 			return nil, fmt.Errorf("node %s has no state yet (starting, or it failed: see `ockam node logs %s`)", name, name)
@@ -187,7 +187,7 @@ func (h Home) Identifiers() []string {
 
 // TrustList reads the identifiers in trust.json (a JSON array of strings).
 func (h Home) TrustList() ([]string, error) {
-	b, err := readLimited(h.TrustPath(), MaxStateFile)
+	b, err := atomicfile.ReadLimited(h.TrustPath(), MaxStateFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -201,66 +201,13 @@ func (h Home) TrustList() ([]string, error) {
 	return ids, nil
 }
 
-func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > max {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", path, st.Size(), max)
-	}
-	b := make([]byte, st.Size())
-	_, err = io.ReadFull(f, b)
-	return b, err
-}
-
 // WriteFileAtomic writes data to path so that readers see either the old
-// file or the new one, never a part: write a temporary file in the same
-// directory, fsync it, rename it over path, fsync the directory. On error the
-// old file is untouched and the temporary file removed.
+// file or the new one, never a part (package atomicfile).
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // ConfigPath is where a node keeps what it was asked to create, so that
@@ -291,7 +238,7 @@ type NodeConfig struct {
 // ReadConfig reads a node's configuration; a node without one has an empty
 // configuration.
 func (h Home) ReadConfig(name string) (*NodeConfig, error) {
-	b, err := readLimited(h.ConfigPath(name), 4<<20)
+	b, err := atomicfile.ReadLimited(h.ConfigPath(name), 4<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &NodeConfig{}, nil
 	}

@@ -19,13 +19,13 @@ package vault
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/ockam-go/ockam/atomicfile"
 	"github.com/ockam-go/ockam/identity"
 )
 
@@ -183,7 +183,7 @@ func (v *Vault) Get(name string) (*identity.Secret, error) {
 		return nil, err
 	}
 	p := v.path(name, secretExt)
-	data, err := readFileLimited(p, MaxFileBytes)
+	data, err := atomicfile.ReadLimited(p, MaxFileBytes)
 	if err != nil {
 		return nil, fmt.Errorf("vault: get %s: %w", name, err)
 	}
@@ -209,7 +209,7 @@ func (v *Vault) PublicIdentity(name string) (*identity.Identity, error) {
 		return nil, err
 	}
 	p := v.path(name, identityExt)
-	data, err := readFileLimited(p, identity.MaxIdentityBytes)
+	data, err := atomicfile.ReadLimited(p, identity.MaxIdentityBytes)
 	if err != nil {
 		return nil, fmt.Errorf("vault: public identity %s: %w", name, err)
 	}
@@ -267,36 +267,8 @@ func (v *Vault) Delete(name string) error {
 	if err := os.Remove(v.path(name, identityExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("vault: delete %s: %w", name, err)
 	}
-	if err := syncDir(v.dir); err != nil {
+	if err := atomicfile.SyncDir(v.dir); err != nil {
 		return fmt.Errorf("vault: delete %s: %w", name, err)
 	}
 	return nil
-}
-
-// readFileLimited reads the regular file at p, refusing files larger than
-// max before reading them.
-func readFileLimited(p string, max int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", p)
-	}
-	if fi.Size() > max {
-		return nil, fmt.Errorf("%s is %d bytes, over the limit of %d", p, fi.Size(), max)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s grew over the limit of %d bytes while being read", p, max)
-	}
-	return b, nil
 }
