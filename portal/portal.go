@@ -472,7 +472,6 @@ func (o *Outlet) open(m *routing.Message) error {
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
-		defer o.pending.Add(-1)
 		o.connect(ret, peer, window, port)
 	}()
 	return nil
@@ -493,6 +492,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	if o.p.cfg.Path != nil {
 		var err error
 		if pathEnd, err = o.p.cfg.Path.Watch(ctx, ret); err != nil {
+			o.pending.Add(-1)
 			return
 		}
 	}
@@ -504,6 +504,9 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		var d net.Dialer
 		c, err = d.DialContext(ctx, "tcp", target)
 	}
+	// The open is over: MaxPendingOpens bounds connects in progress, not
+	// the flows that live on.
+	o.pending.Add(-1)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Err != nil {

@@ -439,3 +439,40 @@ func TestChannelLossEndsFlowsAndRecovers(t *testing.T) {
 	}
 	t.Logf("new flows work %v after the path failed", time.Since(start).Round(time.Millisecond))
 }
+
+// TestOutletHoldsMoreFlowsThanPendingOpens keeps more idle flows open on
+// one outlet than MaxPendingOpens: the bound is on connects in progress,
+// not on the flows that live on.
+func TestOutletHoldsMoreFlowsThanPendingOpens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens over a thousand flows")
+	}
+	const flows = portal.MaxPendingOpens + 100
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	conns := make([]net.Conn, 0, flows)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 1)
+	for i := 0; i < flows; i++ {
+		c, err := net.Dial("tcp", w.inlet.Addr().String())
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		// One round trip proves the flow opened.
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("flow %d of %d: %v (outlet: %s)", i, flows, err, w.sp.Outlets()[0].LastError())
+		}
+	}
+	if n := len(w.sp.Outlets()[0].Flows()); n != flows {
+		t.Fatalf("outlet holds %d flows, want %d", n, flows)
+	}
+}

@@ -428,19 +428,16 @@ func (c *Conn) Send(m *routing.Message) error {
 				bufPool.Put(bp)
 				return err
 			}
-			// Queue the rest while still holding wmu: nothing can
-			// overtake it.
+			// The rest of this frame must reach the socket before any
+			// other frame: queue it while still holding wmu. The queue is
+			// empty (queued was 0 under wmu), so this cannot block.
 			rest := bufPool.Get().(*[]byte)
 			*rest = append((*rest)[:0], b[n:]...)
 			bufPool.Put(bp)
 			c.queued.Add(int64(len(*rest)))
+			c.queue <- rest
 			c.wmu.Unlock()
-			select {
-			case c.queue <- rest:
-				return nil
-			case <-c.done:
-				return net.ErrClosed
-			}
+			return nil
 		}
 		c.wmu.Unlock()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -261,4 +262,82 @@ func BenchmarkConnSend(b *testing.B) {
 		}
 	}
 	<-done
+}
+
+// TestConcurrentSendersUnderPressure sends from many goroutines to a slow
+// reader, so that direct writes are cut short by a full socket buffer and
+// their rest is queued: no frame may ever be written inside another.
+func TestConcurrentSendersUnderPressure(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const senders, each = 8, 300
+	var mu sync.Mutex
+	got := map[byte]int{}
+	var bad error
+	done := make(chan struct{})
+	srv := New(Config{OnMessage: func(c *Conn, m *routing.Message) {
+		// Every payload is one byte value repeated: a frame written
+		// inside another would break that (or the framing itself).
+		for _, b := range m.Payload {
+			if b != m.Payload[0] {
+				mu.Lock()
+				bad = fmt.Errorf("payload mixes bytes %d and %d", m.Payload[0], b)
+				mu.Unlock()
+				break
+			}
+		}
+		mu.Lock()
+		got[m.Payload[0]]++
+		n := 0
+		for _, v := range got {
+			n += v
+		}
+		mu.Unlock()
+		if n%64 == 0 {
+			time.Sleep(time.Millisecond) // a slow reader: the sender's socket fills
+		}
+		if n == senders*each {
+			close(done)
+		}
+	}})
+	defer srv.Close()
+	addr, _ := srv.Listen("127.0.0.1:0")
+	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}})
+	defer cli.Close()
+	c, err := cli.Dial(context.Background(), addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func(s int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				size := 1 + (i*7919)%(60<<10) // small and large frames
+				p := bytes.Repeat([]byte{byte(s)}, size)
+				if err := c.Send(&routing.Message{Onward: routing.Route{routing.LocalAddr("x")}, Payload: p}); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+			}
+		}(s)
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-c.Done():
+		t.Fatalf("connection closed: %v", c.Err())
+	case <-time.After(60 * time.Second):
+		t.Fatal("not every message arrived")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	for s := 0; s < senders; s++ {
+		if got[byte(s)] != each {
+			t.Fatalf("sender %d: %d messages arrived, want %d", s, got[byte(s)], each)
+		}
+	}
 }
