@@ -213,6 +213,50 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// tcpServer serves each connection on 127.0.0.1 with handle (which need
+// not close it) until the test ends, and returns the server's address.
+func tcpServer(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
 func TestNodeLifecycle(t *testing.T) {
 	e := newEnv(t)
 	if got := e.must("node", "create", "n1"); got != "/node/n1" {
@@ -528,36 +572,16 @@ func TestPortalUploadAndConcurrency(t *testing.T) {
 // relay is back a new connection works without anyone running a command.
 func TestPortalSurvivesRelayRestart(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	target := tcpServer(t, func(c net.Conn) { // "hi" then an endless stream
+		c.Write([]byte("hi"))
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() { // "hi" then an endless stream
-				defer wg.Done()
-				defer c.Close()
-				c.Write([]byte("hi"))
-				buf := make([]byte, 32<<10)
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	inlet := seed(t, e, ln.Addr().String())
+	})
+	inlet := seed(t, e, target)
 	relayInfo := e.show("relay")
 
 	c, err := net.Dial("tcp", inlet)
@@ -600,40 +624,20 @@ func TestPortalSurvivesRelayRestart(t *testing.T) {
 
 func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const bulk = 200 << 20
 	chunk := make([]byte, 256<<10)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	target := tcpServer(t, func(c net.Conn) {
+		var cmd [1]byte
+		if _, err := c.Read(cmd[:]); err != nil {
+			return
+		}
+		for sent := 0; cmd[0] == 's' || sent < bulk; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				var cmd [1]byte
-				if _, err := c.Read(cmd[:]); err != nil {
-					return
-				}
-				for sent := 0; cmd[0] == 's' || sent < bulk; sent += len(chunk) {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	inlet := seed(t, e, ln.Addr().String())
+	})
+	inlet := seed(t, e, target)
 	download := func() time.Duration {
 		c, err := net.Dial("tcp", inlet)
 		if err != nil {
@@ -679,26 +683,8 @@ func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
 // command.
 func TestSidecarRestarts(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	inlet := seed(t, e, ln.Addr().String())
+	target := tcpServer(t, func(c net.Conn) { io.Copy(c, c) })
+	inlet := seed(t, e, target)
 	roundTrip := func() error {
 		c, err := net.DialTimeout("tcp", inlet, time.Second)
 		if err != nil {

@@ -243,7 +243,7 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		remote: nc.RemoteAddr().String(),
 		dialed: dialled,
 		queue:  make(chan *[]byte, SendQueueLen),
-		space:  make(chan struct{}, 1),
+		space:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	c.log = t.log.With("conn", c.id, "remote", c.remote)
@@ -338,10 +338,13 @@ type Conn struct {
 
 	queue     chan *[]byte
 	wmu       sync.Mutex   // held while writing to the socket
+	qmu       sync.Mutex   // orders queueing against direct writes (see Send)
 	lastWrite atomic.Int64 // unix nanos, for keepalives
 	queued    atomic.Int64 // bytes in queue or being written by the writer
 	raw       syscall.RawConn
-	space     chan struct{} // signalled when the writer has drained some
+	spaceMu   sync.Mutex
+	space     chan struct{} // closed (and replaced) when the writer has drained some
+	waiters   atomic.Int32  // senders waiting for space
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // set before done is closed
@@ -420,24 +423,30 @@ func (c *Conn) Send(m *routing.Message) error {
 	// goroutine keeps the order and saves a goroutine handoff per message
 	// (the latency of a request/response). The write never blocks: what
 	// the socket does not take at once is queued for the writer.
+	//
+	// Order: qmu serialises "queued += n; push" of the queueing path with
+	// this path's "check queued == 0; write; push the rest", so the rest of
+	// a frame cut short is always the next thing the writer sees. Both
+	// locks are only tried here: a queuing sender may hold qmu while
+	// blocked on a full queue, and the writer needs wmu to drain it.
 	if c.queued.Load() == 0 && c.wmu.TryLock() {
-		if c.queued.Load() == 0 {
-			n, err := c.writeDirect(b)
-			if err != nil || n == len(b) {
+		if c.qmu.TryLock() {
+			if c.queued.Load() == 0 {
+				n, err := c.writeDirect(b)
+				if err == nil && n < len(b) {
+					// queued was 0 under qmu: the queue is empty
+					// and this push cannot block.
+					rest := bufPool.Get().(*[]byte)
+					*rest = append((*rest)[:0], b[n:]...)
+					c.queued.Add(int64(len(*rest)))
+					c.queue <- rest
+				}
+				c.qmu.Unlock()
 				c.wmu.Unlock()
 				bufPool.Put(bp)
 				return err
 			}
-			// The rest of this frame must reach the socket before any
-			// other frame: queue it while still holding wmu. The queue is
-			// empty (queued was 0 under wmu), so this cannot block.
-			rest := bufPool.Get().(*[]byte)
-			*rest = append((*rest)[:0], b[n:]...)
-			bufPool.Put(bp)
-			c.queued.Add(int64(len(*rest)))
-			c.queue <- rest
-			c.wmu.Unlock()
-			return nil
+			c.qmu.Unlock()
 		}
 		c.wmu.Unlock()
 	}
@@ -449,13 +458,28 @@ func (c *Conn) Send(m *routing.Message) error {
 		if q == 0 || q+size <= SendQueueBytes || size <= smallFrame {
 			break
 		}
+		// Wait for the writer to drain some. Count ourselves first, then
+		// take the channel and look again: a drain after the look closes
+		// the channel we hold (see notifySpace).
+		c.waiters.Add(1)
+		c.spaceMu.Lock()
+		ch := c.space
+		c.spaceMu.Unlock()
+		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
+			c.waiters.Add(-1)
+			break
+		}
 		select {
-		case <-c.space:
+		case <-ch:
+			c.waiters.Add(-1)
 		case <-c.done:
+			c.waiters.Add(-1)
 			bufPool.Put(bp)
 			return net.ErrClosed
 		}
 	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
@@ -471,6 +495,17 @@ func (c *Conn) Send(m *routing.Message) error {
 		bufPool.Put(bp)
 		return net.ErrClosed
 	}
+}
+
+// notifySpace wakes every sender waiting for room in the queue.
+func (c *Conn) notifySpace() {
+	if c.waiters.Load() == 0 {
+		return
+	}
+	c.spaceMu.Lock()
+	close(c.space)
+	c.space = make(chan struct{})
+	c.spaceMu.Unlock()
 }
 
 // writeLoop writes queued frames, gathering whatever is queued into one
@@ -549,10 +584,7 @@ func (c *Conn) writeLoop() {
 			c.queued.Add(-int64(size))
 			c.lastWrite.Store(time.Now().UnixNano())
 			c.wmu.Unlock()
-			select {
-			case c.space <- struct{}{}:
-			default:
-			}
+			c.notifySpace()
 			for i, bp := range pend {
 				if cap(*bp) <= 128<<10 {
 					bufPool.Put(bp)
