@@ -256,28 +256,11 @@ func isTimeout(err error) bool {
 // TestOutletNetstackNeedsCapability: without CAP_NET_ADMIN, --netstack
 // fails with one line naming it; the plain outlet works.
 func TestOutletNetstackNeedsCapability(t *testing.T) {
-	needRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("skipping: needs setpriv to drop CAP_NET_ADMIN")
-	}
-	w := &world{t: t, bin: buildBinary(t)}
-	home, err := os.MkdirTemp("/tmp", "okt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(home) })
-	w.home = home
-	t.Cleanup(func() { w.cmd("", "node", "delete", "--all").Run() })
-	c := exec.Command("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", w.bin, "node", "create", "nocap")
-	c.Env = append(os.Environ(), "OCKAM_HOME="+home)
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("node create without CAP_NET_ADMIN: %v: %s", err, out)
-	}
-	w.waitNode("nocap")
+	w := nodeWithoutNetAdmin(t)
 	cmd := w.cmd("", "tcp-outlet", "create", "--at", "/node/nocap", "--from", "/service/ns", "--to", "127.0.0.1:5000", "--netstack")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	msg := strings.TrimSpace(stderr.String())
 	if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_NET_ADMIN") {
 		t.Fatalf("tcp-outlet create --netstack without CAP_NET_ADMIN: err %v, stderr %q; want one line naming CAP_NET_ADMIN and a non-zero exit", err, msg)

@@ -657,6 +657,22 @@ func TestTun(t *testing.T) {
 
 // TestTunNeedsCapability: a node without CAP_NET_ADMIN says so in one line.
 func TestTunNeedsCapability(t *testing.T) {
+	w := nodeWithoutNetAdmin(t)
+	cmd := w.cmd("", "tun", "create", "--at", "/node/nocap", "--name", fmt.Sprintf("okn%d", os.Getpid()%100000))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	msg := strings.TrimSpace(stderr.String())
+	if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_NET_ADMIN") {
+		t.Fatalf("tun create without CAP_NET_ADMIN: err %v, stderr %q; want one line naming CAP_NET_ADMIN and a non-zero exit", err, msg)
+	}
+	t.Logf("%s", msg)
+}
+
+// nodeWithoutNetAdmin starts node "nocap" in a fresh OCKAM_HOME with
+// CAP_NET_ADMIN dropped (setpriv), for the tests of the one-line refusal.
+func nodeWithoutNetAdmin(t *testing.T) *world {
+	t.Helper()
 	needRoot(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("skipping: needs setpriv to drop CAP_NET_ADMIN")
@@ -675,13 +691,5 @@ func TestTunNeedsCapability(t *testing.T) {
 		t.Fatalf("node create without CAP_NET_ADMIN: %v: %s", err, out)
 	}
 	w.waitNode("nocap")
-	cmd := w.cmd("", "tun", "create", "--at", "/node/nocap", "--name", fmt.Sprintf("okn%d", os.Getpid()%100000))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	msg := strings.TrimSpace(stderr.String())
-	if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_NET_ADMIN") {
-		t.Fatalf("tun create without CAP_NET_ADMIN: err %v, stderr %q; want one line naming CAP_NET_ADMIN and a non-zero exit", err, msg)
-	}
-	t.Logf("%s", msg)
+	return w
 }
