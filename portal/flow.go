@@ -77,7 +77,7 @@ type Flow struct {
 	Opened            time.Time
 	Client, Target    string
 
-	wg sync.WaitGroup
+	running atomic.Int32 // directions still running
 }
 
 func newFlow(n *node.Node, log *slog.Logger) (*Flow, error) {
@@ -245,20 +245,28 @@ func (f *Flow) run(c conn) {
 	if reset {
 		abort(c)
 	}
-	f.wg.Add(2)
+	// The last of the two directions to end finishes the flow: no
+	// goroutine waits for them (an idle flow costs its two stacks, and
+	// one more only while its path can fail).
+	f.running.Store(2)
 	go f.fromLocal(c)
 	go f.toLocal(c)
-	go func() {
-		select {
-		case <-f.pathEnd:
-			f.reset(errors.New("portal: the path to the peer failed"), false)
-		case <-f.done:
-		}
-	}()
-	go func() {
-		f.wg.Wait()
+	if f.pathEnd != nil {
+		go func() {
+			select {
+			case <-f.pathEnd:
+				f.reset(errors.New("portal: the path to the peer failed"), false)
+			case <-f.done:
+			}
+		}()
+	}
+}
+
+// exited is called by each direction as it ends.
+func (f *Flow) exited() {
+	if f.running.Add(-1) == 0 {
 		f.finish()
-	}()
+	}
 }
 
 func (f *Flow) finish() {
@@ -282,7 +290,7 @@ func (f *Flow) finish() {
 // credits allow. An idle flow holds no buffer: it waits for the socket to be
 // readable before taking one from the pool.
 func (f *Flow) fromLocal(c conn) {
-	defer f.wg.Done()
+	defer f.exited()
 	for {
 		f.mu.Lock()
 		for f.credit <= 0 && f.resetErr == nil {
@@ -342,7 +350,7 @@ func (f *Flow) localFailed(err error) {
 // toLocal writes what the peer sent to the local connection, and gives the
 // peer credit back as the bytes leave.
 func (f *Flow) toLocal(c conn) {
-	defer f.wg.Done()
+	defer f.exited()
 	bufs := make(net.Buffers, 0, 16)
 	chunks := make([]*[]byte, 0, 16)
 	for {
