@@ -46,7 +46,8 @@ ockam() { local ns=$1; shift; in_ns "$ns" "$ockam_bin" "$@"; }
 
 head -c $((SIZE_MB << 20)) /dev/urandom >"$tmp/blob"
 want=$(sha256sum "$tmp/blob" | cut -d' ' -f1)
-(cd "$tmp" && spawn "$NS_SERVER" "$tmp/http.log" python3 -m http.server --bind 127.0.0.1 5000)
+# Not in a subshell: spawn records the PID for netns_kill in this shell.
+spawn "$NS_SERVER" "$tmp/http.log" python3 -m http.server --bind 127.0.0.1 5000 --directory "$tmp"
 wait_port "$NS_SERVER" 127.0.0.1 5000 10
 
 ockam "$NS_RELAY" node create relay --tcp-listener-address "$RELAY_IP:4000" >/dev/null

@@ -83,4 +83,8 @@ func TestFaults(t *testing.T) {
 	if strings.Contains(string(out), "CORRUPTED") || !strings.Contains(string(out), "PASS") {
 		t.Fatal("faults.sh reported a failure")
 	}
+	// Nothing it started outlives it (its HTTP server once did).
+	if left, _ := exec.Command("pgrep", "-f", "http.server --bind 127.0.0.1 5000 --directory /tmp/ockam-faults").Output(); len(left) > 0 {
+		t.Fatalf("faults.sh left processes running: %s", left)
+	}
 }
