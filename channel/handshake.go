@@ -267,21 +267,7 @@ var encMode = func() cbor.EncMode {
 	return em
 }()
 
-var decMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
+var decMode = identity.StrictDecMode
 
 // decodePayload parses a handshake payload strictly (canonical, no
 // trailing bytes).

@@ -18,6 +18,11 @@ var encMode = mustEncMode()
 // no unknown fields. Unmarshal also rejects trailing bytes.
 var decMode = mustDecMode()
 
+// StrictDecMode is the CBOR decoder every wire and file format of ours
+// shares: duplicate keys, indefinite lengths, tags, unknown fields and
+// invalid UTF-8 refused, nesting and collection sizes bounded.
+var StrictDecMode = decMode
+
 func mustEncMode() cbor.EncMode {
 	em, err := cbor.CoreDetEncOptions().EncMode()
 	if err != nil {

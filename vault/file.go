@@ -8,6 +8,8 @@ import (
 	"io"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ockam-go/ockam/identity"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -68,22 +70,7 @@ var (
 		}
 		return em
 	}()
-	decMode = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-			MaxNestedLevels:   4,
-			MaxArrayElements:  16,
-			MaxMapPairs:       16,
-			IndefLength:       cbor.IndefLengthForbidden,
-			TagsMd:            cbor.TagsForbidden,
-			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-			UTF8:              cbor.UTF8RejectInvalid,
-		}.DecMode()
-		if err != nil {
-			panic(err)
-		}
-		return dm
-	}()
+	decMode = identity.StrictDecMode
 )
 
 func additionalData(name string) []byte { return []byte(adContext + name) }
