@@ -86,14 +86,11 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err := d.loadIdentity(); err != nil {
 		return nil, err
 	}
-	// Channel data for a decryptor this node does not have (the peer
-	// talks to a channel of this node's previous run): tell the peer.
-	var scForNotices atomic.Pointer[securechannel.Manager]
+	// Channel data for an address this node does not have (a channel of
+	// its previous run, a relay name whose registrant left): the
+	// forwarding service tells the sender.
 	var fwdForNotices atomic.Pointer[relay.Service]
 	d.node = node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
-		if sc := scForNotices.Load(); sc != nil {
-			sc.Undeliverable(m)
-		}
 		if f := fwdForNotices.Load(); f != nil {
 			f.Undeliverable(m)
 		}
@@ -114,7 +111,6 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err := d.startSecure(); err != nil {
 		return nil, err
 	}
-	scForNotices.Store(d.sc)
 	saved, err := cfg.Home.ReadConfig(cfg.Name)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -328,12 +327,15 @@ const (
 	UnknownChannelNotice = 0x11
 )
 
-// Undeliverable is a node.Config.Undeliverable for a relay: channel data
-// sent to a forwarder whose registrant has gone gets the unknown-channel
-// notice, so the sender's channel re-establishes at once (rate-limited).
+// Undeliverable is the node.Config.Undeliverable of every node (the
+// forwarding service runs on all of them): channel data that reached this
+// node for an address nobody holds (a forwarder whose registrant has gone,
+// or a channel of this node's previous run) gets the unknown-channel notice,
+// so the sender's channel re-establishes at once. Rate-limited to 20 a
+// second; the notice is unauthenticated and can only make a channel fail,
+// which anyone on the path can do by dropping messages.
 func (s *Service) Undeliverable(m *routing.Message) {
-	if len(m.Onward) == 0 || !strings.HasPrefix(m.Onward[0].Value, Prefix) ||
-		len(m.Payload) < ChannelDataMin || m.Payload[0] != ChannelData || len(m.Return) == 0 {
+	if len(m.Payload) < ChannelDataMin || m.Payload[0] != ChannelData || len(m.Return) == 0 {
 		return
 	}
 	now := time.Now().UnixNano()

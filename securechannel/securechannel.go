@@ -17,7 +17,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,14 +73,13 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu         sync.Mutex
-	channels   map[string]*Channel // by encryptor address
-	listeners  map[string]*Listener
-	pending    atomic.Int32
-	lastNotice atomic.Int64
-	closed     bool
-	stopWatch  func()
-	wg         sync.WaitGroup
+	mu        sync.Mutex
+	channels  map[string]*Channel // by encryptor address
+	listeners map[string]*Listener
+	pending   atomic.Int32
+	closed    bool
+	stopWatch func()
+	wg        sync.WaitGroup
 }
 
 // NewManager returns a manager for the channels of n.
@@ -341,33 +339,11 @@ type responder struct {
 // jitter returns a duration uniformly in [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
 
-// unknownType starts the notice a node sends back when channel data arrives
-// for a decryptor it does not have (its node restarted): 0x11, nothing else.
-// It is unauthenticated, so it only makes the initiator re-establish the
-// channel at once instead of after DeadAfter; anyone on the path could make
-// a channel fail anyway by dropping its messages.
+// unknownType is the notice a node sends back when channel data arrives for
+// a decryptor it does not have (relay.UnknownChannelNotice, sent by the
+// forwarding service of every node): the initiator re-establishes at once
+// instead of after DeadAfter.
 const unknownType = 0x11
-
-// Undeliverable answers a message that reached this node for an address
-// nobody holds: if it looks like channel data, the sender is told, at most
-// noticeRate times a second per node. Wire it as node.Config.Undeliverable.
-func (m *Manager) Undeliverable(msg *routing.Message) {
-	if len(msg.Onward) > 0 && strings.HasPrefix(msg.Onward[0].Value, "forward_to_") {
-		return // the forwarding service answers for its own addresses
-	}
-	if len(msg.Payload) < channel.Overhead || channel.MessageType(msg.Payload[0]) != channel.Data || len(msg.Return) == 0 {
-		return
-	}
-	now := time.Now().UnixNano()
-	last := m.lastNotice.Load()
-	if now-last < int64(time.Second)/noticeRate || !m.lastNotice.CompareAndSwap(last, now) {
-		return
-	}
-	m.n.Send(context.Background(), &routing.Message{Onward: msg.Return.Clone(), Payload: []byte{unknownType}})
-}
-
-// noticeRate bounds the unknown-channel notices a node sends per second.
-const noticeRate = 20
 
 // Watch implements portal.Path: when route starts at one of this node's
 // channels, it waits (up to ctx) for the channel to be up and returns a

@@ -273,9 +273,9 @@ func TestRelayKnowsChannelBytes(t *testing.T) {
 func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
 	a := newSide(t, func(identity.Identifier) error { return nil })
 	bid, _ := identity.Generate(nil)
-	var bm atomic.Pointer[securechannel.Manager]
+	var fwd atomic.Pointer[relay.Service]
 	bn := node.New(node.Config{Undeliverable: func(m *routing.Message) {
-		if x := bm.Load(); x != nil {
+		if x := fwd.Load(); x != nil {
 			x.Undeliverable(m)
 		}
 	}})
@@ -285,7 +285,12 @@ func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(mgr.Close)
-	bm.Store(mgr)
+	svc, err := relay.NewService(bn, relay.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	fwd.Store(svc)
 	mgr.Listen("api", nil, false)
 	addr, _ := bn.Listen("127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
