@@ -301,7 +301,21 @@ func (h *Handshake) verifyPeer(payload []byte) (*identity.Identity, error) {
 		return nil, fmt.Errorf("channel: peer %s: %w", id.Identifier(), err)
 	}
 	if err := h.cfg.trust(id.Identifier()); err != nil {
-		return nil, fmt.Errorf("channel: peer %s is not trusted: %w", id.Identifier(), err)
+		return nil, &UntrustedError{Peer: id.Identifier(), Err: err}
 	}
 	return id, nil
 }
+
+// UntrustedError is returned by a handshake whose peer authenticated but is
+// not trusted. Err is the trust policy's reason, for the local log only: it
+// may name local configuration that the peer has no business reading.
+type UntrustedError struct {
+	Peer identity.Identifier
+	Err  error
+}
+
+func (e *UntrustedError) Error() string {
+	return fmt.Sprintf("channel: peer %s is not trusted: %v", e.Peer, e.Err)
+}
+
+func (e *UntrustedError) Unwrap() error { return e.Err }

@@ -14,8 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ockam-go/ockam/home"
@@ -41,6 +41,12 @@ type Config struct {
 	// Restore brings back what the node had before it stopped (its saved
 	// configuration: outlets, relays, channels, inlets).
 	Restore bool
+	// Limits bound what other nodes can make this one hold.
+	Limits node.Limits
+	// AllowRouting lists the identifiers of secure channel peers that may
+	// route through this node (reach its private workers and make it open
+	// TCP connections); nobody by default. Saved with the configuration.
+	AllowRouting []string
 }
 
 // Daemon is a running node.
@@ -89,11 +95,16 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	// Channel data for an address this node does not have (a channel of
 	// its previous run, a relay name whose registrant left): the
 	// forwarding service tells the sender.
-	var fwdForNotices atomic.Pointer[relay.Service]
-	d.node = node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
-		if f := fwdForNotices.Load(); f != nil {
-			f.Undeliverable(m)
-		}
+	saved, err := cfg.Home.ReadConfig(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Restore && len(cfg.AllowRouting) == 0 {
+		cfg.AllowRouting = saved.AllowRouting
+	}
+	d.conf.AllowRouting = cfg.AllowRouting
+	d.node = node.New(node.Config{Logger: log, Limits: cfg.Limits, AllowRouting: func(peer string) bool {
+		return slices.Contains(cfg.AllowRouting, peer)
 	}})
 	defer func() {
 		if err != nil {
@@ -107,12 +118,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts}); err != nil {
 		return nil, err
 	}
-	fwdForNotices.Store(d.fwd)
 	if err := d.startSecure(); err != nil {
-		return nil, err
-	}
-	saved, err := cfg.Home.ReadConfig(cfg.Name)
-	if err != nil {
 		return nil, err
 	}
 	if cfg.Restore {

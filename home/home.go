@@ -233,6 +233,9 @@ type NodeConfig struct {
 	Channels []ChannelConfig   `json:"channels,omitempty"`
 	Inlets   []json.RawMessage `json:"inlets,omitempty"`
 	Extra    []json.RawMessage `json:"extra,omitempty"` // TUN mappings and the like
+	// AllowRouting lists the channel peers that may route through the
+	// node (node create --allow-routing).
+	AllowRouting []string `json:"allow_routing,omitempty"`
 }
 
 // ReadConfig reads a node's configuration; a node without one has an empty

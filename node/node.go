@@ -1,6 +1,13 @@
 // Package node is the message router of one node: workers registered at local
 // addresses, a TCP transport to other nodes, and the echo service.
 //
+// The router denies by default. A worker says who may reach it (Access): a
+// message that arrived over a TCP connection reaches only Public workers,
+// one that came out of a secure channel reaches Channel and Public workers,
+// and only messages that originate on this node (or come from a channel peer
+// allowed to route) reach Private workers or make the node connect to a new
+// TCP address. Every refusal is counted and logged once per sender.
+//
 // It holds no cryptography: the relay links it, and the relay must be unable
 // to read what it forwards (see cmd/ockam-relay's import test).
 package node
@@ -29,48 +36,115 @@ import (
 // sender learns at once that, say, a secure channel is down.
 type Handler func(m *routing.Message) error
 
-// Config configures a Node.
+// Access says who may send to a worker. Each level includes the ones before.
+type Access uint8
+
+const (
+	// Private workers receive only messages that originate on this node,
+	// and messages out of a secure channel whose peer may route
+	// (Config.AllowRouting): channel encryptors, the control plane.
+	Private Access = iota + 1
+	// Channel workers also receive messages out of any secure channel; the
+	// channel's trust vetted the peer, and m.Peer names it (outlets,
+	// flows).
+	Channel
+	// Public workers also receive messages from any TCP connection: what a
+	// node offers to the network (echo, the secure channel listeners and
+	// decryptors, the forwarding service and its forwarders, addresses that
+	// wait for a reply).
+	Public
+)
+
+func (a Access) String() string {
+	switch a {
+	case Private:
+		return "private"
+	case Channel:
+		return "channel"
+	case Public:
+		return "public"
+	}
+	return fmt.Sprintf("access(%d)", uint8(a))
+}
+
+// Limits bound what other nodes can make this one hold; zero fields take
+// their defaults (see transport.Limits).
+type Limits = transport.Limits
+
+// Config configures a Node. It is not modified and may be shared.
 type Config struct {
 	Logger *slog.Logger
 	// Keepalive and IdleTimeout tune the transport; zero uses its defaults.
 	Keepalive   time.Duration
 	IdleTimeout time.Duration
-	// Undeliverable, if set, is called (on the connection's reader) with
-	// each message from another node that named a local address nobody
-	// holds: a node that knows what such messages are may answer them.
-	Undeliverable func(m *routing.Message)
+	// Limits bound connections, queues and buffers.
+	Limits Limits
+	// AllowRouting reports whether the secure channel peer with the given
+	// identifier may route through this node: reach its private workers and
+	// make it connect to TCP addresses named in the message's route. Nil
+	// means no peer may.
+	AllowRouting func(peer string) bool
 }
 
 // Node routes messages between local workers and other nodes.
 type Node struct {
-	log           *slog.Logger
-	tr            *transport.Transport
+	log          *slog.Logger
+	tr           *transport.Transport
+	allowRouting func(peer string) bool
+
+	mu            sync.RWMutex
+	workers       map[string]worker
+	closed        bool
 	undeliverable func(m *routing.Message)
 
-	mu      sync.RWMutex
-	workers map[string]Handler
-	closed  bool
-
-	// Dropped counts messages that had nowhere to go.
+	// Dropped counts messages that had nowhere to go (no worker, a full
+	// queue towards a slow connection, an empty route).
 	Dropped atomic.Uint64
+	// Refused counts messages the reachability rules turned away.
+	Refused atomic.Uint64
+
+	noticeMu sync.Mutex
+	noticed  map[string]struct{} // senders whose refusal or slowness was logged
 
 	watchMu  sync.Mutex
-	watchers map[*func(*transport.Conn)]struct{}
+	watchers map[*func(string)]struct{}
+
+	dials chan struct{} // slots for dials started on behalf of a channel peer
+	wg    sync.WaitGroup
+}
+
+type worker struct {
+	h      Handler
+	access Access
 }
 
 // EchoAddress is the address of the echo service every node runs.
 const EchoAddress = "echo"
 
+// MaxBackgroundDials bounds the connection attempts a node runs at once on
+// behalf of channel peers allowed to route (a dial never runs on the reader
+// that delivered the message).
+const MaxBackgroundDials = 16
+
+// maxNoticed bounds the set of senders already logged; it is cleared when
+// full, so a sender is logged again at most once per that many others.
+const maxNoticed = 4096
+
 // New returns a node with its echo service. Call Listen to accept other nodes.
 func New(cfg Config) *Node {
 	n := &Node{
-		log:           cfg.Logger,
-		workers:       make(map[string]Handler),
-		watchers:      make(map[*func(*transport.Conn)]struct{}),
-		undeliverable: cfg.Undeliverable,
+		log:          cfg.Logger,
+		allowRouting: cfg.AllowRouting,
+		workers:      make(map[string]worker),
+		watchers:     make(map[*func(string)]struct{}),
+		noticed:      make(map[string]struct{}),
+		dials:        make(chan struct{}, MaxBackgroundDials),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.allowRouting == nil {
+		n.allowRouting = func(string) bool { return false }
 	}
 	n.tr = transport.New(transport.Config{
 		Logger:      n.log,
@@ -78,8 +152,9 @@ func New(cfg Config) *Node {
 		OnClose:     n.connClosed,
 		Keepalive:   cfg.Keepalive,
 		IdleTimeout: cfg.IdleTimeout,
+		Limits:      cfg.Limits,
 	})
-	n.Register(EchoAddress, n.echo)
+	n.Register(EchoAddress, Public, n.echo)
 	return n
 }
 
@@ -89,16 +164,16 @@ func (n *Node) Logger() *slog.Logger { return n.log }
 // Listen accepts connections from other nodes on addr.
 func (n *Node) Listen(addr string) (net.Addr, error) { return n.tr.Listen(addr) }
 
-// Transport returns the node's TCP transport.
-func (n *Node) Transport() *transport.Transport { return n.tr }
-
-// Close stops the transport and forgets every worker.
+// Close stops the transport, forgets every worker and waits for the dials it
+// started.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	n.closed = true
-	n.workers = map[string]Handler{}
+	n.workers = map[string]worker{}
 	n.mu.Unlock()
-	return n.tr.Close()
+	err := n.tr.Close()
+	n.wg.Wait()
+	return err
 }
 
 // ErrNoWorker is returned by Send for a local address nobody holds.
@@ -107,10 +182,17 @@ var ErrNoWorker = errors.New("node: no worker")
 // ErrAddressInUse is returned by Register for a taken address.
 var ErrAddressInUse = errors.New("node: address already in use")
 
-// Register makes h receive the messages sent to addr.
-func (n *Node) Register(addr string, h Handler) error {
+// ErrRefused is returned by Send for a message the reachability rules turn
+// away. The sender is not told why: what a node exposes is not advertised.
+var ErrRefused = errors.New("node: refused")
+
+// Register makes h receive the messages sent to addr that a allows.
+func (n *Node) Register(addr string, a Access, h Handler) error {
 	if addr == "" || len(addr) > routing.MaxAddressLen {
 		return fmt.Errorf("node: invalid address %q", addr)
+	}
+	if a < Private || a > Public {
+		return fmt.Errorf("node: invalid access %v for %s", a, addr)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -120,16 +202,16 @@ func (n *Node) Register(addr string, h Handler) error {
 	if _, ok := n.workers[addr]; ok {
 		return fmt.Errorf("%w: %s", ErrAddressInUse, addr)
 	}
-	n.workers[addr] = h
+	n.workers[addr] = worker{h: h, access: a}
 	return nil
 }
 
 // RegisterRandom registers h at a new random address with the given prefix
 // and returns the address.
-func (n *Node) RegisterRandom(prefix string, h Handler) (string, error) {
+func (n *Node) RegisterRandom(prefix string, a Access, h Handler) (string, error) {
 	for {
 		addr := prefix + RandomHex(8)
-		err := n.Register(addr, h)
+		err := n.Register(addr, a, h)
 		if errors.Is(err, ErrAddressInUse) {
 			continue
 		}
@@ -152,11 +234,31 @@ func (n *Node) HasWorker(addr string) bool {
 	return ok
 }
 
+// HandleUndeliverable makes f receive (on the connection's reader) each
+// message from another node that named a local address nobody holds: a
+// service that knows what such messages are may answer them. Nil stops it.
+func (n *Node) HandleUndeliverable(f func(m *routing.Message)) {
+	n.mu.Lock()
+	n.undeliverable = f
+	n.mu.Unlock()
+}
+
 // RandomHex returns 2*nbytes random hex characters.
 func RandomHex(nbytes int) string {
 	b := make([]byte, nbytes)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// reaches reports whether m may be delivered to a worker with access a.
+func (n *Node) reaches(m *routing.Message, a Access) bool {
+	switch {
+	case m.Via != "":
+		return a >= Public
+	case m.Peer != "":
+		return a >= Channel || n.allowRouting(m.Peer)
+	}
+	return true
 }
 
 // Send routes m by its first onward hop: a local worker, a connection of the
@@ -172,17 +274,33 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 	switch next.Type {
 	case routing.Local:
 		n.mu.RLock()
-		h := n.workers[next.Value]
+		w, ok := n.workers[next.Value]
 		n.mu.RUnlock()
-		if h != nil {
-			return h(m)
+		if ok {
+			if !n.reaches(m, w.access) {
+				return n.refuse(m, next, "worker is "+w.access.String())
+			}
+			return w.h(m)
 		}
+		// A connection's address is a return path: whoever learnt it from
+		// a message may answer along it (the IDs are random).
 		if c := n.tr.Conn(next.Value); c != nil {
 			return n.sendConn(c, m)
 		}
 		n.Dropped.Add(1)
 		return fmt.Errorf("%w at %s", ErrNoWorker, next)
 	case routing.TCP:
+		if m.Via != "" || (m.Peer != "" && !n.allowRouting(m.Peer)) {
+			return n.refuse(m, next, "remote senders may not open connections")
+		}
+		if c := n.tr.Outbound(next.Value); c != nil {
+			return n.sendConn(c, m)
+		}
+		if m.Peer != "" {
+			// Delivered by a channel's decryptor on a connection's
+			// reader: the dial must not hold that reader up.
+			return n.dialThenSend(next.Value, m)
+		}
 		c, err := n.tr.Dial(ctx, next.Value)
 		if err != nil {
 			return err
@@ -193,11 +311,90 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 	return fmt.Errorf("node: cannot route to %s", next)
 }
 
-// sendConn pops the connection's hop and writes the rest to the peer.
+// dialThenSend connects to addr in the background and sends a copy of m
+// once connected. At most MaxBackgroundDials run at once; beyond that the
+// message is dropped.
+func (n *Node) dialThenSend(addr string, m *routing.Message) error {
+	select {
+	case n.dials <- struct{}{}:
+	default:
+		n.Dropped.Add(1)
+		return fmt.Errorf("node: %d connection attempts in progress, dropping message for %s", MaxBackgroundDials, addr)
+	}
+	cp := &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...), Peer: m.Peer}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() { <-n.dials }()
+		ctx, cancel := context.WithTimeout(context.Background(), transport.DialTimeout)
+		defer cancel()
+		c, err := n.tr.Dial(ctx, addr)
+		if err != nil {
+			n.log.Debug("background dial failed", "addr", addr, "err", err)
+			return
+		}
+		n.sendConn(c, cp)
+	}()
+	return nil
+}
+
+// refuse counts a message the reachability rules turn away and logs its
+// sender the first time.
+func (n *Node) refuse(m *routing.Message, hop routing.Address, why string) error {
+	n.Refused.Add(1)
+	sender, key := n.sender(m)
+	if n.firstNotice("refuse/" + key) {
+		n.log.Warn("refused message", "from", sender, "to", hop.String(), "reason", why)
+	}
+	return fmt.Errorf("%w: %s", ErrRefused, hop)
+}
+
+func (n *Node) sender(m *routing.Message) (desc, key string) {
+	switch {
+	case m.Via != "":
+		if c := n.tr.Conn(m.Via); c != nil {
+			return "connection " + m.Via + " from " + c.Remote(), m.Via
+		}
+		return "connection " + m.Via, m.Via
+	case m.Peer != "":
+		return "channel peer " + m.Peer, m.Peer
+	}
+	return "this node", "local"
+}
+
+// firstNotice reports whether key is logged for the first time.
+func (n *Node) firstNotice(key string) bool {
+	n.noticeMu.Lock()
+	defer n.noticeMu.Unlock()
+	if _, ok := n.noticed[key]; ok {
+		return false
+	}
+	if len(n.noticed) >= maxNoticed {
+		clear(n.noticed)
+	}
+	n.noticed[key] = struct{}{}
+	return true
+}
+
+// sendConn pops the connection's hop and writes the rest to the peer. A
+// message being passed from one connection to another never waits for room
+// in the second one's queue: it is dropped (and counted) instead, so a peer
+// that does not read stalls nobody but itself.
 func (n *Node) sendConn(c *transport.Conn, m *routing.Message) error {
 	onward := m.Onward
 	m.Onward = onward[1:]
-	err := c.Send(m)
+	var err error
+	if m.Via != "" && m.Via != c.ID() {
+		err = c.TrySend(m)
+		if errors.Is(err, transport.ErrQueueFull) {
+			n.Dropped.Add(1)
+			if n.firstNotice("slow/" + c.ID()) {
+				n.log.Warn("dropping messages for a connection that does not read fast enough", "conn", c.ID(), "remote", c.Remote(), "queued_bytes", c.Queued())
+			}
+		}
+	} else {
+		err = c.Send(m)
+	}
 	m.Onward = onward
 	return err
 }
@@ -212,21 +409,79 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 	m.Return = append(m.Return, routing.Address{})
 	copy(m.Return[1:], m.Return)
 	m.Return[0] = routing.LocalAddr(c.ID())
+	m.Via = c.ID()
 	if err := n.Send(context.Background(), m); err != nil {
 		// Only when this message's own first hop is unknown: a worker that
 		// failed to deliver something further (a late credit for a finished
 		// flow) says nothing about the address the peer used.
-		if n.undeliverable != nil && errors.Is(err, ErrNoWorker) && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
+		if errors.Is(err, ErrNoWorker) && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
 			!n.HasWorker(m.Onward[0].Value) && n.tr.Conn(m.Onward[0].Value) == nil {
-			n.undeliverable(m)
+			n.mu.RLock()
+			f := n.undeliverable
+			n.mu.RUnlock()
+			if f != nil {
+				f(m)
+			}
 		}
 		n.log.Debug("dropped message from peer", "conn", c.ID(), "err", err)
 	}
 }
 
-// WatchConns calls f (on the transport's goroutine) for each connection that
-// closes, until the returned stop function is called.
-func (n *Node) WatchConns(f func(c *transport.Conn)) (stop func()) {
+// Link is what workers may know of a connection to another node.
+type Link struct {
+	ID     string // its local address
+	Remote string // the peer's host:port
+	c      *transport.Conn
+}
+
+// Done is closed when the connection has ended.
+func (l Link) Done() <-chan struct{} { return l.c.Done() }
+
+// Close ends the connection.
+func (l Link) Close() { l.c.Close() }
+
+// Link returns the connection whose local address is id.
+func (n *Node) Link(id string) (Link, bool) {
+	c := n.tr.Conn(id)
+	if c == nil {
+		return Link{}, false
+	}
+	return Link{ID: c.ID(), Remote: c.Remote(), c: c}, true
+}
+
+// Links returns the open connections.
+func (n *Node) Links() []Link {
+	cs := n.tr.Conns()
+	out := make([]Link, len(cs))
+	for i, c := range cs {
+		out[i] = Link{ID: c.ID(), Remote: c.Remote(), c: c}
+	}
+	return out
+}
+
+// LinkStats is a snapshot of the node's connections.
+type LinkStats struct {
+	Conns             int
+	BytesIn, BytesOut uint64
+	Dropped           uint64 // messages dropped for slow connections
+}
+
+// LinkStats sums the counters of the open connections.
+func (n *Node) LinkStats() LinkStats {
+	var s LinkStats
+	for _, c := range n.tr.Conns() {
+		s.Conns++
+		s.BytesIn += c.BytesIn.Load()
+		s.BytesOut += c.BytesOut.Load()
+		s.Dropped += c.Dropped.Load()
+	}
+	return s
+}
+
+// OnLinkClosed calls f (on the transport's goroutine) with the local
+// address of each connection that closes, until the returned stop function
+// is called.
+func (n *Node) OnLinkClosed(f func(id string)) (stop func()) {
 	p := &f
 	n.watchMu.Lock()
 	n.watchers[p] = struct{}{}
@@ -239,14 +494,18 @@ func (n *Node) WatchConns(f func(c *transport.Conn)) (stop func()) {
 }
 
 func (n *Node) connClosed(c *transport.Conn, err error) {
+	n.noticeMu.Lock()
+	delete(n.noticed, "refuse/"+c.ID())
+	delete(n.noticed, "slow/"+c.ID())
+	n.noticeMu.Unlock()
 	n.watchMu.Lock()
-	fs := make([]func(*transport.Conn), 0, len(n.watchers))
+	fs := make([]func(string), 0, len(n.watchers))
 	for p := range n.watchers {
 		fs = append(fs, *p)
 	}
 	n.watchMu.Unlock()
 	for _, f := range fs {
-		f(c)
+		f(c.ID())
 	}
 }
 
@@ -268,7 +527,9 @@ func (n *Node) echo(m *routing.Message) error {
 // first message that comes back to it. The returned message is the caller's.
 func (n *Node) Request(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
 	ch := make(chan *routing.Message, 1)
-	addr, err := n.RegisterRandom("req_", func(m *routing.Message) error {
+	// Public: the reply may come back over a connection. The address is
+	// random and lives only until the reply.
+	addr, err := n.RegisterRandom("req_", Public, func(m *routing.Message) error {
 		c := &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...), Peer: m.Peer}
 		select {
 		case ch <- c:

@@ -84,7 +84,7 @@ func newFlow(n *node.Node, log *slog.Logger) (*Flow, error) {
 	f := &Flow{n: n, log: log, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
 	f.cond = sync.NewCond(&f.mu)
 	var err error
-	f.addr, err = n.RegisterRandom("flow_", f.handle)
+	f.addr, err = n.RegisterRandom("flow_", node.Channel, f.handle)
 	return f, err
 }
 

@@ -375,7 +375,7 @@ func (p *Portals) CreateOutlet(cfg OutletConfig) (*Outlet, error) {
 	if _, ok := p.outlets[o.name]; ok {
 		return nil, fmt.Errorf("portal: an outlet named %s exists", o.name)
 	}
-	if err := p.n.Register(o.addr, o.open); err != nil {
+	if err := p.n.Register(o.addr, node.Channel, o.open); err != nil {
 		return nil, fmt.Errorf("portal: outlet address: %w", err)
 	}
 	p.outlets[o.name] = o

@@ -28,7 +28,7 @@ func BenchmarkRelayForward(b *testing.B) {
 	var got atomic.Int64
 	done := make(chan struct{}, 1)
 	var want int64
-	sink.Register("sink", func(m *routing.Message) error {
+	sink.Register("sink", node.Public, func(m *routing.Message) error {
 		if got.Add(1) == atomic.LoadInt64(&want) {
 			done <- struct{}{}
 		}

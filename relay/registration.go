@@ -14,7 +14,6 @@ import (
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
-	"github.com/ockam-go/ockam/transport"
 )
 
 // Timings of a registration. Variables so tests can shorten them.
@@ -184,32 +183,32 @@ func (r *Registration) request(ctx context.Context, req Request) (*routing.Messa
 
 // register returns the connection the registration went over and the route
 // of the forwarder, as seen from this node.
-func (r *Registration) register(ctx context.Context) (*transport.Conn, routing.Route, error) {
+func (r *Registration) register(ctx context.Context) (node.Link, routing.Route, error) {
 	_, ch, err := r.request(ctx, Request{Op: "challenge"})
 	if err != nil {
-		return nil, nil, err
+		return node.Link{}, nil, err
 	}
 	if len(ch.Challenge) != ChallengeSize {
-		return nil, nil, errors.New("relay: bad challenge")
+		return node.Link{}, nil, errors.New("relay: bad challenge")
 	}
 	sig := r.me.Sign(SignContext, append(ch.Challenge, r.name...))
 	m, resp, err := r.request(ctx, Request{Op: "register", Name: r.name, Identity: r.me.Identity().Export(), Sig: sig})
 	if err != nil {
-		return nil, nil, err
+		return node.Link{}, nil, err
 	}
 	if len(m.Return) == 0 || m.Return[0].Type != routing.Local {
-		return nil, nil, errors.New("relay: reply did not come over a connection")
+		return node.Link{}, nil, errors.New("relay: reply did not come over a connection")
 	}
-	conn := r.n.Transport().Conn(m.Return[0].Value)
-	if conn == nil {
-		return nil, nil, errors.New("relay: connection closed right after registering")
+	conn, ok := r.n.Link(m.Return[0].Value)
+	if !ok {
+		return node.Link{}, nil, errors.New("relay: connection closed right after registering")
 	}
 	return conn, r.at.Join(routing.Route{routing.LocalAddr(resp.Address)}), nil
 }
 
 // watch returns when the registration is lost: the connection closed, or
 // MaxMissedPings pings in a row went unanswered.
-func (r *Registration) watch(ctx context.Context, conn *transport.Conn) error {
+func (r *Registration) watch(ctx context.Context, conn node.Link) error {
 	t := time.NewTicker(PingInterval)
 	defer t.Stop()
 	misses := 0
@@ -218,7 +217,7 @@ func (r *Registration) watch(ctx context.Context, conn *transport.Conn) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-conn.Done():
-			return fmt.Errorf("relay: connection to %s closed", conn.Remote())
+			return fmt.Errorf("relay: connection to %s closed", conn.Remote)
 		case <-t.C:
 			_, _, err := r.request(ctx, Request{Op: "ping"})
 			if err == nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
-	"github.com/ockam-go/ockam/transport"
 )
 
 // ServiceAddress is where a node's forwarding service listens.
@@ -107,6 +106,31 @@ type Config struct {
 	// Authorize, if set, decides which identities may register names at
 	// all. Whoever registers, a name is bound to the identity that holds it.
 	Authorize func(identity.Identifier) error
+	// MaxNamesPerIdentity bounds the names one identity may hold, so that
+	// nobody can fill the table (MaxRelays) for everyone; zero means
+	// DefaultNamesPerIdentity.
+	MaxNamesPerIdentity int
+}
+
+// DefaultNamesPerIdentity is the default of Config.MaxNamesPerIdentity.
+const DefaultNamesPerIdentity = 32
+
+func (s *Service) maxNames() int {
+	if s.cfg.MaxNamesPerIdentity > 0 {
+		return s.cfg.MaxNamesPerIdentity
+	}
+	return DefaultNamesPerIdentity
+}
+
+// held counts the names owner holds; s.mu is held.
+func (s *Service) held(owner identity.Identifier) int {
+	n := 0
+	for _, f := range s.byName {
+		if f.owner == owner {
+			n++
+		}
+	}
+	return n
 }
 
 // Service is the forwarding service of a relay node.
@@ -129,16 +153,18 @@ func NewService(n *node.Node, cfg Config) (*Service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{n: n, log: log, cfg: cfg, byName: make(map[string]*forwarder), challenges: make(map[string][]byte)}
-	if err := n.Register(ServiceAddress, s.handle); err != nil {
+	if err := n.Register(ServiceAddress, node.Public, s.handle); err != nil {
 		return nil, err
 	}
-	s.stop = n.WatchConns(s.connClosed)
+	s.stop = n.OnLinkClosed(s.connClosed)
+	n.HandleUndeliverable(s.Undeliverable)
 	return s, nil
 }
 
 // Close unregisters the service and its forwarders.
 func (s *Service) Close() {
 	s.stop()
+	s.n.HandleUndeliverable(nil)
 	s.n.Unregister(ServiceAddress)
 	s.mu.Lock()
 	for name, f := range s.byName {
@@ -194,18 +220,18 @@ func (s *Service) challenge(ret routing.Route) ([]byte, error) {
 	nonce := make([]byte, ChallengeSize)
 	rand.Read(nonce)
 	s.mu.Lock()
-	s.challenges[conn.ID()] = nonce
+	s.challenges[conn.ID] = nonce
 	s.mu.Unlock()
 	return nonce, nil
 }
 
-func (s *Service) connOf(ret routing.Route) (*transport.Conn, error) {
+func (s *Service) connOf(ret routing.Route) (node.Link, error) {
 	if len(ret) < 2 || ret[0].Type != routing.Local {
-		return nil, errors.New("relay: registration must arrive over a connection")
+		return node.Link{}, errors.New("relay: registration must arrive over a connection")
 	}
-	c := s.n.Transport().Conn(ret[0].Value)
-	if c == nil {
-		return nil, errors.New("relay: registration must arrive over a connection")
+	c, ok := s.n.Link(ret[0].Value)
+	if !ok {
+		return node.Link{}, errors.New("relay: registration must arrive over a connection")
 	}
 	return c, nil
 }
@@ -224,7 +250,7 @@ func (s *Service) register(req Request, ret routing.Route) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	conn := c.ID()
+	conn := c.ID
 	id, err := identity.Import(req.Identity)
 	if err != nil {
 		return "", fmt.Errorf("relay: registration identity: %w", err)
@@ -258,23 +284,27 @@ func (s *Service) register(req Request, ret routing.Route) (string, error) {
 			return "", fmt.Errorf("relay: name %q is held by identity %s", name, f.owner)
 		}
 		f.route, f.conn = route, conn
-		f.info.Remote = c.Remote()
+		f.info.Remote = c.Remote
 		return addr, nil
 	}
 	if len(s.byName) >= MaxRelays {
 		return "", fmt.Errorf("relay: this relay holds %d names, its limit", MaxRelays)
 	}
+	if held := s.held(owner); held >= s.maxNames() {
+		s.log.Info("relay name refused", "name", name, "owner", owner.Short(), "reason", "names per identity")
+		return "", fmt.Errorf("relay: identity %s holds %d names here, the limit per identity", owner.Short(), held)
+	}
 	f := &forwarder{
-		info:  Info{Name: name, Address: addr, Remote: c.Remote(), Owner: owner.String(), Since: time.Now().UTC()},
+		info:  Info{Name: name, Address: addr, Remote: c.Remote, Owner: owner.String(), Since: time.Now().UTC()},
 		owner: owner,
 		route: route,
 		conn:  conn,
 	}
-	if err := s.n.Register(addr, s.forward(f)); err != nil {
+	if err := s.n.Register(addr, node.Public, s.forward(f)); err != nil {
 		return "", err
 	}
 	s.byName[name] = f
-	s.log.Info("relay registered", "name", name, "remote", c.Remote(), "owner", owner.Short())
+	s.log.Info("relay registered", "name", name, "remote", c.Remote, "owner", owner.Short())
 	return addr, nil
 }
 
@@ -302,12 +332,12 @@ func (s *Service) forward(f *forwarder) node.Handler {
 	}
 }
 
-func (s *Service) connClosed(c *transport.Conn) {
+func (s *Service) connClosed(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.challenges, c.ID())
+	delete(s.challenges, id)
 	for name, f := range s.byName {
-		if f.conn == c.ID() {
+		if f.conn == id {
 			s.n.Unregister(f.info.Address)
 			delete(s.byName, name)
 			s.log.Info("relay freed", "name", name, "reason", "registrant connection closed")

@@ -21,6 +21,15 @@ type Message struct {
 	// arrives over a transport connection has no Peer, which is how an
 	// outlet refuses anything that did not come through a secure channel.
 	Peer string
+
+	// Via is the ID of the transport connection the message arrived on,
+	// set by the node's router when it reads the message and kept while
+	// workers pass the same message on (a relay's forwarder). It is empty
+	// for messages that originate on the node and for what comes out of a
+	// secure channel, and it is never on the wire. The router uses it to
+	// decide what a remote sender may reach (see node.Access) and never to
+	// make one connection's reader wait for another's writer.
+	Via string
 }
 
 // Wire form of a Message (version 1, see docs/PROTOCOL.md):
@@ -92,6 +101,7 @@ func DecodeMessage(m *Message, b []byte) error {
 	}
 	m.Payload = b
 	m.Peer = ""
+	m.Via = ""
 	return nil
 }
 

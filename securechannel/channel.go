@@ -12,6 +12,7 @@ import (
 
 	"github.com/ockam-go/ockam/channel"
 	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
 )
 
@@ -318,7 +319,7 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 	got := make(chan *routing.Message, 1)
 	confirmed := make(chan error, 1)
 	var established, confirmedOnce atomic.Bool
-	l.dec, err = c.mgr.n.RegisterRandom("", func(m *routing.Message) error {
+	l.dec, err = c.mgr.n.RegisterRandom("", node.Public, func(m *routing.Message) error {
 		if established.Load() {
 			if !confirmedOnce.Load() && len(m.Payload) > 0 && m.Payload[0] == refusalType {
 				confirmed <- refusalError(m.Payload)
@@ -400,8 +401,13 @@ func refusalError(b []byte) error {
 	return fmt.Errorf("securechannel: refused by the listener: %s", strings.ToValidUTF8(string(reason), "?"))
 }
 
+// refusal is what a listener tells a peer it refuses: why, without what
+// only the listener's operator should read (its trust configuration).
 func refusal(err error) []byte {
-	s := err.Error()
+	s := "handshake failed"
+	if u := (*channel.UntrustedError)(nil); errors.As(err, &u) {
+		s = "identity " + u.Peer.String() + " is not trusted by this listener"
+	}
 	if len(s) > maxRefusal {
 		s = s[:maxRefusal]
 	}
@@ -433,7 +439,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
-	addr, err := c.mgr.n.RegisterRandom("", c.encrypt)
+	addr, err := c.mgr.n.RegisterRandom("", node.Private, c.encrypt)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ func newEvil(t *testing.T, tp *topology) *evil {
 	t.Helper()
 	e := &evil{t: t, n: tp.relayN}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	if err := tp.relayN.Register(evilAddr, e.handle); err != nil {
+	if err := tp.relayN.Register(evilAddr, node.Public, e.handle); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -162,7 +163,7 @@ type sink struct {
 func newSink(t *testing.T, n *node.Node) *sink {
 	t.Helper()
 	s := &sink{peers: make(map[string]int)}
-	if err := n.Register(sinkAddr, func(m *routing.Message) error {
+	if err := n.Register(sinkAddr, node.Channel, func(m *routing.Message) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if string(m.Payload) == fence {
@@ -589,7 +590,7 @@ type collector struct {
 func newCollector(t *testing.T, n *node.Node, addr string) *collector {
 	t.Helper()
 	c := &collector{}
-	if err := n.Register(addr, func(m *routing.Message) error {
+	if err := n.Register(addr, node.Public, func(m *routing.Message) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.got = append(c.got, &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: bytes.Clone(m.Payload)})
@@ -688,15 +689,14 @@ func TestListenerRefusesGarbageHandshakes(t *testing.T) {
 	}
 }
 
-// TestHandshakeWithoutThirdMessageExpires plays initiators that stop after
-// the second message, as many as there are handshake slots: while they are
-// pending the listener refuses more; after HandshakeTimeout every responder
-// decryptor and slot is freed, a third message sent late opens nothing, and a
-// real channel is accepted.
+// TestHandshakeWithoutThirdMessageExpires plays an initiator that stops
+// after the second message, more often than one source may: the listener
+// answers MaxPendingPerSource of them and sheds the rest; after
+// HandshakeTimeout every responder decryptor and slot is freed, and the
+// source is answered again.
 func TestHandshakeWithoutThirdMessageExpires(t *testing.T) {
 	old := securechannel.HandshakeTimeout
-	// Long enough to fill every slot under -race before the first expires.
-	const timeout = 3 * time.Second
+	const timeout = 2 * time.Second
 	securechannel.HandshakeTimeout = timeout
 	// Restored after the managers are closed: their goroutines read it.
 	t.Cleanup(func() { securechannel.HandshakeTimeout = old })
@@ -714,35 +714,26 @@ func TestHandshakeWithoutThirdMessageExpires(t *testing.T) {
 		}
 	}
 	fenceB() // the connections are up
-
-	hs, err := channel.NewInitiator(&channel.Config{Identity: tp.a.id, Trust: channel.TrustList(tp.b.id.Identifier())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg1, err := hs.Step(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	for range securechannel.MaxPendingHandshakes {
-		if err := tp.a.n.Send(ctx, &routing.Message{Onward: api, Return: routing.Route{routing.LocalAddr("replies")}, Payload: msg1}); err != nil {
-			t.Fatal(err)
+	msg1 := firstMessage(t)
+	send := func(n int) {
+		t.Helper()
+		for i := range n {
+			// A padded return route does not make another source.
+			ret := routing.Route{routing.LocalAddr("replies"), routing.LocalAddr(fmt.Sprintf("pad%d", i))}
+			if err := tp.a.n.Send(ctx, &routing.Message{Onward: api, Return: ret, Payload: msg1}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	waitFor(t, "a second message from every slot", func() bool {
-		return len(replies.messages()) == securechannel.MaxPendingHandshakes
-	})
-	// One more is refused while they are all pending.
-	if err := tp.a.n.Send(ctx, &routing.Message{Onward: api, Return: routing.Route{routing.LocalAddr("replies")}, Payload: msg1}); err != nil {
-		t.Fatal(err)
-	}
+	start := time.Now()
+	send(2 * securechannel.MaxPendingPerSource)
 	fenceB()
 	if d := time.Since(start); d >= timeout {
-		t.Fatalf("filling the slots took %v, longer than HandshakeTimeout (%v): the first expired before the check", d, timeout)
+		t.Fatalf("sending took %v, longer than HandshakeTimeout (%v): the first expired before the check", d, timeout)
 	}
 	msgs := replies.messages()
-	if len(msgs) != securechannel.MaxPendingHandshakes {
-		t.Fatalf("listener answered a first message beyond its %d slots", securechannel.MaxPendingHandshakes)
+	if len(msgs) != securechannel.MaxPendingPerSource {
+		t.Fatalf("listener answered %d first messages from one source, want %d", len(msgs), securechannel.MaxPendingPerSource)
 	}
 	var decs []string
 	for _, m := range msgs {
@@ -752,34 +743,46 @@ func TestHandshakeWithoutThirdMessageExpires(t *testing.T) {
 		}
 		decs = append(decs, dec)
 	}
-
 	for _, dec := range decs {
 		waitFor(t, "every responder to give up", func() bool { return !tp.b.n.HasWorker(dec) })
 	}
 	if d := time.Since(start); d < timeout {
 		t.Fatalf("responders gave up after %v, before HandshakeTimeout (%v)", d, timeout)
 	}
+	send(1)
+	waitFor(t, "the source to be answered again", func() bool { return len(replies.messages()) == securechannel.MaxPendingPerSource+1 })
+}
 
-	// A valid third message, too late.
-	msg3, err := hs.Step(msgs[0].Payload)
-	if err != nil {
-		t.Fatal(err)
+// TestHandshakeFloodLeavesRoom floods a listener, through the relay, with
+// first messages from more sources than it has slots and never completes
+// them; a real initiator still gets its channel at once, because the oldest
+// pending handshakes give way to new ones.
+func TestHandshakeFloodLeavesRoom(t *testing.T) {
+	tp := newTopology(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	viaRelay := "/tcp/" + tp.relayAt + "/service/forward_to_b/service/"
+	api := route(t, viaRelay+securechannel.DefaultListener)
+	msg1 := firstMessage(t)
+	sources := securechannel.MaxPendingHandshakes/securechannel.MaxPendingPerSource + 8
+	var answered atomic.Int64
+	for i := range sources {
+		fl := node.New(node.Config{})
+		t.Cleanup(func() { fl.Close() })
+		fl.Register("replies", node.Public, func(*routing.Message) error { answered.Add(1); return nil })
+		for range securechannel.MaxPendingPerSource {
+			if err := fl.Send(ctx, &routing.Message{Onward: api, Return: routing.Route{routing.LocalAddr("replies")}, Payload: msg1}); err != nil {
+				t.Fatalf("flooder %d: %v", i, err)
+			}
+		}
 	}
-	if err := tp.a.n.Send(ctx, &routing.Message{Onward: msgs[0].Return, Return: routing.Route{routing.LocalAddr("replies")}, Payload: msg3}); err != nil {
-		t.Fatal(err)
+	want := int64(sources * securechannel.MaxPendingPerSource)
+	waitFor(t, "every flooded first message answered", func() bool { return answered.Load() == want })
+	start := time.Now()
+	if _, err := tp.a.mgr.Create(ctx, api, []identity.Identifier{tp.b.id.Identifier()}); err != nil {
+		t.Fatalf("channel under a handshake flood: %v", err)
 	}
-	fenceB()
-	if n := len(tp.b.mgr.Channels()); n != 0 {
-		t.Fatalf("a late third message opened %d channels", n)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("channel setup under a handshake flood took %v, want under 1s", d)
 	}
-	if n := len(replies.messages()); n != securechannel.MaxPendingHandshakes {
-		t.Fatalf("a late third message was answered")
-	}
-
-	// Every slot is free again.
-	ch, err := tp.a.mgr.Create(ctx, api, nil)
-	if err != nil {
-		t.Fatalf("Create once the slots expired: %v", err)
-	}
-	ch.Close()
 }

@@ -18,14 +18,12 @@ import (
 	"net"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ockam-go/ockam/channel"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
-	"github.com/ockam-go/ockam/transport"
 )
 
 // DefaultListener is the address every node listens at for channels.
@@ -51,8 +49,16 @@ var (
 )
 
 // MaxPendingHandshakes bounds the responder handshakes in progress on a
-// node: a flood of first messages cannot grow memory without bound.
+// node: a flood of first messages cannot grow memory without bound. When it
+// is reached, the oldest handshake in progress gives way to the new one, so
+// that a flood delays a legitimate initiator by at most a retry rather than
+// locking it out for HandshakeTimeout.
 const MaxPendingHandshakes = 256
+
+// MaxPendingPerSource bounds the handshakes in progress from one source (the
+// route back to initiators, without their own address): one flooding peer
+// takes at most this many slots.
+const MaxPendingPerSource = 8
 
 // ErrDown is returned when a message is sent to a channel that is being
 // re-established.
@@ -76,7 +82,7 @@ type Manager struct {
 	mu        sync.Mutex
 	channels  map[string]*Channel // by encryptor address
 	listeners map[string]*Listener
-	pending   atomic.Int32
+	hs        handshakes
 	closed    bool
 	stopWatch func()
 	wg        sync.WaitGroup
@@ -91,7 +97,7 @@ func NewManager(n *node.Node, cfg Config) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	m.stopWatch = n.WatchConns(m.connClosed)
+	m.stopWatch = n.OnLinkClosed(m.connClosed)
 	return m, nil
 }
 
@@ -137,10 +143,10 @@ func (m *Manager) Channels() []*Channel {
 	return out
 }
 
-func (m *Manager) connClosed(c *transport.Conn) {
+func (m *Manager) connClosed(id string) {
 	for _, ch := range m.Channels() {
-		if l := ch.cur.Load(); l != nil && len(l.remote) > 0 && l.remote[0].Type == routing.Local && l.remote[0].Value == c.ID() {
-			ch.linkDown(l, fmt.Errorf("connection to %s closed", c.Remote()))
+		if l := ch.cur.Load(); l != nil && len(l.remote) > 0 && l.remote[0].Type == routing.Local && l.remote[0].Value == id {
+			ch.linkDown(l, errors.New("its connection closed"))
 		}
 	}
 }
@@ -166,7 +172,7 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 		up:    make(chan struct{}),
 	}
 	var err error
-	c.addr, err = m.n.RegisterRandom("", c.encrypt)
+	c.addr, err = m.n.RegisterRandom("", node.Private, c.encrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +216,7 @@ func (m *Manager) Restore(addr string, route routing.Route, authorized []identit
 	if m.closed {
 		return nil, net.ErrClosed
 	}
-	if err := m.n.Register(addr, c.encrypt); err != nil {
+	if err := m.n.Register(addr, node.Private, c.encrypt); err != nil {
 		return nil, err
 	}
 	c.lastErr = "not yet established"
@@ -253,7 +259,7 @@ func (m *Manager) Listen(addr string, authorized []identity.Identifier, trustEve
 	if _, ok := m.listeners[addr]; ok {
 		return nil, fmt.Errorf("securechannel: a listener exists at %s", addr)
 	}
-	if err := m.n.Register(addr, func(msg *routing.Message) error { return m.accept(l, msg) }); err != nil {
+	if err := m.n.Register(addr, node.Public, func(msg *routing.Message) error { return m.accept(l, msg) }); err != nil {
 		return nil, err
 	}
 	m.listeners[addr] = l
@@ -290,43 +296,63 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 	if len(msg.Payload) == 0 || channel.MessageType(msg.Payload[0]) != channel.Handshake1 {
 		return errors.New("securechannel: listener expects a first handshake message")
 	}
-	if m.pending.Add(1) > MaxPendingHandshakes {
-		m.pending.Add(-1)
-		return errors.New("securechannel: too many handshakes in progress")
+	src := handshakeSource(msg.Return)
+	p, err := m.hs.admit(src)
+	if err != nil {
+		if m.hs.firstShed(src) {
+			m.log.Info("shedding secure channel handshakes", "listener", l.addr, "source", src, "reason", err)
+		}
+		return err
 	}
 	hs, err := channel.NewResponder(&channel.Config{Identity: m.cfg.Identity, Trust: l.trust})
 	if err != nil {
-		m.pending.Add(-1)
+		m.hs.done(p)
 		return err
 	}
 	out, err := hs.Step(msg.Payload)
 	if err != nil {
-		m.pending.Add(-1)
+		m.hs.done(p)
 		m.log.Info("secure channel refused", "listener", l.addr, "err", err)
 		return err
 	}
 	c := &Channel{mgr: m, role: "responder", trust: l.trust, stop: make(chan struct{}), up: make(chan struct{})}
 	r := &responder{hs: hs, remote: msg.Return.Clone()}
-	var once sync.Once
-	finish := func() { once.Do(func() { m.pending.Add(-1) }) }
-	dec, err := m.n.RegisterRandom("", func(msg3 *routing.Message) error {
-		defer finish()
+	dec, err := m.n.RegisterRandom("", node.Public, func(msg3 *routing.Message) error {
+		m.hs.done(p)
 		return c.completeResponder(r, msg3)
 	})
 	if err != nil {
-		finish()
+		m.hs.done(p)
 		return err
 	}
 	r.dec = dec
-	r.timer = time.AfterFunc(HandshakeTimeout, func() {
-		finish()
+	// Whatever ends the handshake first (its third message, its timeout, or
+	// eviction by newer handshakes under a flood) frees its slot; an
+	// unfinished one loses its decryptor address.
+	abandon := func() {
 		if !c.established.Load() {
 			m.n.Unregister(dec)
+		}
+	}
+	m.hs.setAbandon(p, abandon)
+	r.timer = time.AfterFunc(HandshakeTimeout, func() {
+		if m.hs.done(p) {
+			abandon()
 			m.log.Info("secure channel handshake timed out", "listener", l.addr)
 		}
 	})
 	reply := &routing.Message{Onward: r.remote, Return: routing.Route{routing.LocalAddr(dec)}, Payload: out}
 	return m.n.Send(context.Background(), reply)
+}
+
+// handshakeSource names where a first handshake message came from, by the
+// hops of its return route that the initiator cannot choose: the connection
+// it arrived on and, through a relay, the relay's connection to the
+// initiator (both pushed by routers). The hops after them are the sender's
+// own, so a flooder cannot pose as many sources by padding its route.
+func handshakeSource(ret routing.Route) string {
+	n := min(2, max(len(ret)-1, 0))
+	return ret[:n].String()
 }
 
 type responder struct {

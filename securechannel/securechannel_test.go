@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,7 +242,7 @@ func TestNoListenerTimesOutCleanly(t *testing.T) {
 	a := newSide(t, nil)
 	sink := node.New(node.Config{})
 	defer sink.Close()
-	sink.Register("blackhole", func(*routing.Message) error { return nil })
+	sink.Register("blackhole", node.Public, func(*routing.Message) error { return nil })
 	addr, _ := sink.Listen("127.0.0.1:0")
 	start := time.Now()
 	_, err := a.mgr.Create(context.Background(), route(t, "/tcp/"+addr.String()+"/service/blackhole"), nil)
@@ -273,12 +272,7 @@ func TestRelayKnowsChannelBytes(t *testing.T) {
 func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
 	a := newSide(t, func(identity.Identifier) error { return nil })
 	bid, _ := identity.Generate(nil)
-	var fwd atomic.Pointer[relay.Service]
-	bn := node.New(node.Config{Undeliverable: func(m *routing.Message) {
-		if x := fwd.Load(); x != nil {
-			x.Undeliverable(m)
-		}
-	}})
+	bn := node.New(node.Config{})
 	t.Cleanup(func() { bn.Close() })
 	mgr, err := securechannel.NewManager(bn, securechannel.Config{Identity: bid, Trust: func(identity.Identifier) error { return nil }})
 	if err != nil {
@@ -290,7 +284,6 @@ func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	fwd.Store(svc)
 	mgr.Listen("api", nil, false)
 	addr, _ := bn.Listen("127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

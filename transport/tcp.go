@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -33,12 +34,8 @@ const (
 	// buffer is allocated. Portal payloads are at most 64 KiB, so this leaves
 	// room for routes and channel overhead.
 	MaxFrameSize = 256 << 10
-	// SendQueueLen is the number of frames a connection buffers for its
-	// writer before Send blocks (backpressure, never a drop).
-	SendQueueLen = 256
-	// SendQueueBytes bounds, in bytes, what a connection buffers for its
-	// writer: Send blocks beyond it. A relay's memory per connection is
-	// bounded by this, whatever the number of flows.
+	// SendQueueBytes is what a connection buffers for its writer before a
+	// local sender (Send) waits: backpressure for this node's own flows.
 	SendQueueBytes = 1 << 20
 	// DefaultKeepalive is how often an idle connection sends a keepalive.
 	DefaultKeepalive = 5 * time.Second
@@ -49,14 +46,70 @@ const (
 	DefaultIdleTimeout = 6 * DefaultKeepalive
 	// DialTimeout bounds how long a connection attempt may take.
 	DialTimeout = 10 * time.Second
+	// WriteTimeout closes a connection whose socket took nothing for this
+	// long: a peer that stopped reading.
+	WriteTimeout = DefaultIdleTimeout
 
 	frameHeader   = 4
 	readBufMin    = 4 << 10   // a new connection's read buffer
 	readBufMax    = 512 << 10 // what a busy connection's grows to
 	maxBatch      = 64        // frames gathered into one writev
 	maxBatchBytes = 1 << 20
-	smallFrame    = 4 << 10 // frames this small skip the byte bound
+	smallFrame    = 4 << 10 // frames this small skip SendQueueBytes
 )
+
+// Limits bound what peers can make a transport hold. Zero fields take the
+// defaults named after them.
+type Limits struct {
+	// MaxConns bounds the open connections, accepted and dialled.
+	MaxConns int
+	// MaxConnsPerIP bounds the accepted connections from one IP address.
+	MaxConnsPerIP int
+	// MaxQueueBytes bounds what one connection buffers for its writer, for
+	// every sender: a connection that would go beyond it is closed (its
+	// peer does not read fast enough), rather than making anyone wait.
+	MaxQueueBytes int64
+	// TotalQueueBytes bounds what all connections buffer together; beyond
+	// it the connection holding most is closed.
+	TotalQueueBytes int64
+	// ReadBufferBytes bounds the memory all connections' read buffers hold
+	// beyond their first readBufMin bytes (large and partial frames); a
+	// connection that needs more than is left is closed.
+	ReadBufferBytes int64
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxConns        = 16384
+	DefaultMaxConnsPerIP   = 512
+	DefaultMaxQueueBytes   = 64 << 20
+	DefaultTotalQueueBytes = 1 << 30
+	DefaultReadBufferBytes = 256 << 20
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if l.MaxConnsPerIP <= 0 {
+		l.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if l.MaxQueueBytes <= 0 {
+		l.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if l.TotalQueueBytes <= 0 {
+		l.TotalQueueBytes = DefaultTotalQueueBytes
+	}
+	if l.ReadBufferBytes <= 0 {
+		l.ReadBufferBytes = DefaultReadBufferBytes
+	}
+	return l
+}
+
+// ErrQueueFull is returned by Send and TrySend when the message would take
+// the connection's queue (or all connections' queues) over its limit; the
+// connection has been closed.
+var ErrQueueFull = errors.New("transport: peer does not read fast enough")
 
 // ErrVersion is returned when the peer speaks another protocol version.
 var ErrVersion = errors.New("transport: protocol version mismatch")
@@ -75,6 +128,8 @@ type Config struct {
 	// Keepalive and IdleTimeout override the defaults when non-zero.
 	Keepalive   time.Duration
 	IdleTimeout time.Duration
+	// Limits bound connections, queues and buffers.
+	Limits Limits
 }
 
 // Transport owns a set of TCP connections and listeners.
@@ -83,10 +138,17 @@ type Transport struct {
 	log       *slog.Logger
 	keepalive time.Duration
 	idle      time.Duration
+	lim       Limits
+
+	queuedTotal atomic.Int64 // bytes queued on every connection
+	readBufs    atomic.Int64 // read-buffer bytes beyond readBufMin, all connections
+	shedLog     *rateLog     // refused connections
+	closeLog    *rateLog     // connections closed for an unexpected reason
 
 	mu        sync.Mutex
 	closed    bool
 	conns     map[string]*Conn // by ID
+	perIP     map[netip.Addr]int
 	outbound  map[string]*Conn // by dialled address
 	dialing   map[string]*dialCall
 	listeners []net.Listener
@@ -106,13 +168,17 @@ func New(cfg Config) *Transport {
 		log:       cfg.Logger,
 		keepalive: cfg.Keepalive,
 		idle:      cfg.IdleTimeout,
+		lim:       cfg.Limits.withDefaults(),
 		conns:     make(map[string]*Conn),
+		perIP:     make(map[netip.Addr]int),
 		outbound:  make(map[string]*Conn),
 		dialing:   make(map[string]*dialCall),
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	t.shedLog = newRateLog(t.log)
+	t.closeLog = newRateLog(t.log)
 	if t.keepalive <= 0 {
 		t.keepalive = DefaultKeepalive
 	}
@@ -165,6 +231,11 @@ func (t *Transport) acceptLoop(ln net.Listener) {
 			continue
 		}
 		delay = 0
+		if err := t.admit(nc); err != nil {
+			t.shedLog.Info("refused connection", "remote", nc.RemoteAddr().String(), "reason", err)
+			nc.Close()
+			continue
+		}
 		if _, err := t.start(nc, ""); err != nil {
 			nc.Close()
 		}
@@ -232,6 +303,28 @@ func unwrapOp(err error) error {
 	return err
 }
 
+// admit applies the connection limits to an accepted connection.
+func (t *Transport) admit(nc net.Conn) error {
+	ip := remoteIP(nc)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.conns) >= t.lim.MaxConns {
+		return fmt.Errorf("%d connections open, the limit", len(t.conns))
+	}
+	if ip.IsValid() && t.perIP[ip] >= t.lim.MaxConnsPerIP {
+		return fmt.Errorf("%d connections from %s, the limit per address", t.perIP[ip], ip)
+	}
+	return nil
+}
+
+func remoteIP(nc net.Conn) netip.Addr {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
 func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -242,9 +335,12 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		id:     newID(),
 		remote: nc.RemoteAddr().String(),
 		dialed: dialled,
-		queue:  make(chan *[]byte, SendQueueLen),
+		wake:   make(chan struct{}, 1),
 		space:  make(chan struct{}),
 		done:   make(chan struct{}),
+	}
+	if dialled == "" {
+		c.ip = remoteIP(nc)
 	}
 	c.log = t.log.With("conn", c.id, "remote", c.remote)
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -262,9 +358,16 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		t.mu.Unlock()
 		return nil, net.ErrClosed
 	}
+	if len(t.conns) >= t.lim.MaxConns {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("transport: %d connections open, the limit", len(t.conns))
+	}
 	t.conns[c.id] = c
 	if dialled != "" {
 		t.outbound[dialled] = c
+	}
+	if c.ip.IsValid() {
+		t.perIP[c.ip]++
 	}
 	t.wg.Add(2)
 	t.mu.Unlock()
@@ -279,6 +382,13 @@ func (t *Transport) Conn(id string) *Conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.conns[id]
+}
+
+// Outbound returns the open connection dialled to addr, or nil.
+func (t *Transport) Outbound(addr string) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.outbound[addr]
 }
 
 // Conns returns the open connections.
@@ -298,7 +408,27 @@ func (t *Transport) remove(c *Conn) {
 	if c.dialed != "" && t.outbound[c.dialed] == c {
 		delete(t.outbound, c.dialed)
 	}
+	if c.ip.IsValid() {
+		if t.perIP[c.ip]--; t.perIP[c.ip] <= 0 {
+			delete(t.perIP, c.ip)
+		}
+	}
 	t.mu.Unlock()
+}
+
+// shedLargest closes the connection with the most bytes queued, when all
+// connections together hold more than TotalQueueBytes.
+func (t *Transport) shedLargest() {
+	var worst *Conn
+	var most int64
+	for _, c := range t.Conns() {
+		if q := c.queued.Load(); q > most {
+			worst, most = c, q
+		}
+	}
+	if worst != nil {
+		worst.closeWith(fmt.Errorf("%w: %d bytes queued, the most while all connections hold over %d", ErrQueueFull, most, t.lim.TotalQueueBytes))
+	}
 }
 
 // Close closes every listener and connection and waits for their goroutines.
@@ -333,12 +463,14 @@ type Conn struct {
 	nc     net.Conn
 	id     string
 	remote string
+	ip     netip.Addr // of an accepted connection, for the per-address limit
 	dialed string
 	log    *slog.Logger
 
-	queue     chan *[]byte
-	wmu       sync.Mutex   // held while writing to the socket
-	qmu       sync.Mutex   // orders queueing against direct writes (see Send)
+	wmu       sync.Mutex // held while writing to the socket
+	qmu       sync.Mutex // orders queueing against direct writes (see Send); guards queue
+	queue     []*[]byte  // frames for the writer, in order
+	wake      chan struct{}
 	lastWrite atomic.Int64 // unix nanos, for keepalives
 	queued    atomic.Int64 // bytes in queue or being written by the writer
 	raw       syscall.RawConn
@@ -350,6 +482,9 @@ type Conn struct {
 	err       error // set before done is closed
 
 	BytesIn, BytesOut atomic.Uint64
+	// Dropped counts messages not sent because the queue was over its
+	// limit (the connection was closed for it).
+	Dropped atomic.Uint64
 }
 
 // ID is the connection's local address on its node.
@@ -357,6 +492,9 @@ func (c *Conn) ID() string { return c.id }
 
 // Remote is the peer's "host:port".
 func (c *Conn) Remote() string { return c.remote }
+
+// Queued returns the bytes waiting for the connection's writer.
+func (c *Conn) Queued() int64 { return c.queued.Load() }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -386,7 +524,7 @@ func (c *Conn) closeWith(err error) {
 		if isExpected(err) {
 			c.log.Debug("connection closed", "reason", err)
 		} else {
-			c.log.Info("connection closed", "reason", err)
+			c.t.closeLog.Info("connection closed", "conn", c.id, "remote", c.remote, "reason", err)
 		}
 		if c.t.cfg.OnClose != nil {
 			c.t.cfg.OnClose(c, err)
@@ -400,10 +538,21 @@ func isExpected(err error) bool {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return &b }}
 
-// Send queues m on the connection. It blocks while the queue is full and
-// fails with net.ErrClosed once the connection has ended. m is encoded before
-// Send returns: the caller keeps ownership of m and its payload.
-func (c *Conn) Send(m *routing.Message) error {
+// Send queues m on the connection. It waits while more than SendQueueBytes
+// are queued (small frames excepted) and fails with net.ErrClosed once the
+// connection has ended. m is encoded before Send returns: the caller keeps
+// ownership of m and its payload. Send is for this node's own senders; a
+// connection's reader passing a message on to another connection uses
+// TrySend.
+func (c *Conn) Send(m *routing.Message) error { return c.send(m, true) }
+
+// TrySend is Send without the wait: it is for a message passed on from
+// another connection's reader, which must never wait for this one. Only the
+// limits apply: a message that would take the queue beyond MaxQueueBytes
+// closes this connection and fails with ErrQueueFull.
+func (c *Conn) TrySend(m *routing.Message) error { return c.send(m, false) }
+
+func (c *Conn) send(m *routing.Message, wait bool) error {
 	n := routing.EncodedLen(m)
 	if n > MaxFrameSize {
 		return fmt.Errorf("transport: message of %d bytes is over the %d-byte frame limit", n, MaxFrameSize)
@@ -427,19 +576,16 @@ func (c *Conn) Send(m *routing.Message) error {
 	// Order: qmu serialises "queued += n; push" of the queueing path with
 	// this path's "check queued == 0; write; push the rest", so the rest of
 	// a frame cut short is always the next thing the writer sees. Both
-	// locks are only tried here: a queuing sender may hold qmu while
-	// blocked on a full queue, and the writer needs wmu to drain it.
+	// locks are only tried here: the writer needs wmu, and a queueing
+	// sender holds qmu.
 	if c.queued.Load() == 0 && c.wmu.TryLock() {
 		if c.qmu.TryLock() {
 			if c.queued.Load() == 0 {
 				n, err := c.writeDirect(b)
 				if err == nil && n < len(b) {
-					// queued was 0 under qmu: the queue is empty
-					// and this push cannot block.
 					rest := bufPool.Get().(*[]byte)
 					*rest = append((*rest)[:0], b[n:]...)
-					c.queued.Add(int64(len(*rest)))
-					c.queue <- rest
+					c.push(rest)
 				}
 				c.qmu.Unlock()
 				c.wmu.Unlock()
@@ -450,10 +596,10 @@ func (c *Conn) Send(m *routing.Message) error {
 		}
 		c.wmu.Unlock()
 	}
-	for {
+	for wait {
 		q := c.queued.Load()
 		// Small frames (replies, credits, keepalives of channels) are
-		// never held back by the byte bound: a connection's reader may
+		// never held back by SendQueueBytes: a connection's reader may
 		// send them, and must not wait on its own connection's writer.
 		if q == 0 || q+size <= SendQueueBytes || size <= smallFrame {
 			break
@@ -478,22 +624,48 @@ func (c *Conn) Send(m *routing.Message) error {
 			return net.ErrClosed
 		}
 	}
+	lim := &c.t.lim
+	if q := c.queued.Load(); q+size > lim.MaxQueueBytes {
+		bufPool.Put(bp)
+		c.Dropped.Add(1)
+		err := fmt.Errorf("%w: %d bytes queued, the limit is %d", ErrQueueFull, q, lim.MaxQueueBytes)
+		c.closeWith(err)
+		return err
+	}
+	if c.t.queuedTotal.Load()+size > lim.TotalQueueBytes {
+		c.t.shedLargest()
+	}
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
+		c.Dropped.Add(1)
+		if errors.Is(c.err, ErrQueueFull) {
+			return c.err
+		}
 		return net.ErrClosed
 	default:
 	}
-	c.queued.Add(size)
+	c.push(bp)
+	return nil
+}
+
+// push appends a frame for the writer; c.qmu is held.
+func (c *Conn) push(bp *[]byte) {
 	select {
-	case c.queue <- bp:
-		return nil
 	case <-c.done:
-		c.queued.Add(-size)
 		bufPool.Put(bp)
-		return net.ErrClosed
+		return
+	default:
+	}
+	size := int64(len(*bp))
+	c.queued.Add(size)
+	c.t.queuedTotal.Add(size)
+	c.queue = append(c.queue, bp)
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -508,8 +680,6 @@ func (c *Conn) notifySpace() {
 	c.spaceMu.Unlock()
 }
 
-// writeLoop writes queued frames, gathering whatever is queued into one
-// writev so that a busy connection costs one syscall per batch and no copy.
 // writeDirect writes what the socket takes of frame at once, without
 // blocking, on the caller's goroutine; c.wmu is held.
 func (c *Conn) writeDirect(frame []byte) (int, error) {
@@ -552,6 +722,33 @@ func (c *Conn) writeDirect(frame []byte) (int, error) {
 	return n, nil
 }
 
+// take moves up to maxBatch frames (maxBatchBytes) from the queue to pend.
+func (c *Conn) take(pend []*[]byte) ([]*[]byte, int) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	size, i := 0, 0
+	for ; i < len(c.queue) && i < maxBatch && size < maxBatchBytes; i++ {
+		pend = append(pend, c.queue[i])
+		size += len(*c.queue[i])
+	}
+	rest := copy(c.queue, c.queue[i:])
+	clear(c.queue[rest:])
+	c.queue = c.queue[:rest]
+	if rest == 0 && cap(c.queue) > 4*maxBatch {
+		c.queue = nil // a burst's backing array goes back to the heap
+	}
+	if rest > 0 {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return pend, size
+}
+
+// writeLoop writes queued frames, gathering whatever is queued into one
+// writev so that a busy connection costs one syscall per batch and no copy.
+// A write that makes no progress for WriteTimeout ends the connection.
 func (c *Conn) writeLoop() {
 	defer c.t.wg.Done()
 	ka := time.NewTimer(c.t.keepalive)
@@ -561,27 +758,22 @@ func (c *Conn) writeLoop() {
 	bufs := make(net.Buffers, 0, maxBatch)
 	for {
 		select {
-		case bp := <-c.queue:
-			pend = append(pend[:0], bp)
-			size := len(*bp)
-		gather:
-			for len(pend) < maxBatch && size < maxBatchBytes {
-				select {
-				case bp := <-c.queue:
-					pend = append(pend, bp)
-					size += len(*bp)
-				default:
-					break gather
-				}
+		case <-c.wake:
+			var size int
+			pend, size = c.take(pend[:0])
+			if len(pend) == 0 {
+				continue
 			}
 			bufs = bufs[:0]
 			for _, bp := range pend {
 				bufs = append(bufs, *bp)
 			}
 			c.wmu.Lock()
+			c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
 			_, err := bufs.WriteTo(c.nc)
 			c.BytesOut.Add(uint64(size))
 			c.queued.Add(-int64(size))
+			c.t.queuedTotal.Add(-int64(size))
 			c.lastWrite.Store(time.Now().UnixNano())
 			c.wmu.Unlock()
 			c.notifySpace()
@@ -592,7 +784,11 @@ func (c *Conn) writeLoop() {
 				pend[i] = nil
 			}
 			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					err = fmt.Errorf("transport: peer took nothing for %v (not reading)", WriteTimeout)
+				}
 				c.closeWith(err)
+				c.drain()
 				return
 			}
 			ka.Reset(c.t.keepalive)
@@ -603,31 +799,42 @@ func (c *Conn) writeLoop() {
 				continue
 			}
 			c.wmu.Lock()
+			c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
 			_, err := c.nc.Write(zero[:])
 			c.lastWrite.Store(time.Now().UnixNano())
 			c.wmu.Unlock()
 			if err != nil {
 				c.closeWith(err)
+				c.drain()
 				return
 			}
 			ka.Reset(c.t.keepalive)
 		case <-c.done:
-			// Drain what is queued so pooled buffers go back.
-			for {
-				select {
-				case bp := <-c.queue:
-					bufPool.Put(bp)
-				default:
-					return
-				}
-			}
+			c.drain()
+			return
 		}
 	}
 }
 
+// drain returns what is queued to the pool once the connection has ended
+// (senders check c.done under qmu, so nothing is pushed after).
+func (c *Conn) drain() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	var size int64
+	for _, bp := range c.queue {
+		size += int64(len(*bp))
+		bufPool.Put(bp)
+	}
+	c.queue = nil
+	c.queued.Add(-size)
+	c.t.queuedTotal.Add(-size)
+}
+
 func (c *Conn) readLoop() {
 	defer c.t.wg.Done()
-	fr := frameReader{r: c.nc}
+	fr := frameReader{r: c.nc, budget: &c.t.readBufs, limit: c.t.lim.ReadBufferBytes}
+	defer fr.release()
 	c.nc.SetReadDeadline(time.Now().Add(c.t.idle))
 	var v [1]byte
 	if _, err := io.ReadFull(c.nc, v[:]); err != nil {
@@ -669,11 +876,49 @@ func (c *Conn) readLoop() {
 // frameReader splits a stream into frames without copying them: it reads as
 // much as the socket has into one buffer and hands out frame bodies that
 // alias it, valid until the next call. The buffer starts small, so an idle
-// connection costs little, and grows (to readBufMax) while reads fill it.
+// connection costs little, grows (to readBufMax, or a frame's size) while
+// reads fill it, and shrinks back when the connection goes quiet. What it
+// holds beyond readBufMin is reserved from budget, shared by every
+// connection of the transport, up to limit.
 type frameReader struct {
 	r          io.Reader
 	buf        []byte
 	start, end int
+	lastRead   int
+	budget     *atomic.Int64
+	limit      int64
+}
+
+// errBudget is returned when the read buffers of every connection together
+// hold as much as the transport allows.
+var errBudget = errors.New("transport: read-buffer memory of all connections exhausted")
+
+// resize replaces the buffer by one of size n holding the unread bytes.
+func (f *frameReader) resize(n int) error {
+	if f.budget != nil {
+		delta := int64(max(n, readBufMin) - max(len(f.buf), readBufMin))
+		if delta > 0 && f.budget.Add(delta) > f.limit {
+			f.budget.Add(-delta)
+			return errBudget
+		}
+		if delta < 0 {
+			f.budget.Add(delta)
+		}
+	}
+	nb := make([]byte, n)
+	copy(nb, f.buf[f.start:f.end])
+	f.buf = nb
+	f.end -= f.start
+	f.start = 0
+	return nil
+}
+
+// release gives the buffer's reservation back.
+func (f *frameReader) release() {
+	if f.budget != nil && len(f.buf) > readBufMin {
+		f.budget.Add(-int64(len(f.buf) - readBufMin))
+	}
+	f.buf = nil
 }
 
 func (f *frameReader) next() ([]byte, error) {
@@ -692,29 +937,35 @@ func (f *frameReader) next() ([]byte, error) {
 				return body, nil
 			}
 		}
+		if f.start == f.end {
+			f.start, f.end = 0, 0
+			// Quiet (the last read was small): give a big buffer back.
+			if len(f.buf) > readBufMin && f.lastRead < readBufMin {
+				if err := f.resize(readBufMin); err != nil {
+					return nil, err
+				}
+			}
+		}
 		// Make room for the rest of this frame, then read.
 		if len(f.buf)-f.start < need {
 			if need > len(f.buf) {
-				nb := make([]byte, max(need, min(2*len(f.buf), readBufMax), readBufMin))
-				copy(nb, f.buf[f.start:f.end])
-				f.buf = nb
+				if err := f.resize(max(need, min(2*len(f.buf), readBufMax), readBufMin)); err != nil {
+					return nil, err
+				}
 			} else {
 				copy(f.buf, f.buf[f.start:f.end])
+				f.end -= f.start
+				f.start = 0
 			}
-			f.end -= f.start
-			f.start = 0
-		}
-		if f.start == f.end {
-			f.start, f.end = 0, 0
 		}
 		room := len(f.buf) - f.end
 		nr, err := f.r.Read(f.buf[f.end:])
 		f.end += nr
+		f.lastRead = nr
 		if nr == room && len(f.buf) < readBufMax && f.start == 0 {
 			// A full read: the peer is sending fast; read more per call.
-			nb := make([]byte, min(2*len(f.buf), readBufMax))
-			copy(nb, f.buf[:f.end])
-			f.buf = nb
+			// Without budget left, keep reading with what we have.
+			f.resize(min(2*len(f.buf), readBufMax))
 		}
 		if err != nil && nr == 0 {
 			if f.end-f.start == 0 && errors.Is(err, io.EOF) {

@@ -21,14 +21,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/transport"
 )
 
 func main() {
@@ -37,11 +36,22 @@ func main() {
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	var authorized idList
 	flag.Var(&authorized, "authorized", "identifier allowed to register names (repeatable; default: any identity, each name bound to the identity that holds it)")
+	var lim limits
+	flag.IntVar(&lim.node.MaxConns, "max-conns", transport.DefaultMaxConns, "connections the relay holds at once")
+	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "connections accepted from one IP address")
+	flag.Int64Var(&lim.queueMiB, "max-queue-mib", transport.DefaultMaxQueueBytes>>20, "MiB queued towards one connection before it is closed as not reading")
+	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", transport.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; beyond it the one holding most is closed")
+	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", transport.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
+	flag.IntVar(&lim.names, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if err := lim.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
+		os.Exit(2)
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "ockam-relay: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)
@@ -52,7 +62,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(*listen, *stateDir, authorized.policy(), log); err != nil {
+	if err := run(*listen, *stateDir, authorized.policy(), lim, log); err != nil {
 		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
 		os.Exit(1)
 	}
@@ -83,24 +93,44 @@ func (l idList) policy() func(identity.Identifier) error {
 	}
 }
 
-func run(listen, stateDir string, authorize func(identity.Identifier) error, log *slog.Logger) error {
-	var svcForNotices atomic.Pointer[relay.Service]
-	n := node.New(node.Config{Logger: log, Undeliverable: func(m *routing.Message) {
-		if s := svcForNotices.Load(); s != nil {
-			s.Undeliverable(m)
+// limits are the relay's resource limits, from flags.
+type limits struct {
+	node                                 node.Limits
+	queueMiB, totalQueueMiB, readBufMiB int64
+	names                                int
+}
+
+func (l *limits) check() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"--max-conns", int64(l.node.MaxConns)}, {"--max-conns-per-ip", int64(l.node.MaxConnsPerIP)},
+		{"--max-queue-mib", l.queueMiB}, {"--total-queue-mib", l.totalQueueMiB},
+		{"--read-buffer-mib", l.readBufMiB}, {"--max-names-per-identity", int64(l.names)},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %d", f.name, f.v)
 		}
-	}})
+	}
+	l.node.MaxQueueBytes = l.queueMiB << 20
+	l.node.TotalQueueBytes = l.totalQueueMiB << 20
+	l.node.ReadBufferBytes = l.readBufMiB << 20
+	return nil
+}
+
+func run(listen, stateDir string, authorize func(identity.Identifier) error, lim limits, log *slog.Logger) error {
+	n := node.New(node.Config{Logger: log, Limits: lim.node})
 	defer n.Close()
 	addr, err := n.Listen(listen)
 	if err != nil {
 		return err
 	}
-	svc, err := relay.NewService(n, relay.Config{Logger: log, Authorize: authorize})
+	svc, err := relay.NewService(n, relay.Config{Logger: log, Authorize: authorize, MaxNamesPerIdentity: lim.names})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	svcForNotices.Store(svc)
 	log.Info("relay listening", "tcp", addr.String())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
