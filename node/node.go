@@ -379,17 +379,20 @@ func (n *Node) firstNotice(key string) bool {
 // sendConn pops the connection's hop and writes the rest to the peer. A
 // message being passed from one connection to another never waits for room
 // in the second one's queue: it is dropped (and counted) instead, so a peer
-// that does not read stalls nobody but itself.
+// that does not read stalls nobody but itself, and a sender that floods a
+// peer takes only its share of that peer's queue. Honest streams never get
+// there: their flow windows bound what is in flight.
 func (n *Node) sendConn(c *transport.Conn, m *routing.Message) error {
 	onward := m.Onward
 	m.Onward = onward[1:]
 	var err error
 	if m.Via != "" && m.Via != c.ID() {
-		err = c.TrySend(m)
+		err = c.TrySend(m, m.Via)
 		if errors.Is(err, transport.ErrQueueFull) {
 			n.Dropped.Add(1)
 			if n.firstNotice("slow/" + c.ID()) {
-				n.log.Warn("dropping messages for a connection that does not read fast enough", "conn", c.ID(), "remote", c.Remote(), "queued_bytes", c.Queued())
+				from, _ := n.sender(m)
+				n.log.Warn("dropping messages for a connection that does not read fast enough", "conn", c.ID(), "remote", c.Remote(), "queued_bytes", c.Queued(), "from", from)
 			}
 		}
 	} else {

@@ -65,12 +65,15 @@ type Limits struct {
 	MaxConns int
 	// MaxConnsPerIP bounds the accepted connections from one IP address.
 	MaxConnsPerIP int
-	// MaxQueueBytes bounds what one connection buffers for its writer, for
-	// every sender: a connection that would go beyond it is closed (its
-	// peer does not read fast enough), rather than making anyone wait.
+	// MaxQueueBytes bounds what one connection buffers for its writer.
+	// Messages passed on from other connections (TrySend) beyond it are
+	// dropped, and while several connections feed it each gets an equal
+	// share, so one flooding sender cannot crowd out the others; the node's
+	// own senders (Send) wait below SendQueueBytes, and a connection whose
+	// queue would pass MaxQueueBytes even so is closed.
 	MaxQueueBytes int64
-	// TotalQueueBytes bounds what all connections buffer together; beyond
-	// it the connection holding most is closed.
+	// TotalQueueBytes bounds what all connections buffer together; passed
+	// on messages beyond it are dropped.
 	TotalQueueBytes int64
 	// ReadBufferBytes bounds the memory all connections' read buffers hold
 	// beyond their first readBufMin bytes (large and partial frames); a
@@ -106,9 +109,10 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// ErrQueueFull is returned by Send and TrySend when the message would take
-// the connection's queue (or all connections' queues) over its limit; the
-// connection has been closed.
+// ErrQueueFull is returned by TrySend for a message dropped because the
+// connection's queue (or its sender's share of it, or all queues) is full,
+// and by Send when the queue passed MaxQueueBytes and the connection was
+// closed for it.
 var ErrQueueFull = errors.New("transport: peer does not read fast enough")
 
 // ErrVersion is returned when the peer speaks another protocol version.
@@ -416,21 +420,6 @@ func (t *Transport) remove(c *Conn) {
 	t.mu.Unlock()
 }
 
-// shedLargest closes the connection with the most bytes queued, when all
-// connections together hold more than TotalQueueBytes.
-func (t *Transport) shedLargest() {
-	var worst *Conn
-	var most int64
-	for _, c := range t.Conns() {
-		if q := c.queued.Load(); q > most {
-			worst, most = c, q
-		}
-	}
-	if worst != nil {
-		worst.closeWith(fmt.Errorf("%w: %d bytes queued, the most while all connections hold over %d", ErrQueueFull, most, t.lim.TotalQueueBytes))
-	}
-}
-
 // Close closes every listener and connection and waits for their goroutines.
 func (t *Transport) Close() error {
 	t.mu.Lock()
@@ -467,9 +456,10 @@ type Conn struct {
 	dialed string
 	log    *slog.Logger
 
-	wmu       sync.Mutex // held while writing to the socket
-	qmu       sync.Mutex // orders queueing against direct writes (see Send); guards queue
-	queue     []*[]byte  // frames for the writer, in order
+	wmu       sync.Mutex       // held while writing to the socket
+	qmu       sync.Mutex       // orders queueing against direct writes (see Send); guards queue, bySrc
+	queue     []qframe         // frames for the writer, in order
+	bySrc     map[string]int64 // bytes queued by each connection passing messages on
 	wake      chan struct{}
 	lastWrite atomic.Int64 // unix nanos, for keepalives
 	queued    atomic.Int64 // bytes in queue or being written by the writer
@@ -483,8 +473,15 @@ type Conn struct {
 
 	BytesIn, BytesOut atomic.Uint64
 	// Dropped counts messages not sent because the queue was over its
-	// limit (the connection was closed for it).
+	// limit.
 	Dropped atomic.Uint64
+}
+
+// qframe is one frame for the writer and the connection it was passed on
+// from ("" for the node's own senders).
+type qframe struct {
+	bp  *[]byte
+	src string
 }
 
 // ID is the connection's local address on its node.
@@ -544,15 +541,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return &
 // ownership of m and its payload. Send is for this node's own senders; a
 // connection's reader passing a message on to another connection uses
 // TrySend.
-func (c *Conn) Send(m *routing.Message) error { return c.send(m, true) }
+func (c *Conn) Send(m *routing.Message) error { return c.send(m, "") }
 
-// TrySend is Send without the wait: it is for a message passed on from
-// another connection's reader, which must never wait for this one. Only the
-// limits apply: a message that would take the queue beyond MaxQueueBytes
-// closes this connection and fails with ErrQueueFull.
-func (c *Conn) TrySend(m *routing.Message) error { return c.send(m, false) }
+// TrySend is Send without the wait, for a message passed on from the reader
+// of connection src, which must never wait for this one. A message that
+// does not fit (see Limits.MaxQueueBytes) is dropped with ErrQueueFull.
+func (c *Conn) TrySend(m *routing.Message, src string) error { return c.send(m, src) }
 
-func (c *Conn) send(m *routing.Message, wait bool) error {
+func (c *Conn) send(m *routing.Message, src string) error {
+	wait := src == ""
 	n := routing.EncodedLen(m)
 	if n > MaxFrameSize {
 		return fmt.Errorf("transport: message of %d bytes is over the %d-byte frame limit", n, MaxFrameSize)
@@ -585,7 +582,7 @@ func (c *Conn) send(m *routing.Message, wait bool) error {
 				if err == nil && n < len(b) {
 					rest := bufPool.Get().(*[]byte)
 					*rest = append((*rest)[:0], b[n:]...)
-					c.push(rest)
+					c.push(rest, src)
 				}
 				c.qmu.Unlock()
 				c.wmu.Unlock()
@@ -625,34 +622,91 @@ func (c *Conn) send(m *routing.Message, wait bool) error {
 		}
 	}
 	lim := &c.t.lim
-	if q := c.queued.Load(); q+size > lim.MaxQueueBytes {
-		bufPool.Put(bp)
-		c.Dropped.Add(1)
-		err := fmt.Errorf("%w: %d bytes queued, the limit is %d", ErrQueueFull, q, lim.MaxQueueBytes)
-		c.closeWith(err)
-		return err
-	}
-	if c.t.queuedTotal.Load()+size > lim.TotalQueueBytes {
-		c.t.shedLargest()
+	if wait {
+		if q := c.queued.Load(); q+size > lim.MaxQueueBytes {
+			bufPool.Put(bp)
+			c.Dropped.Add(1)
+			err := fmt.Errorf("%w: %d bytes queued, the limit is %d", ErrQueueFull, q, lim.MaxQueueBytes)
+			c.closeWith(err)
+			return err
+		}
 	}
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
-		c.Dropped.Add(1)
-		if errors.Is(c.err, ErrQueueFull) {
-			return c.err
-		}
 		return net.ErrClosed
 	default:
 	}
-	c.push(bp)
+	if !wait && !c.fits(src, size) {
+		bufPool.Put(bp)
+		c.Dropped.Add(1)
+		return ErrQueueFull
+	}
+	c.push(bp, src)
 	return nil
 }
 
+// fits reports whether a frame of size bytes passed on from src fits the
+// queue: within src's equal share of MaxQueueBytes among the connections
+// feeding this one, and under MaxQueueBytes and TotalQueueBytes once frames
+// of sources holding more than src would have made room (the newest
+// first, from the source holding most). So a flooder that filled the queue alone gives way to the next
+// sender instead of locking it out. c.qmu is held.
+func (c *Conn) fits(src string, size int64) bool {
+	lim := &c.t.lim
+	n := int64(len(c.bySrc))
+	if _, ok := c.bySrc[src]; !ok {
+		n++
+	}
+	share := lim.MaxQueueBytes / n
+	if c.bySrc[src]+size > share {
+		return false
+	}
+	for c.queued.Load()+size > lim.MaxQueueBytes || c.t.queuedTotal.Load()+size > lim.TotalQueueBytes {
+		if !c.evictOver(c.bySrc[src]+size, src) {
+			return false
+		}
+	}
+	return true
+}
+
+// evictOver drops the newest queued frame of the source holding most, if
+// it holds more than mine (what the source asking for room would hold). The head of the queue is never dropped: it may
+// be the rest of a frame already partly written. c.qmu is held.
+func (c *Conn) evictOver(mine int64, except string) bool {
+	var worst string
+	var most int64
+	for s, b := range c.bySrc {
+		if s != except && b > most {
+			worst, most = s, b
+		}
+	}
+	if worst == "" || most <= mine {
+		return false
+	}
+	for i := len(c.queue) - 1; i >= 1; i-- {
+		if f := c.queue[i]; f.src == worst {
+			size := int64(len(*f.bp))
+			copy(c.queue[i:], c.queue[i+1:])
+			c.queue[len(c.queue)-1] = qframe{}
+			c.queue = c.queue[:len(c.queue)-1]
+			if c.bySrc[worst] -= size; c.bySrc[worst] <= 0 {
+				delete(c.bySrc, worst)
+			}
+			c.queued.Add(-size)
+			c.t.queuedTotal.Add(-size)
+			bufPool.Put(f.bp)
+			c.Dropped.Add(1)
+			return true
+		}
+	}
+	return false
+}
+
 // push appends a frame for the writer; c.qmu is held.
-func (c *Conn) push(bp *[]byte) {
+func (c *Conn) push(bp *[]byte, src string) {
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
@@ -662,7 +716,13 @@ func (c *Conn) push(bp *[]byte) {
 	size := int64(len(*bp))
 	c.queued.Add(size)
 	c.t.queuedTotal.Add(size)
-	c.queue = append(c.queue, bp)
+	c.queue = append(c.queue, qframe{bp, src})
+	if src != "" {
+		if c.bySrc == nil {
+			c.bySrc = make(map[string]int64)
+		}
+		c.bySrc[src] += size
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -728,8 +788,14 @@ func (c *Conn) take(pend []*[]byte) ([]*[]byte, int) {
 	defer c.qmu.Unlock()
 	size, i := 0, 0
 	for ; i < len(c.queue) && i < maxBatch && size < maxBatchBytes; i++ {
-		pend = append(pend, c.queue[i])
-		size += len(*c.queue[i])
+		f := c.queue[i]
+		pend = append(pend, f.bp)
+		size += len(*f.bp)
+		if f.src != "" {
+			if c.bySrc[f.src] -= int64(len(*f.bp)); c.bySrc[f.src] <= 0 {
+				delete(c.bySrc, f.src)
+			}
+		}
 	}
 	rest := copy(c.queue, c.queue[i:])
 	clear(c.queue[rest:])
@@ -822,11 +888,11 @@ func (c *Conn) drain() {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	var size int64
-	for _, bp := range c.queue {
-		size += int64(len(*bp))
-		bufPool.Put(bp)
+	for _, f := range c.queue {
+		size += int64(len(*f.bp))
+		bufPool.Put(f.bp)
 	}
-	c.queue = nil
+	c.queue, c.bySrc = nil, nil
 	c.queued.Add(-size)
 	c.t.queuedTotal.Add(-size)
 }

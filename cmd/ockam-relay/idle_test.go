@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,31 +41,8 @@ func TestIdleConnectionsAndGarbage(t *testing.T) {
 	lim.Cur = lim.Max
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 
-	bin := filepath.Join(t.TempDir(), "ockam-relay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "--listen", addr, "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay not listening: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := startRelay(t, "--log-level", "warn", "--max-conns-per-ip", "20000", "--max-conns", "20000")
+	addr, cmd := p.addr, p.cmd
 	// A registrant and a sender, to check forwarding under load.
 	b := node.New(node.Config{})
 	defer b.Close()
