@@ -13,8 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 

@@ -95,9 +95,9 @@ func (l idList) policy() func(identity.Identifier) error {
 
 // limits are the relay's resource limits, from flags.
 type limits struct {
-	node                                 node.Limits
+	node                                node.Limits
 	queueMiB, totalQueueMiB, readBufMiB int64
-	names                                int
+	names                               int
 }
 
 func (l *limits) check() error {
