@@ -239,7 +239,7 @@ func (d *Daemon) socket() (net.Listener, error) {
 	if len(p) > 107 {
 		return nil, fmt.Errorf("control socket path %s is longer than the 107 bytes a Unix socket allows: use a shorter OCKAM_HOME", p)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := home.PrivateDir(filepath.Dir(p)); err != nil {
 		return nil, err
 	}
 	if c, err := net.Dial("unix", p); err == nil {

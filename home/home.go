@@ -263,3 +263,30 @@ func (h Home) WriteConfig(name string, c *NodeConfig) error {
 	}
 	return WriteFileAtomic(h.ConfigPath(name), append(b, '\n'), 0o600)
 }
+
+// PrivateDir makes sure dir exists as a directory of the current user that
+// nobody else may enter (mode 0700): the node's control socket lives there,
+// and anyone who could replace it could command the node. A directory that
+// is more open is closed up; one that is a symbolic link or belongs to
+// another user is refused.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (a symbolic link?): refusing to put a control socket there", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s belongs to user %d, not to you: refusing to put a control socket there", dir, st.Uid)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("%s is open to other users (mode %v) and cannot be closed: %w", dir, fi.Mode().Perm(), err)
+		}
+	}
+	return nil
+}

@@ -82,3 +82,30 @@ func TestReadStateErrors(t *testing.T) {
 		t.Fatalf("oversize state: %v", err)
 	}
 }
+
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	open := filepath.Join(base, "run")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(open, 0o777) // past the umask
+	if err := PrivateDir(open); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(open); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("mode %v after PrivateDir, want 0700", fi.Mode().Perm())
+	}
+	link := filepath.Join(base, "link")
+	os.Symlink(open, link)
+	if err := PrivateDir(link); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("PrivateDir on a symbolic link: %v, want a refusal", err)
+	}
+	fresh := filepath.Join(base, "a", "b")
+	if err := PrivateDir(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(fresh); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new directory mode %v, want 0700", fi.Mode().Perm())
+	}
+}

@@ -78,6 +78,30 @@ type Flow struct {
 	Client, Target    string
 
 	running atomic.Int32 // directions still running
+
+	peer    string // identifier of the channel peer the flow belongs to
+	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
+	// Foreign counts messages from anyone but the flow's peer, dropped.
+	Foreign atomic.Uint64
+}
+
+// errForeign is returned for a message to a flow from another identity
+// than the flow's peer.
+var errForeign = errors.New("portal: message for a flow from another identity than its peer")
+
+// fromPeer reports whether a message from the channel peer peer ("" for
+// this node) belongs to the flow; the first Opened binds an inlet's flow
+// to the peer that answered its open.
+func (f *Flow) fromPeer(peer string, opened bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.hasPeer {
+		if !opened {
+			return false
+		}
+		f.peer, f.hasPeer = peer, true
+	}
+	return f.peer == peer
 }
 
 func newFlow(n *node.Node, log *slog.Logger) (*Flow, error) {
@@ -110,6 +134,12 @@ func (f *Flow) handle(m *routing.Message) error {
 	if err != nil {
 		f.reset(err, true)
 		return err
+	}
+	// The flow's address is random, but it travels in every message:
+	// anyone else who learnt it (another trusted peer) is ignored.
+	if !f.fromPeer(m.Peer, pm.Kind == KindOpened || pm.Kind == KindRefused) {
+		f.Foreign.Add(1)
+		return errForeign
 	}
 	switch pm.Kind {
 	case KindOpened, KindRefused:

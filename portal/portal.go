@@ -524,6 +524,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	f.credit = int(window)
 	f.pathEnd = pathEnd
 	f.Client = peer
+	f.peer, f.hasPeer = peer, true
 	f.Target = target
 	if err := f.send(Append(nil, Msg{Kind: KindOpened, Window: Window})); err != nil {
 		o.p.n.Unregister(f.addr)
