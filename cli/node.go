@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,15 +12,20 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/ockam-go/ockam/api"
 	"github.com/ockam-go/ockam/daemon"
 	"github.com/ockam-go/ockam/home"
+	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/relay"
 	"github.com/ockam-go/ockam/vault"
 )
 
@@ -29,19 +35,32 @@ const StartTimeout = 20 * time.Second
 func (e *env) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Create and manage nodes"}
 
-	var listen, ident string
+	var listen, ident, logFile string
 	var foreground, restore bool
+	var set home.NodeSettings
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Start a node in the background",
 		Args:  args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if foreground {
-				return e.runNode(a[0], listen, ident, restore)
+			if err := checkSettings(set); err != nil {
+				return err
 			}
-			return e.createNode(a[0], listen, ident)
+			if foreground {
+				return e.runNode(a[0], listen, ident, logFile, restore, set)
+			}
+			return e.createNode(a[0], listen, ident, set)
 		},
 	}
+	create.Flags().StringArrayVar(&set.AllowRouting, "allow-routing", nil, "identifier of a channel peer that may route through this node: reach its private services and make it connect to TCP addresses (repeatable; default: nobody)")
+	create.Flags().IntVar(&set.MaxConns, "max-conns", node.DefaultMaxConns, "connections the node holds at once")
+	create.Flags().IntVar(&set.MaxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "connections accepted from one IP address")
+	create.Flags().Int64Var(&set.MaxQueueMiB, "max-queue-mib", node.DefaultMaxQueueBytes>>20, "MiB queued towards one connection; what other connections pass on beyond it is dropped")
+	create.Flags().Int64Var(&set.ReadBufferMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
+	create.Flags().IntVar(&set.MaxNamesPerIdentity, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold at this node")
+	create.Flags().IntVar(&set.LogMaxMiB, "log-max-mib", home.DefaultLogMaxMiB, "size in MiB at which node.log is rotated (one old file is kept)")
+	create.Flags().StringVar(&logFile, "log-file", "", "write the log to this file, rotated by size (used when detaching)")
+	create.Flags().MarkHidden("log-file")
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
 	create.Flags().StringVar(&ident, "identity", "", "vault identity to use (default: a new one named after the node)")
 	create.Flags().BoolVarP(&foreground, "foreground", "f", false, "run in the foreground instead of detaching")
@@ -93,7 +112,7 @@ func (e *env) nodeCmd() *cobra.Command {
 			if listen == "" {
 				listen = st.TCPAddress
 			}
-			info, err := e.spawnNode(h, a[0], listen, st.Identity, true)
+			info, err := e.spawnNode(h, a[0], listen, st.Identity, true, home.NodeSettings{})
 			if err != nil {
 				return err
 			}
@@ -205,7 +224,7 @@ func (e *env) passphrase() ([]byte, error) {
 
 // createNode starts `ockam node create NAME --foreground` detached, with its
 // output going to the node's log, and waits until it answers.
-func (e *env) createNode(name, listen, ident string) error {
+func (e *env) createNode(name, listen, ident string, set home.NodeSettings) error {
 	if err := home.CheckName(name); err != nil {
 		return err
 	}
@@ -227,7 +246,7 @@ func (e *env) createNode(name, listen, ident string) error {
 			os.RemoveAll(h.NodeDir(name))
 		}
 	}()
-	info, err := e.spawnNode(h, name, listen, ident, false)
+	info, err := e.spawnNode(h, name, listen, ident, false, set)
 	if err != nil {
 		return err
 	}
@@ -239,8 +258,9 @@ func (e *env) createNode(name, listen, ident string) error {
 
 // spawnNode starts `ockam node create NAME --foreground` detached, with its
 // output going to the node's log, and waits until it answers.
-func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool) (*api.NodeInfo, error) {
-	logf, err := os.OpenFile(h.LogPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// With restore, the node takes its saved settings and set is not used.
+func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool, set home.NodeSettings) (*api.NodeInfo, error) {
+	logf, err := os.OpenFile(h.StderrPath(name), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -249,12 +269,14 @@ func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool) (
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{"node", "create", name, "--foreground", "--tcp-listener-address", listen}
+	argv := []string{"node", "create", name, "--foreground", "--tcp-listener-address", listen, "--log-file", h.LogPath(name)}
 	if ident != "" {
 		argv = append(argv, "--identity", ident)
 	}
 	if restore {
 		argv = append(argv, "--restore")
+	} else {
+		argv = append(argv, settingsArgs(set)...)
 	}
 	pass, err := e.passphrase()
 	if err != nil {
@@ -323,7 +345,7 @@ func lastError(path string) string {
 
 // runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
 // request.
-func (e *env) runNode(name, listen, ident string, restore bool) error {
+func (e *env) runNode(name, listen, ident, logFile string, restore bool, set home.NodeSettings) error {
 	h, err := e.home()
 	if err != nil {
 		return err
@@ -338,12 +360,25 @@ func (e *env) runNode(name, listen, ident string, restore bool) error {
 	if os.Getenv("OCKAM_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})).With("node", name)
+	if restore {
+		saved, err := h.ReadConfig(name)
+		if err != nil {
+			return err
+		}
+		set = saved.Settings
+	}
+	var out io.Writer = e.stderr
+	if logFile != "" {
+		lj := &lumberjack.Logger{Filename: logFile, MaxSize: cmp.Or(set.LogMaxMiB, home.DefaultLogMaxMiB), MaxBackups: 1}
+		defer lj.Close()
+		out = lj
+	}
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})).With("node", name)
 	pass, err := e.passphrase()
 	if err != nil {
 		return err
 	}
-	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: pass, Logger: log, Restore: restore})
+	d, err := daemon.Start(daemon.Config{Home: h, Name: name, Listen: listen, Identity: ident, Passphrase: pass, Logger: log, Restore: restore, Settings: set})
 	if err != nil {
 		log.Error("node failed to start", "err", err.Error())
 		return err
@@ -500,4 +535,41 @@ func waitExit(st *home.NodeState, d time.Duration) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return true
+}
+
+// checkSettings refuses settings no node could run with.
+func checkSettings(s home.NodeSettings) error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"--max-conns", int64(s.MaxConns)}, {"--max-conns-per-ip", int64(s.MaxConnsPerIP)},
+		{"--max-queue-mib", s.MaxQueueMiB}, {"--read-buffer-mib", s.ReadBufferMiB},
+		{"--max-names-per-identity", int64(s.MaxNamesPerIdentity)}, {"--log-max-mib", int64(s.LogMaxMiB)},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %d", f.name, f.v)
+		}
+	}
+	for _, id := range s.AllowRouting {
+		if _, err := identity.ParseIdentifier(id); err != nil {
+			return fmt.Errorf("--allow-routing %s: %v", id, err)
+		}
+	}
+	return nil
+}
+
+// settingsArgs gives back the flags of node create that make s.
+func settingsArgs(s home.NodeSettings) []string {
+	var a []string
+	for _, id := range s.AllowRouting {
+		a = append(a, "--allow-routing", id)
+	}
+	return append(a,
+		"--max-conns", strconv.Itoa(s.MaxConns),
+		"--max-conns-per-ip", strconv.Itoa(s.MaxConnsPerIP),
+		"--max-queue-mib", strconv.FormatInt(s.MaxQueueMiB, 10),
+		"--read-buffer-mib", strconv.FormatInt(s.ReadBufferMiB, 10),
+		"--max-names-per-identity", strconv.Itoa(s.MaxNamesPerIdentity),
+		"--log-max-mib", strconv.Itoa(s.LogMaxMiB))
 }

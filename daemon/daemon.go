@@ -41,12 +41,9 @@ type Config struct {
 	// Restore brings back what the node had before it stopped (its saved
 	// configuration: outlets, relays, channels, inlets).
 	Restore bool
-	// Limits bound what other nodes can make this one hold.
-	Limits node.Limits
-	// AllowRouting lists the identifiers of secure channel peers that may
-	// route through this node (reach its private workers and make it open
-	// TCP connections); nobody by default. Saved with the configuration.
-	AllowRouting []string
+	// Settings are the node's own flags (routing, limits); with Restore,
+	// the saved ones are used. Saved with the configuration.
+	Settings home.NodeSettings
 }
 
 // Daemon is a running node.
@@ -99,13 +96,21 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Restore && len(cfg.AllowRouting) == 0 {
-		cfg.AllowRouting = saved.AllowRouting
+	if cfg.Restore {
+		cfg.Settings = saved.Settings
 	}
-	d.conf.AllowRouting = cfg.AllowRouting
-	d.node = node.New(node.Config{Logger: log, Limits: cfg.Limits, AllowRouting: func(peer string) bool {
-		return slices.Contains(cfg.AllowRouting, peer)
-	}})
+	set := cfg.Settings
+	d.conf.Settings = set
+	d.node = node.New(node.Config{
+		Logger: log,
+		Limits: node.Limits{
+			MaxConns:        set.MaxConns,
+			MaxConnsPerIP:   set.MaxConnsPerIP,
+			MaxQueueBytes:   set.MaxQueueMiB << 20,
+			ReadBufferBytes: set.ReadBufferMiB << 20,
+		},
+		AllowRouting: func(peer string) bool { return slices.Contains(set.AllowRouting, peer) },
+	})
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -115,7 +120,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts}); err != nil {
+	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts, MaxNamesPerIdentity: set.MaxNamesPerIdentity}); err != nil {
 		return nil, err
 	}
 	if err := d.startSecure(); err != nil {

@@ -61,6 +61,10 @@ func CheckName(name string) error {
 func (h Home) NodesDir() string           { return filepath.Join(h.Dir, "nodes") }
 func (h Home) NodeDir(name string) string { return filepath.Join(h.Dir, "nodes", name) }
 func (h Home) LogPath(name string) string { return filepath.Join(h.NodeDir(name), "node.log") }
+
+// StderrPath is where a detached node's standard output and error go: empty
+// unless the process dies in a way its log cannot say (a panic).
+func (h Home) StderrPath(name string) string { return filepath.Join(h.NodeDir(name), "stderr.log") }
 func (h Home) StatePath(name string) string {
 	return filepath.Join(h.NodeDir(name), "state.json")
 }
@@ -233,10 +237,31 @@ type NodeConfig struct {
 	Channels []ChannelConfig   `json:"channels,omitempty"`
 	Inlets   []json.RawMessage `json:"inlets,omitempty"`
 	Extra    []json.RawMessage `json:"extra,omitempty"` // TUN mappings and the like
-	// AllowRouting lists the channel peers that may route through the
-	// node (node create --allow-routing).
-	AllowRouting []string `json:"allow_routing,omitempty"`
+	// Settings are the node's own flags, given to node create and kept
+	// for node start.
+	Settings NodeSettings `json:"settings,omitzero"`
 }
+
+// NodeSettings are what `ockam node create` flags set about the node
+// itself. Zero fields take their defaults.
+type NodeSettings struct {
+	// AllowRouting lists the channel peers that may route through the
+	// node: reach its private workers and make it open TCP connections.
+	AllowRouting []string `json:"allow_routing,omitempty"`
+	// Limits on what other nodes can make this one hold (see
+	// transport.Limits and relay.Config).
+	MaxConns            int   `json:"max_conns,omitempty"`
+	MaxConnsPerIP       int   `json:"max_conns_per_ip,omitempty"`
+	MaxQueueMiB         int64 `json:"max_queue_mib,omitempty"`
+	ReadBufferMiB       int64 `json:"read_buffer_mib,omitempty"`
+	MaxNamesPerIdentity int   `json:"max_names_per_identity,omitempty"`
+	// LogMaxMiB is the size at which node.log is rotated (one old file is
+	// kept), DefaultLogMaxMiB when zero.
+	LogMaxMiB int `json:"log_max_mib,omitempty"`
+}
+
+// DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.
+const DefaultLogMaxMiB = 10
 
 // ReadConfig reads a node's configuration; a node without one has an empty
 // configuration.

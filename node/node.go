@@ -71,6 +71,15 @@ func (a Access) String() string {
 // their defaults (see transport.Limits).
 type Limits = transport.Limits
 
+// Defaults of Limits, for flags.
+const (
+	DefaultMaxConns        = transport.DefaultMaxConns
+	DefaultMaxConnsPerIP   = transport.DefaultMaxConnsPerIP
+	DefaultMaxQueueBytes   = transport.DefaultMaxQueueBytes
+	DefaultTotalQueueBytes = transport.DefaultTotalQueueBytes
+	DefaultReadBufferBytes = transport.DefaultReadBufferBytes
+)
+
 // Config configures a Node. It is not modified and may be shared.
 type Config struct {
 	Logger *slog.Logger

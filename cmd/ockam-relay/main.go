@@ -27,7 +27,6 @@ import (
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/transport"
 )
 
 func main() {
@@ -37,11 +36,11 @@ func main() {
 	var authorized idList
 	flag.Var(&authorized, "authorized", "identifier allowed to register names (repeatable; default: any identity, each name bound to the identity that holds it)")
 	var lim limits
-	flag.IntVar(&lim.node.MaxConns, "max-conns", transport.DefaultMaxConns, "connections the relay holds at once")
-	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "connections accepted from one IP address")
-	flag.Int64Var(&lim.queueMiB, "max-queue-mib", transport.DefaultMaxQueueBytes>>20, "MiB queued towards one connection before it is closed as not reading")
-	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", transport.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; beyond it the one holding most is closed")
-	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", transport.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
+	flag.IntVar(&lim.node.MaxConns, "max-conns", node.DefaultMaxConns, "connections the relay holds at once")
+	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "connections accepted from one IP address")
+	flag.Int64Var(&lim.queueMiB, "max-queue-mib", node.DefaultMaxQueueBytes>>20, "MiB queued towards one connection before it is closed as not reading")
+	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", node.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; beyond it the one holding most is closed")
+	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	flag.IntVar(&lim.names, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
