@@ -1,13 +1,23 @@
 package cli_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ockam-go/ockam/channel"
+	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/routing"
 )
 
 // blackhole returns the address of a loopback listener that never
@@ -174,3 +184,130 @@ func fileSize(p string) int64 {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// tcpRoute turns host:port into a route to that node.
+func tcpRoute(addr string) string { return "/ip4/" + strings.Replace(addr, ":", "/tcp/", 1) }
+
+// TestHandshakeFloodThroughRelay: while a flooder sends 100 first handshake
+// messages a second through the relay to the server sidecar's listener
+// (from fresh connections, never finishing one), `secure-channel create`
+// from the client sidecar still takes under a second, and the server logs
+// that it sheds handshakes.
+func TestHandshakeFloodThroughRelay(t *testing.T) {
+	e := newEnv(t)
+	seed(t, e, tcpServer(t, func(c net.Conn) {}))
+	relay := e.show("relay").TCPAddress
+	id, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := channel.NewInitiator(&channel.Config{Identity: id, Trust: channel.TrustEveryone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg1, err := hs.Step(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, _ := routing.ParseRoute(tcpRoute(relay)+"/service/forward_to_server_sidecar/service/api", nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var answered atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var fls []*node.Node
+		defer func() {
+			for _, fl := range fls {
+				fl.Close()
+			}
+		}()
+		var fl *node.Node
+		for i := 0; ; i++ {
+			if i%8 == 0 { // a new connection, so a new source, every 8
+				fl = node.New(node.Config{})
+				fl.Register("x", node.Public, func(*routing.Message) error { answered.Add(1); return nil })
+				fls = append(fls, fl)
+			}
+			fl.Send(context.Background(), &routing.Message{Onward: api, Return: routing.Route{routing.LocalAddr("x")}, Payload: msg1})
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	// Let the flood take every handshake slot of the server (256) and
+	// more: answers beyond that mean the oldest gave way.
+	eventually(t, 20*time.Second, "the flood to fill the server's handshake slots", func() error {
+		if answered.Load() <= 300 {
+			return errString("not yet")
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, "the server to log that it sheds handshakes", func() error {
+		b, _ := os.ReadFile(filepath.Join(e.home, "nodes", "server_sidecar", "node.log"))
+		if !strings.Contains(string(b), "shedding secure channel handshakes") {
+			return errString("no shedding logged")
+		}
+		return nil
+	})
+	for i := range 3 {
+		start := time.Now()
+		e.must("secure-channel", "create", "--from", "/node/client_sidecar", "--to", "/node/relay/service/forward_to_server_sidecar/service/api")
+		d := time.Since(start)
+		t.Logf("secure-channel create %d under a 100/s handshake flood: %v", i, d.Round(time.Millisecond))
+		if d > time.Second {
+			t.Errorf("secure-channel create took %v under a handshake flood, want under 1s", d)
+		}
+	}
+}
+
+// TestClientThatNeverReadsThroughRelayNode: through the seed's relay node,
+// a client with a 4 KiB receive buffer sends 60 echo requests of 200 KiB
+// to the server sidecar and never reads; curls through the inlet keep
+// working meanwhile (75 s of outage before).
+func TestClientThatNeverReadsThroughRelayNode(t *testing.T) {
+	e := newEnv(t)
+	inlet := seed(t, e, pythonServer(t, t.TempDir()))
+	relay := e.show("relay").TCPAddress
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	c, err := d.Dial("tcp", relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body, err := routing.AppendMessage(make([]byte, 4), &routing.Message{
+		Onward:  routing.Route{routing.LocalAddr("forward_to_server_sidecar"), routing.LocalAddr("echo")},
+		Return:  routing.Route{routing.LocalAddr("evil")},
+		Payload: bytes.Repeat([]byte("x"), 200<<10),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint32(body, uint32(len(body)-4))
+	c.Write([]byte{1})
+	go func() {
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for range 60 {
+			if _, err := c.Write(body); err != nil {
+				return
+			}
+		}
+	}()
+	for i := range 13 {
+		start := time.Now()
+		if _, err := curl(t, "-sS", "--max-time", "5", "-o", "/dev/null", "http://"+inlet+"/"); err != nil {
+			t.Fatalf("curl %d through the inlet while a client of the relay does not read: %v", i, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("curl %d took %v while a client of the relay does not read", i, d)
+		}
+	}
+}

@@ -297,7 +297,10 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 		return errors.New("securechannel: listener expects a first handshake message")
 	}
 	src := handshakeSource(msg.Return)
-	p, err := m.hs.admit(src)
+	p, evicted, err := m.hs.admit(src)
+	if evicted > 0 {
+		m.log.Info("shedding secure channel handshakes", "listener", l.addr, "reason", fmt.Sprintf("%d in progress, the limit: %d oldest gave way to newer ones", MaxPendingHandshakes, evicted))
+	}
 	if err != nil {
 		if m.hs.firstShed(src) {
 			m.log.Info("shedding secure channel handshakes", "listener", l.addr, "source", src, "reason", err)

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // handshakes tracks the responder handshakes in progress, oldest first,
@@ -13,7 +14,13 @@ type handshakes struct {
 	order  list.List // of *pendingHS
 	perSrc map[string]int
 	shed   map[string]struct{} // sources whose shedding was logged
+
+	evicted     int       // handshakes evicted since the last log line
+	evictLogged time.Time // when that was
 }
+
+// evictLogEvery bounds the log lines about evictions under a flood.
+const evictLogEvery = 10 * time.Second
 
 type pendingHS struct {
 	src     string
@@ -22,8 +29,9 @@ type pendingHS struct {
 }
 
 // admit reserves a slot for a handshake from src, evicting the oldest one
-// when every slot is taken.
-func (h *handshakes) admit(src string) (*pendingHS, error) {
+// when every slot is taken. At most every evictLogEvery it also says how
+// many handshakes gave way since it last said so (0: nothing to log).
+func (h *handshakes) admit(src string) (*pendingHS, int, error) {
 	h.mu.Lock()
 	if h.perSrc == nil {
 		h.perSrc = make(map[string]int)
@@ -31,13 +39,18 @@ func (h *handshakes) admit(src string) (*pendingHS, error) {
 	}
 	if h.perSrc[src] >= MaxPendingPerSource {
 		h.mu.Unlock()
-		return nil, fmt.Errorf("securechannel: %d handshakes in progress from this source", MaxPendingPerSource)
+		return nil, 0, fmt.Errorf("securechannel: %d handshakes in progress from this source", MaxPendingPerSource)
 	}
 	var evicted func()
+	report := 0
 	if h.order.Len() >= MaxPendingHandshakes {
 		old := h.order.Front().Value.(*pendingHS)
 		h.removeLocked(old)
 		evicted = old.abandon
+		h.evicted++
+		if now := time.Now(); now.Sub(h.evictLogged) >= evictLogEvery {
+			report, h.evicted, h.evictLogged = h.evicted, 0, now
+		}
 	}
 	p := &pendingHS{src: src}
 	p.elem = h.order.PushBack(p)
@@ -46,7 +59,7 @@ func (h *handshakes) admit(src string) (*pendingHS, error) {
 	if evicted != nil {
 		evicted()
 	}
-	return p, nil
+	return p, report, nil
 }
 
 // setAbandon records how to give up p when it is evicted; if it already
