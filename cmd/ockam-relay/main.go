@@ -38,8 +38,8 @@ func main() {
 	var lim limits
 	flag.IntVar(&lim.node.MaxConns, "max-conns", node.DefaultMaxConns, "connections the relay holds at once")
 	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "connections accepted from one IP address")
-	flag.Int64Var(&lim.queueMiB, "max-queue-mib", node.DefaultMaxQueueBytes>>20, "MiB queued towards one connection before it is closed as not reading")
-	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", node.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; beyond it the one holding most is closed")
+	flag.Int64Var(&lim.queueMiB, "max-queue-mib", node.DefaultMaxQueueBytes>>20, "MiB queued towards one connection; what other connections pass on beyond it is dropped")
+	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", node.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; what is passed on beyond it is dropped")
 	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	flag.IntVar(&lim.names, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold")
 	flag.Usage = func() {
