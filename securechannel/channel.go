@@ -36,6 +36,7 @@ type Channel struct {
 	received atomic.Uint64
 	rejected atomic.Uint64
 	stop     chan struct{}
+	kick     chan struct{} // cap 1: a link went down, maintain acts now
 }
 
 // link is one established session of a channel.
@@ -170,6 +171,10 @@ func (c *Channel) linkDown(l *link, reason error) {
 	if !closed {
 		c.mgr.log.Warn("secure channel down", "channel", c.addr, "role", c.role, "reason", reason)
 	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 	if c.role == "responder" {
 		// A responder cannot re-establish: the initiator does.
 		c.Close()
@@ -270,10 +275,13 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	pt, err := l.sess.Open(msg[channel.HeaderLen:channel.HeaderLen], msg)
 	if err != nil {
 		if errors.Is(err, net.ErrClosed) {
+			// The peer closed this session: it is stopping, or it
+			// dropped its end. The initiator owns the channel and
+			// re-establishes it (with backoff) until it is itself
+			// closed, so a peer node that stops and starts again
+			// (`ockam node stop; ockam node start`) heals, as a crash
+			// does; a responder ends (linkDown).
 			c.linkDown(l, errors.New("closed by peer"))
-			if c.role == "initiator" {
-				c.Close()
-			}
 			return nil
 		}
 		c.rejected.Add(1)
@@ -302,9 +310,10 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	return c.mgr.n.Send(context.Background(), &inner)
 }
 
-// handshake runs the initiator's side of one handshake through c.route.
-func (c *Channel) handshake(ctx context.Context) (*link, error) {
-	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+// handshake runs the initiator's side of one handshake through c.route,
+// waiting at most timeout for each answer.
+func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hs, err := channel.NewInitiator(&channel.Config{Identity: c.mgr.cfg.Identity, Trust: c.trust})
 	if err != nil {
@@ -352,7 +361,7 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 	select {
 	case msg2 = <-got:
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, HandshakeTimeout))
+		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
 	}
 	msg3, err := hs.Step(msg2.Payload)
 	if err != nil {
@@ -378,7 +387,7 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 			return fail(err)
 		}
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, HandshakeTimeout))
+		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
 	}
 	return l, nil
 }
@@ -458,11 +467,20 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 // maintain keeps the channel alive: keepalives when idle, a link declared
 // down when the peer is silent, and for an initiator, re-establishment with
 // exponential backoff and jitter.
+//
+// A re-establishing handshake first waits only a second for each answer
+// (firstAttempt), doubling up to HandshakeTimeout each time an attempt goes
+// unanswered: a first message lost by a peer node that is stopping or not
+// yet listening costs a second, not HandshakeTimeout, and a slow path still
+// gets the full timeout after a few tries. Attempts refused at once (no TCP
+// listener) do not grow it.
 func (c *Channel) maintain() {
 	defer c.mgr.wg.Done()
-	t := time.NewTicker(Keepalive / 2)
+	t := time.NewTicker(c.mgr.cfg.Keepalive / 2)
 	defer t.Stop()
-	backoff := BackoffMin
+	backoff := c.mgr.cfg.BackoffMin
+	shortest := min(firstAttempt, c.mgr.cfg.HandshakeTimeout)
+	attempt := shortest
 	first := c.cur.Load() == nil // restored: try at once
 	for {
 		if !first {
@@ -470,17 +488,18 @@ func (c *Channel) maintain() {
 			case <-c.stop:
 				return
 			case <-t.C:
+			case <-c.kick:
 			}
 		}
 		first = false
 		l := c.cur.Load()
 		if l != nil {
 			now := time.Now().UnixNano()
-			if time.Duration(now-l.lastRecv.Load()) > DeadAfter {
-				c.linkDown(l, fmt.Errorf("peer silent for %v", DeadAfter))
+			if time.Duration(now-l.lastRecv.Load()) > c.mgr.cfg.DeadAfter {
+				c.linkDown(l, fmt.Errorf("peer silent for %v", c.mgr.cfg.DeadAfter))
 				continue
 			}
-			if time.Duration(now-l.lastSend.Load()) >= Keepalive {
+			if time.Duration(now-l.lastSend.Load()) >= c.mgr.cfg.Keepalive {
 				c.keepalive(l)
 			}
 			continue
@@ -496,14 +515,18 @@ func (c *Channel) maintain() {
 			case <-ctx.Done():
 			}
 		}()
-		nl, err := c.handshake(ctx)
+		began := time.Now()
+		nl, err := c.handshake(ctx, attempt)
 		cancel()
 		if err != nil {
+			if time.Since(began) >= attempt {
+				attempt = min(2*attempt, c.mgr.cfg.HandshakeTimeout)
+			}
 			c.mu.Lock()
 			c.lastErr = err.Error()
 			c.mu.Unlock()
 			wait := jitter(backoff)
-			backoff = min(2*backoff, BackoffMax)
+			backoff = min(2*backoff, c.mgr.cfg.BackoffMax)
 			select {
 			case <-c.stop:
 				return
@@ -511,7 +534,7 @@ func (c *Channel) maintain() {
 			}
 			continue
 		}
-		backoff = BackoffMin
+		backoff, attempt = c.mgr.cfg.BackoffMin, shortest
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -523,6 +546,10 @@ func (c *Channel) maintain() {
 		c.mgr.log.Info("secure channel re-established", "channel", c.addr, "peer", nl.sess.Peer().Short())
 	}
 }
+
+// firstAttempt bounds the wait for each answer of the first handshake that
+// re-establishes a channel.
+const firstAttempt = time.Second
 
 func (c *Channel) keepalive(l *link) {
 	var b [channel.HeaderLen + 2 + channel.TagLen]byte
