@@ -26,6 +26,7 @@ import (
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
 	"github.com/ockam-go/ockam/transport"
+	"github.com/ockam-go/ockam/wire"
 )
 
 // ServiceAddress is where a node's forwarding service listens.
@@ -36,7 +37,7 @@ const Prefix = "forward_to_"
 
 // MaxRequestSize bounds a request to the forwarding service (it carries the
 // registrant's identity, at most identity.MaxIdentityBytes).
-const MaxRequestSize = 8 << 10
+const MaxRequestSize = wire.MaxRelayRequest
 
 // SignContext is the purpose under which a registrant signs
 // challenge || name with its identity key.
@@ -63,7 +64,7 @@ type Response struct {
 }
 
 // ChallengeSize is the size of a registration challenge.
-const ChallengeSize = 32
+const ChallengeSize = wire.ChallengeLen
 
 var decMode, _ = cbor.DecOptions{
 	MaxNestedLevels:   4,
@@ -315,18 +316,6 @@ func (s *Service) connClosed(c *transport.Conn) {
 	}
 }
 
-// Channel message bytes the relay needs to know, without linking the
-// channel package (securechannel's tests check that they agree).
-const (
-	// ChannelData is the first byte of a secure channel data message.
-	ChannelData = 4
-	// ChannelDataMin is the size of the smallest one (header and tag).
-	ChannelDataMin = 25
-	// UnknownChannelNotice is what a node answers to channel data for a
-	// channel it does not have.
-	UnknownChannelNotice = 0x11
-)
-
 // Undeliverable is the node.Config.Undeliverable of every node (the
 // forwarding service runs on all of them): channel data that reached this
 // node for an address nobody holds (a forwarder whose registrant has gone,
@@ -335,7 +324,7 @@ const (
 // second; the notice is unauthenticated and can only make a channel fail,
 // which anyone on the path can do by dropping messages.
 func (s *Service) Undeliverable(m *routing.Message) {
-	if len(m.Payload) < ChannelDataMin || m.Payload[0] != ChannelData || len(m.Return) == 0 {
+	if len(m.Payload) < wire.Overhead || wire.Type(m.Payload[0]) != wire.Data || len(m.Return) == 0 {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -343,5 +332,5 @@ func (s *Service) Undeliverable(m *routing.Message) {
 	if now-last < int64(time.Second)/20 || !s.lastNotice.CompareAndSwap(last, now) {
 		return
 	}
-	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{UnknownChannelNotice}})
+	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{byte(wire.Unknown)}})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ockam-go/ockam/channel"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/wire"
 )
 
 // Channel is one end of a secure channel. Local workers send to its address;
@@ -255,7 +256,7 @@ func (c *Channel) encrypt(m *routing.Message) error {
 // place, in the transport's buffer) and routes what it carried.
 func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	msg := m.Payload
-	if len(msg) == 1 && msg[0] == unknownType {
+	if len(msg) == wire.UnknownLen && wire.Type(msg[0]) == wire.Unknown {
 		if c.role == "initiator" {
 			c.linkDown(l, errors.New("the peer does not know this channel (its node restarted)"))
 		}
@@ -329,7 +330,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	var established, confirmedOnce atomic.Bool
 	l.dec, err = c.mgr.n.RegisterRandom("", func(m *routing.Message) error {
 		if established.Load() {
-			if !confirmedOnce.Load() && len(m.Payload) > 0 && m.Payload[0] == refusalType {
+			if !confirmedOnce.Load() && len(m.Payload) > 0 && wire.Type(m.Payload[0]) == wire.Refusal {
 				confirmed <- refusalError(m.Payload)
 				confirmedOnce.Store(true)
 				return nil
@@ -392,29 +393,24 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	return l, nil
 }
 
-// refusalType starts the one unauthenticated message a responder sends
-// after a failed third handshake message: refusalType || reason (UTF-8, at
-// most maxRefusal bytes). It can only make a channel fail, which anyone on
+// A refusal is the one unauthenticated message a responder sends after a
+// failed third handshake message: wire.Refusal || reason (UTF-8, at most
+// wire.MaxRefusal bytes). It can only make a channel fail, which anyone on
 // the path can do by dropping messages anyway.
-const (
-	refusalType = 0x10
-	maxRefusal  = 256
-)
-
 func refusalError(b []byte) error {
 	reason := b[1:]
-	if len(reason) > maxRefusal {
-		reason = reason[:maxRefusal]
+	if len(reason) > wire.MaxRefusal {
+		reason = reason[:wire.MaxRefusal]
 	}
 	return fmt.Errorf("securechannel: refused by the listener: %s", strings.ToValidUTF8(string(reason), "?"))
 }
 
 func refusal(err error) []byte {
 	s := err.Error()
-	if len(s) > maxRefusal {
-		s = s[:maxRefusal]
+	if len(s) > wire.MaxRefusal {
+		s = s[:wire.MaxRefusal]
 	}
-	return append([]byte{refusalType}, s...)
+	return append([]byte{byte(wire.Refusal)}, s...)
 }
 
 // completeResponder handles the third handshake message at a responder's

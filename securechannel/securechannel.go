@@ -366,12 +366,6 @@ type responder struct {
 // jitter returns a duration uniformly in [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
 
-// unknownType is the notice a node sends back when channel data arrives for
-// a decryptor it does not have (relay.UnknownChannelNotice, sent by the
-// forwarding service of every node): the initiator re-establishes at once
-// instead of after DeadAfter.
-const unknownType = 0x11
-
 // Watch implements portal.Path: when route starts at one of this node's
 // channels, it waits (up to ctx) for the channel to be up and returns a
 // channel closed when that session ends. Other routes never fail on their

@@ -261,16 +261,6 @@ func TestNoListenerTimesOutCleanly(t *testing.T) {
 	a.n.Close()
 }
 
-// The relay answers unknown-channel notices without linking this package:
-// its copies of the wire constants must agree with ours.
-func TestRelayKnowsChannelBytes(t *testing.T) {
-	t.Parallel()
-	if relay.ChannelData != byte(channel.Data) || relay.ChannelDataMin != channel.Overhead || relay.UnknownChannelNotice != 0x11 {
-		t.Fatalf("relay's channel constants (%d, %d, %#x) disagree with package channel (%d, %d)",
-			relay.ChannelData, relay.ChannelDataMin, relay.UnknownChannelNotice, channel.Data, channel.Overhead)
-	}
-}
-
 // Regression: a message the peer cannot deliver past the channel (to an
 // address that does not exist there, like a late credit for a finished
 // flow) must not make the peer's node send an unknown-channel notice: the
