@@ -216,23 +216,21 @@ func (h Home) ConfigPath(name string) string {
 	return filepath.Join(h.NodeDir(name), "config.json")
 }
 
-// ChannelConfig is a secure channel a node opened.
-type ChannelConfig struct {
-	Address    string   `json:"address"`
-	To         string   `json:"to"`
-	Authorized []string `json:"authorized,omitempty"`
+// Resource is one thing a node was asked to create, as the node's registry
+// records it: its kind ("outlet", "inlet", "tun", ...), its key within the
+// kind (a name, an address), and the request that recreates it (JSON, a
+// control API request type of that kind).
+type Resource struct {
+	Kind string          `json:"kind"`
+	Key  string          `json:"key"`
+	Spec json.RawMessage `json:"spec"`
 }
 
 // NodeConfig is everything a node was asked to create, replayed at start.
-// Its element types are the control API's requests, stored as JSON.
 type NodeConfig struct {
-	Listen   string            `json:"listen"`
-	Identity string            `json:"identity"`
-	Outlets  []json.RawMessage `json:"outlets,omitempty"`
-	Relays   []json.RawMessage `json:"relays,omitempty"`
-	Channels []ChannelConfig   `json:"channels,omitempty"`
-	Inlets   []json.RawMessage `json:"inlets,omitempty"`
-	Extra    []json.RawMessage `json:"extra,omitempty"` // TUN mappings and the like
+	Listen    string     `json:"listen"`
+	Identity  string     `json:"identity"`
+	Resources []Resource `json:"resources,omitempty"`
 }
 
 // ReadConfig reads a node's configuration; a node without one has an empty

@@ -317,14 +317,24 @@ func (s *Service) connClosed(c *transport.Conn) {
 }
 
 // Undeliverable is the node.Config.Undeliverable of every node (the
-// forwarding service runs on all of them): channel data that reached this
-// node for an address nobody holds (a forwarder whose registrant has gone,
+// forwarding service runs on all of them): channel data, or a first
+// handshake message, that reached this node for an address nobody holds (a forwarder whose registrant has gone,
 // or a channel of this node's previous run) gets the unknown-channel notice,
 // so the sender's channel re-establishes at once. Rate-limited to 20 a
 // second; the notice is unauthenticated and can only make a channel fail,
 // which anyone on the path can do by dropping messages.
 func (s *Service) Undeliverable(m *routing.Message) {
-	if len(m.Payload) < wire.Overhead || wire.Type(m.Payload[0]) != wire.Data || len(m.Return) == 0 {
+	if len(m.Payload) == 0 || len(m.Return) == 0 {
+		return
+	}
+	switch typ := wire.Type(m.Payload[0]); {
+	case typ == wire.Data && len(m.Payload) >= wire.Overhead:
+	case typ == wire.Handshake1 && len(m.Payload) == wire.Handshake1Len:
+		// A first handshake message for a listener that is not there
+		// (its node stopping or starting, a relay name whose registrant
+		// left): the initiator retries at once instead of waiting out
+		// its handshake timeout.
+	default:
 		return
 	}
 	now := time.Now().UnixNano()

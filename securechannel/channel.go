@@ -326,6 +326,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	}
 	l := &link{done: make(chan struct{})}
 	got := make(chan *routing.Message, 1)
+	unknown := make(chan struct{}, 1)
 	confirmed := make(chan error, 1)
 	var established, confirmedOnce atomic.Bool
 	l.dec, err = c.mgr.n.RegisterRandom("", func(m *routing.Message) error {
@@ -340,6 +341,15 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 				confirmed <- nil
 			}
 			return err
+		}
+		if len(m.Payload) == wire.UnknownLen && wire.Type(m.Payload[0]) == wire.Unknown {
+			// The listener's address is not held (its node is stopping
+			// or starting, or a relay name has no registrant): fail now.
+			select {
+			case unknown <- struct{}{}:
+			default:
+			}
+			return nil
 		}
 		cp := &routing.Message{Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...)}
 		select {
@@ -361,6 +371,8 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	var msg2 *routing.Message
 	select {
 	case msg2 = <-got:
+	case <-unknown:
+		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
 	case <-ctx.Done():
 		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
 	}

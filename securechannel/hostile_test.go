@@ -630,7 +630,8 @@ func firstMessage(t *testing.T) []byte {
 // none, keep no state and start no goroutine, and still accept a real
 // channel afterwards (a leaked slot per message would have filled them all).
 func TestListenerRefusesGarbageHandshakes(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its subtests check for leaked goroutines, which
+	// would see the other tests' goroutines.
 	msg1 := firstMessage(t)
 	tests := []struct {
 		name string
@@ -697,7 +698,8 @@ func TestListenerRefusesGarbageHandshakes(t *testing.T) {
 // decryptor and slot is freed, a third message sent late opens nothing, and a
 // real channel is accepted.
 func TestHandshakeWithoutThirdMessageExpires(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it races HandshakeTimeout against filling every slot,
+	// which other tests' CPU use would slow.
 	// Long enough to fill every slot under -race before the first expires.
 	const timeout = 3 * time.Second
 	tp := newTopology(t, true, func(c *securechannel.Config) { c.HandshakeTimeout = timeout })
