@@ -332,7 +332,10 @@ func TestControlErrors(t *testing.T) {
 		call func() error
 		code int
 	}{
-		{"outlet without address", func() error { _, err := n.CreateOutlet(c, api.CreateOutlet{From: "/service/a/b", To: "x:1"}); return err }, 400},
+		{"outlet without address", func() error {
+			_, err := n.CreateOutlet(c, api.CreateOutlet{From: "/service/a/b", To: "x:1"})
+			return err
+		}, 400},
 		{"no such inlet", func() error { _, err := n.Inlet(c, "nope"); return err }, 404},
 		{"inlet name with a slash", func() error { _, err := n.Inlet(c, "a/b"); return err }, 404},
 		{"empty name", func() error { return n.DeleteInlet(c, "") }, 0},
