@@ -72,7 +72,7 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	start := &cobra.Command{
-		Use: "start NAME", Short: "Start a stopped node with everything it had (outlets, relays, channels, inlets)", Args: args("NAME"),
+		Use: "start NAME", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			h, err := e.home()
 			if err != nil {
