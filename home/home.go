@@ -243,11 +243,42 @@ func (h Home) ReadConfig(name string) (*NodeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c NodeConfig
+	var c struct {
+		NodeConfig
+		legacyConfig
+	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("node %s: corrupt configuration %s: %v", name, h.ConfigPath(name), err)
 	}
-	return &c, nil
+	c.Resources = append(c.Resources, c.legacyConfig.resources()...)
+	return &c.NodeConfig, nil
+}
+
+// legacyConfig is the configuration of nodes made before the registry: a
+// list per kind. ReadConfig turns it into resources; WriteConfig writes
+// only resources.
+type legacyConfig struct {
+	Outlets  []json.RawMessage `json:"outlets,omitempty"`
+	Relays   []json.RawMessage `json:"relays,omitempty"`
+	Channels []json.RawMessage `json:"channels,omitempty"`
+	Inlets   []json.RawMessage `json:"inlets,omitempty"`
+}
+
+func (l legacyConfig) resources() []Resource {
+	var out []Resource
+	add := func(kind, keyField string, specs []json.RawMessage) {
+		for _, s := range specs {
+			var m map[string]any
+			json.Unmarshal(s, &m)
+			key, _ := m[keyField].(string)
+			out = append(out, Resource{Kind: kind, Key: key, Spec: s})
+		}
+	}
+	add("outlet", "name", l.Outlets)
+	add("relay", "name", l.Relays)
+	add("channel", "address", l.Channels)
+	add("inlet", "name", l.Inlets)
+	return out
 }
 
 // WriteConfig writes a node's configuration atomically.
