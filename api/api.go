@@ -180,10 +180,10 @@ func NewClient(node, socketPath string) *Client {
 	return &Client{hc: &http.Client{Transport: tr}, node: node}
 }
 
-// Do sends a request with an optional JSON body and decodes the response
+// do sends a request with an optional JSON body and decodes the response
 // into out (which may be nil). The typed methods (routes.go) are built on
 // it; callers use those.
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)

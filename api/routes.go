@@ -196,9 +196,9 @@ func call[Req, Resp any](ctx context.Context, c *Client, e Endpoint[Req, Resp], 
 		in = req
 	}
 	if _, none := any(out).(None); none {
-		return out, c.Do(ctx, e.Method, p, in, nil)
+		return out, c.do(ctx, e.Method, p, in, nil)
 	}
-	return out, c.Do(ctx, e.Method, p, in, &out)
+	return out, c.do(ctx, e.Method, p, in, &out)
 }
 
 func (c *Client) Info(ctx context.Context) (NodeInfo, error) { return call(ctx, c, GetNode, None{}) }
