@@ -448,6 +448,9 @@ func (e *env) showNode(name string) error {
 	for _, r := range relays.Hosted {
 		fmt.Fprintf(e.stdout, "Hosting:    %s for %s\n", r.Address, r.Remote)
 	}
+	for _, r := range info.RestoreErrors {
+		fmt.Fprintf(e.stdout, "Not restored: %s (kept; tried again at the next start)\n", r)
+	}
 	return nil
 }
 
