@@ -32,6 +32,9 @@ type NodeInfo struct {
 	Identifier string   `json:"identifier,omitempty"` // full identifier
 	Services   []string `json:"services"`
 	Status     string   `json:"status"`
+	// RestoreErrors names what `node start` could not bring back (kept
+	// in the configuration, tried again at the next start).
+	RestoreErrors []string `json:"restore_errors,omitempty"`
 }
 
 // SendMessage asks a node to send a message and wait for the reply.
@@ -177,9 +180,10 @@ func NewClient(node, socketPath string) *Client {
 	return &Client{hc: &http.Client{Transport: tr}, node: node}
 }
 
-// Do sends a request with an optional JSON body and decodes the response
-// into out (which may be nil).
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+// do sends a request with an optional JSON body and decodes the response
+// into out (which may be nil). The typed methods (routes.go) are built on
+// it; callers use those.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -217,9 +221,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return &StatusError{Code: resp.StatusCode, Err: errors.New(e.Error)}
 		}
-		return fmt.Errorf("node %s: %s", c.node, strings.TrimSpace(resp.Status))
+		return &StatusError{Code: resp.StatusCode, Err: fmt.Errorf("node %s: %s", c.node, strings.TrimSpace(resp.Status))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {

@@ -22,7 +22,7 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"to":"/service/echo","payload":"hi"}`))
 	f.Add([]byte(`{"name":"x","at":"/ip4/127.0.0.1/tcp/1"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, v := range []any{&SendMessage{}, &CreateRelay{}, &CreateChannel{}, &CreateListener{}, &CreateInlet{}, &CreateOutlet{}} {
+		for _, v := range []any{&SendMessage{}, &CreateRelay{}, &CreateChannel{}, &CreateListener{}, &CreateInlet{}, &CreateOutlet{}, &CreateTun{}, &CreateMapping{}, &CreateSocks{}} {
 			DecodeBytes(b, v)
 		}
 	})

@@ -5,8 +5,9 @@
 //
 // It is a pure library: it does no I/O, starts no goroutines and keeps no
 // timers. The caller carries the messages it produces over any transport
-// (routes through a relay) and feeds the messages it receives back in. See
-// docs/PROTOCOL-channel.md for the wire format.
+// (routes through a relay) and feeds the messages it receives back in. The
+// wire format is docs/PROTOCOL.md section 4.2; its type bytes and sizes are
+// declared in package wire.
 //
 // Use:
 //

@@ -185,15 +185,16 @@ func (e *env) client(name string) (*api.Client, error) {
 	return api.NewClient(name, h.SocketPath(name)), nil
 }
 
-// call runs one control request against a node.
-func (e *env) call(name, method, path string, in, out any, wait time.Duration) error {
+// do runs f with a typed client of a running node and a context that
+// allows wait (what the request itself may wait on the network) plus 5 s.
+func (e *env) do(name string, wait time.Duration, f func(ctx context.Context, c *api.Client) error) error {
 	c, err := e.client(name)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait+5*time.Second)
 	defer cancel()
-	return c.Do(ctx, method, path, in, out)
+	return f(ctx, c)
 }
 
 // args returns a cobra.PositionalArgs that names what is missing.

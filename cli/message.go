@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -29,7 +30,10 @@ func (e *env) messageCmd() *cobra.Command {
 				return fmt.Errorf("missing --to ROUTE")
 			}
 			var reply api.MessageReply
-			if err := e.call(n, "POST", "/messages", api.SendMessage{To: to, Payload: a[0], Timeout: wait}, &reply, wait); err != nil {
+			if err := e.do(n, wait, func(ctx context.Context, c *api.Client) (err error) {
+				reply, err = c.Send(ctx, api.SendMessage{To: to, Payload: a[0], Timeout: wait})
+				return
+			}); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -71,7 +75,10 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 				return fmt.Errorf("missing --at ROUTE of the relay node (e.g. /node/relay)")
 			}
 			var info api.RelayInfo
-			if err := e.call(n, "POST", "/relays", api.CreateRelay{Name: name, At: at, Timeout: wait}, &info, wait); err != nil {
+			if err := e.do(n, wait, func(ctx context.Context, c *api.Client) (err error) {
+				info, err = c.CreateRelay(ctx, api.CreateRelay{Name: name, At: at, Timeout: wait})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(info.Address,
@@ -92,7 +99,7 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 				return err
 			}
 			var r api.Relays
-			if err := e.call(n, "GET", "/relays", nil, &r, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { r, err = c.Relays(ctx); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -123,7 +130,7 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/relays/"+a[0], nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteRelay(ctx, a[0]) })
 		},
 	}
 	del.Flags().StringVar(&delAt, "to", "", "node that registered the relay (/node/NAME)")

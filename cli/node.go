@@ -91,7 +91,7 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	start := &cobra.Command{
-		Use: "start NAME", Short: "Start a stopped node with everything it had (outlets, relays, channels, inlets)", Args: args("NAME"),
+		Use: "start NAME", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			h, err := e.home()
 			if err != nil {
@@ -312,8 +312,7 @@ func (e *env) waitReady(h home.Home, name string, exited <-chan error) (*api.Nod
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var info api.NodeInfo
-		err := cl.Do(ctx, "GET", "/node", nil, &info)
+		info, err := cl.Info(ctx)
 		cancel()
 		if err == nil {
 			return &info, nil
@@ -439,8 +438,8 @@ func (e *env) nodeInfo(h home.Home, name string) api.NodeInfo {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	var live api.NodeInfo
-	if err := api.NewClient(name, h.SocketPath(name)).Do(ctx, "GET", "/node", nil, &live); err != nil {
+	live, err := api.NewClient(name, h.SocketPath(name)).Info(ctx)
+	if err != nil {
 		info.Status = "not answering"
 		return info
 	}
@@ -458,7 +457,7 @@ func (e *env) showNode(name string) error {
 	info := e.nodeInfo(h, name)
 	var relays api.Relays
 	if info.Status == "running" {
-		e.call(name, "GET", "/relays", nil, &relays, 0)
+		e.do(name, 0, func(ctx context.Context, c *api.Client) (err error) { relays, err = c.Relays(ctx); return })
 	}
 	if e.output == "json" {
 		return e.printJSON(struct {
@@ -483,6 +482,9 @@ func (e *env) showNode(name string) error {
 	}
 	for _, r := range relays.Hosted {
 		fmt.Fprintf(e.stdout, "Hosting:    %s for %s\n", r.Address, r.Remote)
+	}
+	for _, r := range info.RestoreErrors {
+		fmt.Fprintf(e.stdout, "Not restored: %s (kept; tried again at the next start)\n", r)
 	}
 	return nil
 }
@@ -510,7 +512,7 @@ func (e *env) deleteNode(h home.Home, name string) error {
 // each with a deadline.
 func stopProcess(h home.Home, st *home.NodeState) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	api.NewClient(st.Name, h.SocketPath(st.Name)).Do(ctx, "POST", "/shutdown", nil, nil)
+	api.NewClient(st.Name, h.SocketPath(st.Name)).Shutdown(ctx)
 	cancel()
 	if waitExit(st, 5*time.Second) {
 		return nil

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -15,7 +16,14 @@ func (e *env) portalList(kind, at string) error {
 		return err
 	}
 	var out []api.PortalInfo
-	if err := e.call(n, "GET", "/tcp-"+kind+"s", nil, &out, 0); err != nil {
+	if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+		if kind == "inlet" {
+			out, err = c.Inlets(ctx)
+		} else {
+			out, err = c.Outlets(ctx)
+		}
+		return
+	}); err != nil {
 		return err
 	}
 	if e.output == "json" {
@@ -35,7 +43,14 @@ func (e *env) portalShow(kind, at, name string) error {
 		return err
 	}
 	var p api.PortalInfo
-	if err := e.call(n, "GET", "/tcp-"+kind+"s/"+name, nil, &p, 0); err != nil {
+	if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+		if kind == "inlet" {
+			p, err = c.Inlet(ctx, name)
+		} else {
+			p, err = c.Outlet(ctx, name)
+		}
+		return
+	}); err != nil {
 		return err
 	}
 	if e.output == "json" {
@@ -63,7 +78,12 @@ func (e *env) portalDelete(kind, at, name string) error {
 	if err != nil {
 		return err
 	}
-	return e.call(n, "DELETE", "/tcp-"+kind+"s/"+name, nil, nil, 0)
+	return e.do(n, 0, func(ctx context.Context, c *api.Client) error {
+		if kind == "inlet" {
+			return c.DeleteInlet(ctx, name)
+		}
+		return c.DeleteOutlet(ctx, name)
+	})
 }
 
 func (e *env) portalCmds(kind string, create *cobra.Command) *cobra.Command {
@@ -98,7 +118,10 @@ func (e *env) inletCmd() *cobra.Command {
 				return fmt.Errorf("missing --from HOST:PORT or --to ROUTE")
 			}
 			var p api.PortalInfo
-			if err := e.call(n, "POST", "/tcp-inlets", api.CreateInlet{Name: alias, From: from, To: to}, &p, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				p, err = c.CreateInlet(ctx, api.CreateInlet{Name: alias, From: from, To: to})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(p.From, fmt.Sprintf("TCP inlet %s on /node/%s: %s -> %s", p.Name, n, p.From, p.To), p)
@@ -130,7 +153,10 @@ func (e *env) outletCmd() *cobra.Command {
 			}
 			name := strings.TrimPrefix(from, "/service/")
 			var p api.PortalInfo
-			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack}, &p, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				p, err = c.CreateOutlet(ctx, api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(p.From, fmt.Sprintf("TCP outlet %s on /node/%s -> %s", p.From, n, p.To), p)

@@ -1,9 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,7 +41,10 @@ func (e *env) secureChannelCmd() *cobra.Command {
 				return fmt.Errorf("missing --to ROUTE of a secure channel listener (e.g. /node/NAME/service/api)")
 			}
 			var info api.ChannelInfo
-			if err := e.call(n, "POST", "/secure-channels", api.CreateChannel{To: to, Authorized: authorized, Timeout: wait}, &info, wait); err != nil {
+			if err := e.do(n, wait, func(ctx context.Context, c *api.Client) (err error) {
+				info, err = c.CreateChannel(ctx, api.CreateChannel{To: to, Authorized: authorized, Timeout: wait})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(info.Address,
@@ -63,7 +66,7 @@ func (e *env) secureChannelCmd() *cobra.Command {
 				return err
 			}
 			var out []api.ChannelInfo
-			if err := e.call(n, "GET", "/secure-channels", nil, &out, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { out, err = c.Channels(ctx); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -86,7 +89,7 @@ func (e *env) secureChannelCmd() *cobra.Command {
 				return err
 			}
 			var c api.ChannelInfo
-			if err := e.call(n, "GET", "/secure-channels/"+strings.TrimPrefix(a[0], "/service/"), nil, &c, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, cl *api.Client) (err error) { c, err = cl.Channel(ctx, a[0]); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -108,7 +111,7 @@ func (e *env) secureChannelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/secure-channels/"+strings.TrimPrefix(a[0], "/service/"), nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteChannel(ctx, a[0]) })
 		},
 	}
 	atFlag(del, &at)
@@ -136,7 +139,10 @@ func (e *env) listenerCmd() *cobra.Command {
 				return err
 			}
 			var l api.ListenerInfo
-			if err := e.call(n, "POST", "/secure-channel-listeners", api.CreateListener{Address: a[0], Authorized: authorized, TrustEveryone: everyone}, &l, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				l, err = c.CreateListener(ctx, api.CreateListener{Address: a[0], Authorized: authorized, TrustEveryone: everyone})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(l.Address, "Secure channel listener at "+l.Address+" on /node/"+n, l)
@@ -153,7 +159,7 @@ func (e *env) listenerCmd() *cobra.Command {
 				return err
 			}
 			var out []api.ListenerInfo
-			if err := e.call(n, "GET", "/secure-channel-listeners", nil, &out, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { out, err = c.Listeners(ctx); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -181,7 +187,7 @@ func (e *env) listenerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/secure-channel-listeners/"+strings.TrimPrefix(a[0], "/service/"), nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteListener(ctx, a[0]) })
 		},
 	}
 	atFlag(del, &at)

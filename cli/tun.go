@@ -1,8 +1,8 @@
 package cli
 
 import (
+	"context"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,7 +40,10 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				return err
 			}
 			var info api.TunInfo
-			if err := e.call(n, "POST", "/tun", api.CreateTun{Name: name, Prefix: prefix, MTU: mtu}, &info, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				info, err = c.CreateTun(ctx, api.CreateTun{Name: name, Prefix: prefix, MTU: mtu})
+				return
+			}); err != nil {
 				return err
 			}
 			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
@@ -59,7 +62,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/tun", nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteTun(ctx) })
 		},
 	}
 	atFlag(del, &at)
@@ -80,7 +83,10 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				return fmt.Errorf("missing --to ROUTE of an outlet, usually /service/<channel>/service/outlet")
 			}
 			var m api.Mapping
-			if err := e.call(n, "POST", "/tun/mappings", api.CreateMapping{To: to, IP: ip, Name: host}, &m, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				m, err = c.CreateMapping(ctx, api.CreateMapping{To: to, IP: ip, Name: host})
+				return
+			}); err != nil {
 				return err
 			}
 			human := fmt.Sprintf("Mapped %s", m.IP)
@@ -102,7 +108,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/tun/mappings/"+url.PathEscape(a[0]), nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteMapping(ctx, a[0]) })
 		},
 	}
 	atFlag(unmap, &at)
@@ -115,7 +121,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				return err
 			}
 			var info api.TunInfo
-			if err := e.call(n, "GET", "/tun", nil, &info, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { info, err = c.Tun(ctx); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -176,7 +182,10 @@ interface is needed for that).`,
 				return err
 			}
 			var info api.SocksInfo
-			if err := e.call(n, "POST", "/socks", api.CreateSocks{From: from, To: to}, &info, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				info, err = c.CreateSocks(ctx, api.CreateSocks{From: from, To: to})
+				return
+			}); err != nil {
 				return err
 			}
 			dest := info.To
@@ -198,7 +207,7 @@ interface is needed for that).`,
 				return err
 			}
 			var out []api.SocksInfo
-			if err := e.call(n, "GET", "/socks", nil, &out, 0); err != nil {
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { out, err = c.SocksListeners(ctx); return }); err != nil {
 				return err
 			}
 			if e.output == "json" {
@@ -227,7 +236,7 @@ interface is needed for that).`,
 			if err != nil {
 				return err
 			}
-			return e.call(n, "DELETE", "/socks/"+url.PathEscape(a[0]), nil, nil, 0)
+			return e.do(n, 0, func(ctx context.Context, c *api.Client) error { return c.DeleteSocks(ctx, a[0]) })
 		},
 	}
 	atFlag(del, &at)

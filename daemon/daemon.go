@@ -38,8 +38,8 @@ type Config struct {
 	Identity   string
 	Passphrase []byte
 	Logger     *slog.Logger
-	// Restore brings back what the node had before it stopped (its saved
-	// configuration: outlets, relays, channels, inlets).
+	// Restore brings back what the node had before it stopped: every
+	// resource of its saved configuration (registry.go).
 	Restore bool
 	// Settings are the node's own flags (routing, limits); with Restore,
 	// the saved ones are used. Saved with the configuration.
@@ -62,8 +62,9 @@ type Daemon struct {
 	mu   sync.Mutex
 	regs map[string]*relay.Registration
 
-	confMu sync.Mutex
-	conf   home.NodeConfig
+	confMu      sync.Mutex
+	conf        home.NodeConfig
+	restoreErrs []string // what Restore could not bring back
 
 	srv      *http.Server
 	ln       net.Listener
@@ -116,20 +117,22 @@ func Start(cfg Config) (_ *Daemon, err error) {
 			d.Close()
 		}
 	}()
-	d.addr, err = d.node.Listen(cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts, MaxNamesPerIdentity: set.MaxNamesPerIdentity}); err != nil {
 		return nil, err
 	}
+	d.tun = newTunState()
 	if err := d.startSecure(); err != nil {
 		return nil, err
 	}
 	if cfg.Restore {
-		if err := d.restore(saved); err != nil {
-			return nil, err
-		}
+		d.restore(saved)
+	}
+	// Listen once every service and restored resource is in place: a peer
+	// that reaches the new process finds what it had (its first handshake
+	// message is not lost to a listener not yet registered).
+	d.addr, err = d.node.Listen(cfg.Listen)
+	if err != nil {
+		return nil, err
 	}
 	d.conf.Listen, d.conf.Identity = d.addr.String(), d.cfg.Identity
 	if err := cfg.Home.WriteConfig(cfg.Name, &d.conf); err != nil {

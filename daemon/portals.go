@@ -1,13 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/ockam-go/ockam/api"
-	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/portal"
 )
@@ -42,87 +41,95 @@ func outletInfo(o *portal.Outlet) api.PortalInfo {
 	return api.PortalInfo{Name: o.Name(), Kind: "outlet", From: "/service/" + o.Address(), To: o.Target(), Allow: o.Allow(), Flows: flowInfos(o.Flows()), Total: o.Total(), LastError: o.LastError()}
 }
 
-func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
-	d.handle(mux, "POST "+v+"/tcp-inlets", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateInlet](r)
-		if err != nil {
-			return nil, err
-		}
-		route, err := d.resolve(req.To)
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		in, err := d.portals.CreateInlet(req.Name, req.From, route)
-		if err != nil {
-			return nil, conflict(err)
-		}
-		d.record(func(c *home.NodeConfig) {
-			c.Inlets = append(c.Inlets, raw(api.CreateInlet{Name: in.Name(), From: in.Addr().String(), To: route.String()}))
-		})
-		return inletInfo(in), nil
-	})
-	d.handle(mux, "GET "+v+"/tcp-inlets", func(r *http.Request) (any, error) {
-		out := []api.PortalInfo{}
-		for _, in := range d.portals.Inlets() {
-			out = append(out, inletInfo(in))
-		}
-		return out, nil
-	})
-	d.handle(mux, "GET "+v+"/tcp-inlets/{name}", func(r *http.Request) (any, error) {
-		in := d.portals.Inlet(r.PathValue("name"))
-		if in == nil {
-			return nil, notFound(fmt.Errorf("no tcp inlet named %s", r.PathValue("name")))
-		}
-		return inletInfo(in), nil
-	})
-	d.handle(mux, "DELETE "+v+"/tcp-inlets/{name}", func(r *http.Request) (any, error) {
-		name := r.PathValue("name")
-		if err := d.portals.DeleteInlet(name); err != nil {
-			return nil, notFound(err)
-		}
-		d.record(func(c *home.NodeConfig) {
-			c.Inlets = without(c.Inlets, name, func(r api.CreateInlet) string { return r.Name })
-		})
-		return nil, nil
-	})
-	d.handle(mux, "POST "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateOutlet](r)
-		if err != nil {
-			return nil, err
-		}
-		o, err := d.createOutlet(req)
-		if err != nil {
-			return nil, err
-		}
-		d.record(func(c *home.NodeConfig) {
-			c.Outlets = append(c.Outlets, raw(req))
-		})
-		return outletInfo(o), nil
-	})
-	d.handle(mux, "GET "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
-		out := []api.PortalInfo{}
-		for _, o := range d.portals.Outlets() {
-			out = append(out, outletInfo(o))
-		}
-		return out, nil
-	})
-	d.handle(mux, "GET "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
-		o := d.portals.Outlet(r.PathValue("name"))
-		if o == nil {
-			return nil, notFound(fmt.Errorf("no tcp outlet named %s", r.PathValue("name")))
-		}
-		return outletInfo(o), nil
-	})
-	d.handle(mux, "DELETE "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
-		name := r.PathValue("name")
-		if err := d.portals.DeleteOutlet(name); err != nil {
-			return nil, notFound(err)
-		}
-		d.record(func(c *home.NodeConfig) {
-			c.Outlets = without(c.Outlets, name, func(r api.CreateOutlet) string { return r.Name })
-		})
-		return nil, nil
-	})
+// createInlet validates a request and starts the inlet.
+func (d *Daemon) createInlet(req api.CreateInlet) (*portal.Inlet, error) {
+	route, err := d.resolve(req.To)
+	if err != nil {
+		return nil, badRequest(err)
+	}
+	in, err := d.portals.CreateInlet(req.Name, req.From, route)
+	if err != nil {
+		return nil, conflict(err)
+	}
+	return in, nil
+}
+
+// CreateInlet listens on a TCP address and carries each connection to an
+// outlet; it records the inlet with the address it got and the resolved
+// route.
+func (d *Daemon) CreateInlet(_ context.Context, req api.CreateInlet) (api.PortalInfo, error) {
+	in, err := d.createInlet(req)
+	if err != nil {
+		return api.PortalInfo{}, err
+	}
+	d.remember(kindInlet, in.Name(), api.CreateInlet{Name: in.Name(), From: in.Addr().String(), To: in.Route()})
+	return inletInfo(in), nil
+}
+
+// Inlets lists the inlets.
+func (d *Daemon) Inlets(context.Context) ([]api.PortalInfo, error) {
+	out := []api.PortalInfo{}
+	for _, in := range d.portals.Inlets() {
+		out = append(out, inletInfo(in))
+	}
+	return out, nil
+}
+
+// Inlet describes one inlet.
+func (d *Daemon) Inlet(_ context.Context, name string) (api.PortalInfo, error) {
+	in := d.portals.Inlet(name)
+	if in == nil {
+		return api.PortalInfo{}, notFound(fmt.Errorf("no tcp inlet named %s", name))
+	}
+	return inletInfo(in), nil
+}
+
+// DeleteInlet closes an inlet and its flows.
+func (d *Daemon) DeleteInlet(_ context.Context, name string) error {
+	if err := d.portals.DeleteInlet(name); err != nil {
+		return notFound(err)
+	}
+	d.forget(kindInlet, name)
+	return nil
+}
+
+// CreateOutlet connects flows arriving at an address to a TCP target, and
+// records it.
+func (d *Daemon) CreateOutlet(_ context.Context, req api.CreateOutlet) (api.PortalInfo, error) {
+	o, err := d.createOutlet(req)
+	if err != nil {
+		return api.PortalInfo{}, err
+	}
+	req.Name = o.Name()
+	d.remember(kindOutlet, o.Name(), req)
+	return outletInfo(o), nil
+}
+
+// Outlets lists the outlets.
+func (d *Daemon) Outlets(context.Context) ([]api.PortalInfo, error) {
+	out := []api.PortalInfo{}
+	for _, o := range d.portals.Outlets() {
+		out = append(out, outletInfo(o))
+	}
+	return out, nil
+}
+
+// Outlet describes one outlet.
+func (d *Daemon) Outlet(_ context.Context, name string) (api.PortalInfo, error) {
+	o := d.portals.Outlet(name)
+	if o == nil {
+		return api.PortalInfo{}, notFound(fmt.Errorf("no tcp outlet named %s", name))
+	}
+	return outletInfo(o), nil
+}
+
+// DeleteOutlet closes an outlet and its flows.
+func (d *Daemon) DeleteOutlet(_ context.Context, name string) error {
+	if err := d.portals.DeleteOutlet(name); err != nil {
+		return notFound(err)
+	}
+	d.forget(kindOutlet, name)
+	return nil
 }
 
 // createOutlet validates a request and creates the outlet.

@@ -3,12 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/ockam-go/ockam/api"
-	"github.com/ockam-go/ockam/home"
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/routing"
@@ -110,94 +108,106 @@ func channelAddr(s string) string {
 	return strings.TrimPrefix(s, "/service/")
 }
 
-func (d *Daemon) secureRoutes(mux *http.ServeMux, v string) {
-	d.handle(mux, "POST "+v+"/secure-channels", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateChannel](r)
-		if err != nil {
-			return nil, err
-		}
-		route, err := d.resolve(req.To)
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		ids, err := parseIDs(req.Authorized)
-		if err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout(req.Timeout))
-		defer cancel()
-		c, err := d.sc.Create(ctx, route, ids)
-		if err != nil {
-			return nil, err
-		}
-		d.record(func(cf *home.NodeConfig) {
-			cf.Channels = append(cf.Channels, home.ChannelConfig{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
-		})
-		return channelInfo(c), nil
-	})
-	d.handle(mux, "GET "+v+"/secure-channels", func(r *http.Request) (any, error) {
-		out := []api.ChannelInfo{}
-		for _, c := range d.sc.Channels() {
-			out = append(out, channelInfo(c))
-		}
-		return out, nil
-	})
-	d.handle(mux, "GET "+v+"/secure-channels/{addr}", func(r *http.Request) (any, error) {
-		c := d.sc.Channel(channelAddr(r.PathValue("addr")))
-		if c == nil {
-			return nil, notFound(fmt.Errorf("no secure channel at /service/%s", r.PathValue("addr")))
-		}
-		return channelInfo(c), nil
-	})
-	d.handle(mux, "DELETE "+v+"/secure-channels/{addr}", func(r *http.Request) (any, error) {
-		c := d.sc.Channel(channelAddr(r.PathValue("addr")))
-		if c == nil {
-			return nil, notFound(fmt.Errorf("no secure channel at /service/%s", r.PathValue("addr")))
-		}
-		c.Close()
-		d.record(func(cf *home.NodeConfig) {
-			var keep []home.ChannelConfig
-			for _, ch := range cf.Channels {
-				if ch.Address != c.Address() {
-					keep = append(keep, ch)
-				}
-			}
-			cf.Channels = keep
-		})
-		return nil, nil
-	})
-	d.handle(mux, "POST "+v+"/secure-channel-listeners", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateListener](r)
-		if err != nil {
-			return nil, err
-		}
-		addr := channelAddr(req.Address)
-		if addr == "" || strings.Contains(addr, "/") {
-			return nil, badRequest(fmt.Errorf("listener address %q: want NAME or /service/NAME", req.Address))
-		}
-		ids, err := parseIDs(req.Authorized)
-		if err != nil {
-			return nil, err
-		}
-		l, err := d.sc.Listen(addr, ids, req.TrustEveryone)
-		if err != nil {
-			return nil, conflict(err)
-		}
-		return listenerInfo(l), nil
-	})
-	d.handle(mux, "GET "+v+"/secure-channel-listeners", func(r *http.Request) (any, error) {
-		out := []api.ListenerInfo{}
-		for _, l := range d.sc.Listeners() {
-			out = append(out, listenerInfo(l))
-		}
-		return out, nil
-	})
-	d.handle(mux, "DELETE "+v+"/secure-channel-listeners/{addr}", func(r *http.Request) (any, error) {
-		if err := d.sc.DeleteListener(channelAddr(r.PathValue("addr"))); err != nil {
-			return nil, notFound(err)
-		}
-		return nil, nil
-	})
+// CreateChannel opens a secure channel to a listener and records it.
+func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.ChannelInfo, error) {
+	route, err := d.resolve(req.To)
+	if err != nil {
+		return api.ChannelInfo{}, badRequest(err)
+	}
+	ids, err := parseIDs(req.Authorized)
+	if err != nil {
+		return api.ChannelInfo{}, err
+	}
+	ctx, cancel := withTimeout(ctx, req.Timeout)
+	defer cancel()
+	c, err := d.sc.Create(ctx, route, ids)
+	if err != nil {
+		return api.ChannelInfo{}, err
+	}
+	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
+	return channelInfo(c), nil
+}
+
+// Channels lists the secure channels.
+func (d *Daemon) Channels(context.Context) ([]api.ChannelInfo, error) {
+	out := []api.ChannelInfo{}
+	for _, c := range d.sc.Channels() {
+		out = append(out, channelInfo(c))
+	}
+	return out, nil
+}
+
+func (d *Daemon) channel(addr string) (*securechannel.Channel, error) {
+	c := d.sc.Channel(channelAddr(addr))
+	if c == nil {
+		return nil, notFound(fmt.Errorf("no secure channel at /service/%s", channelAddr(addr)))
+	}
+	return c, nil
+}
+
+// Channel describes one secure channel.
+func (d *Daemon) Channel(_ context.Context, addr string) (api.ChannelInfo, error) {
+	c, err := d.channel(addr)
+	if err != nil {
+		return api.ChannelInfo{}, err
+	}
+	return channelInfo(c), nil
+}
+
+// DeleteChannel closes a secure channel, telling the peer.
+func (d *Daemon) DeleteChannel(_ context.Context, addr string) error {
+	c, err := d.channel(addr)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	d.forget(kindChannel, c.Address())
+	return nil
+}
+
+// createListener validates a request and starts the listener.
+func (d *Daemon) createListener(req api.CreateListener) (*securechannel.Listener, error) {
+	addr := channelAddr(req.Address)
+	if addr == "" || strings.Contains(addr, "/") {
+		return nil, badRequest(fmt.Errorf("listener address %q: want NAME or /service/NAME", req.Address))
+	}
+	ids, err := parseIDs(req.Authorized)
+	if err != nil {
+		return nil, err
+	}
+	l, err := d.sc.Listen(addr, ids, req.TrustEveryone)
+	if err != nil {
+		return nil, conflict(err)
+	}
+	return l, nil
+}
+
+// CreateListener accepts secure channels at an address, and records it.
+func (d *Daemon) CreateListener(_ context.Context, req api.CreateListener) (api.ListenerInfo, error) {
+	l, err := d.createListener(req)
+	if err != nil {
+		return api.ListenerInfo{}, err
+	}
+	d.remember(kindListener, l.Address(), api.CreateListener{Address: l.Address(), Authorized: req.Authorized, TrustEveryone: req.TrustEveryone})
+	return listenerInfo(l), nil
+}
+
+// Listeners lists the secure channel listeners.
+func (d *Daemon) Listeners(context.Context) ([]api.ListenerInfo, error) {
+	out := []api.ListenerInfo{}
+	for _, l := range d.sc.Listeners() {
+		out = append(out, listenerInfo(l))
+	}
+	return out, nil
+}
+
+// DeleteListener stops a listener; channels it accepted live on.
+func (d *Daemon) DeleteListener(_ context.Context, addr string) error {
+	if err := d.sc.DeleteListener(channelAddr(addr)); err != nil {
+		return notFound(err)
+	}
+	d.forget(kindListener, channelAddr(addr))
+	return nil
 }
 
 func listenerInfo(l *securechannel.Listener) api.ListenerInfo {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -648,53 +647,6 @@ func (d *Daemon) deleteSocks(from string) error {
 	}
 	d.closeSocks(l)
 	return nil
-}
-
-func (d *Daemon) tunRoutes(mux *http.ServeMux, v string) {
-	d.tun = newTunState()
-	d.handle(mux, "POST "+v+"/tun", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateTun](r)
-		if err != nil {
-			return nil, err
-		}
-		return d.createTun(req)
-	})
-	d.handle(mux, "GET "+v+"/tun", func(r *http.Request) (any, error) { return d.tunInfo(), nil })
-	d.handle(mux, "DELETE "+v+"/tun", func(r *http.Request) (any, error) { return nil, d.deleteTun() })
-	d.handle(mux, "POST "+v+"/tun/mappings", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateMapping](r)
-		if err != nil {
-			return nil, err
-		}
-		return d.createMapping(req)
-	})
-	d.handle(mux, "DELETE "+v+"/tun/mappings/{key}", func(r *http.Request) (any, error) {
-		return nil, d.deleteMapping(r.PathValue("key"))
-	})
-	d.handle(mux, "POST "+v+"/socks", func(r *http.Request) (any, error) {
-		req, err := decode[api.CreateSocks](r)
-		if err != nil {
-			return nil, err
-		}
-		return d.createSocks(req)
-	})
-	d.handle(mux, "GET "+v+"/socks", func(r *http.Request) (any, error) {
-		d.tun.mu.Lock()
-		ls := make([]*socksListener, 0, len(d.tun.socks))
-		for _, l := range d.tun.socks {
-			ls = append(ls, l)
-		}
-		d.tun.mu.Unlock()
-		sort.Slice(ls, func(i, j int) bool { return ls[i].from < ls[j].from })
-		out := []api.SocksInfo{}
-		for _, l := range ls {
-			out = append(out, d.socksInfo(l))
-		}
-		return out, nil
-	})
-	d.handle(mux, "DELETE "+v+"/socks/{from}", func(r *http.Request) (any, error) {
-		return nil, d.deleteSocks(r.PathValue("from"))
-	})
 }
 
 // stopTun ends every SOCKS listener and the interface with their flows.

@@ -220,23 +220,21 @@ func (h Home) ConfigPath(name string) string {
 	return filepath.Join(h.NodeDir(name), "config.json")
 }
 
-// ChannelConfig is a secure channel a node opened.
-type ChannelConfig struct {
-	Address    string   `json:"address"`
-	To         string   `json:"to"`
-	Authorized []string `json:"authorized,omitempty"`
+// Resource is one thing a node was asked to create, as the node's registry
+// records it: its kind ("outlet", "inlet", "tun", ...), its key within the
+// kind (a name, an address), and the request that recreates it (JSON, a
+// control API request type of that kind).
+type Resource struct {
+	Kind string          `json:"kind"`
+	Key  string          `json:"key"`
+	Spec json.RawMessage `json:"spec"`
 }
 
 // NodeConfig is everything a node was asked to create, replayed at start.
-// Its element types are the control API's requests, stored as JSON.
 type NodeConfig struct {
-	Listen   string            `json:"listen"`
-	Identity string            `json:"identity"`
-	Outlets  []json.RawMessage `json:"outlets,omitempty"`
-	Relays   []json.RawMessage `json:"relays,omitempty"`
-	Channels []ChannelConfig   `json:"channels,omitempty"`
-	Inlets   []json.RawMessage `json:"inlets,omitempty"`
-	Extra    []json.RawMessage `json:"extra,omitempty"` // TUN mappings and the like
+	Listen    string     `json:"listen"`
+	Identity  string     `json:"identity"`
+	Resources []Resource `json:"resources,omitempty"`
 	// Settings are the node's own flags, given to node create and kept
 	// for node start.
 	Settings NodeSettings `json:"settings,omitzero"`
@@ -273,11 +271,42 @@ func (h Home) ReadConfig(name string) (*NodeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c NodeConfig
+	var c struct {
+		NodeConfig
+		legacyConfig
+	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("node %s: corrupt configuration %s: %v", name, h.ConfigPath(name), err)
 	}
-	return &c, nil
+	c.Resources = append(c.Resources, c.legacyConfig.resources()...)
+	return &c.NodeConfig, nil
+}
+
+// legacyConfig is the configuration of nodes made before the registry: a
+// list per kind. ReadConfig turns it into resources; WriteConfig writes
+// only resources.
+type legacyConfig struct {
+	Outlets  []json.RawMessage `json:"outlets,omitempty"`
+	Relays   []json.RawMessage `json:"relays,omitempty"`
+	Channels []json.RawMessage `json:"channels,omitempty"`
+	Inlets   []json.RawMessage `json:"inlets,omitempty"`
+}
+
+func (l legacyConfig) resources() []Resource {
+	var out []Resource
+	add := func(kind, keyField string, specs []json.RawMessage) {
+		for _, s := range specs {
+			var m map[string]any
+			json.Unmarshal(s, &m)
+			key, _ := m[keyField].(string)
+			out = append(out, Resource{Kind: kind, Key: key, Spec: s})
+		}
+	}
+	add("outlet", "name", l.Outlets)
+	add("relay", "name", l.Relays)
+	add("channel", "address", l.Channels)
+	add("inlet", "name", l.Inlets)
+	return out
 }
 
 // WriteConfig writes a node's configuration atomically.

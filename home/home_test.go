@@ -109,3 +109,36 @@ func TestPrivateDir(t *testing.T) {
 		t.Fatalf("new directory mode %v, want 0700", fi.Mode().Perm())
 	}
 }
+
+// A configuration written before the registry (a list per kind) is read as
+// resources, so `node start` after an upgrade brings everything back.
+func TestReadLegacyConfig(t *testing.T) {
+	t.Parallel()
+	h := Home{Dir: t.TempDir()}
+	legacy := `{"listen":"127.0.0.1:4000","identity":"n",
+	 "outlets":[{"name":"o","from":"/service/outlet","to":"127.0.0.1:5000"}],
+	 "relays":[{"name":"r","at":"/ip4/127.0.0.1/tcp/1"}],
+	 "channels":[{"address":"abc","to":"/ip4/127.0.0.1/tcp/1/service/api"}],
+	 "inlets":[{"name":"i","from":"127.0.0.1:6000","to":"/service/abc/service/outlet"}]}`
+	if err := WriteFileAtomic(h.ConfigPath("n"), []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.ReadConfig("n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range c.Resources {
+		got = append(got, r.Kind+":"+r.Key)
+	}
+	if strings.Join(got, " ") != "outlet:o relay:r channel:abc inlet:i" || c.Listen != "127.0.0.1:4000" {
+		t.Fatalf("resources %v, listen %q", got, c.Listen)
+	}
+	if err := h.WriteConfig("n", c); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := h.ReadConfig("n")
+	if len(again.Resources) != 4 {
+		t.Fatalf("after rewriting: %+v", again.Resources)
+	}
+}

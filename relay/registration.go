@@ -16,21 +16,56 @@ import (
 	"github.com/ockam-go/ockam/routing"
 )
 
-// Timings of a registration. Variables so tests can shorten them.
-var (
-	// PingInterval is how often a registrant checks its relay.
-	PingInterval = 5 * time.Second
-	// RequestTimeout bounds one register or ping request.
-	RequestTimeout = 5 * time.Second
-	// MaxMissedPings in a row declare the path lost: about 25 s, enough
-	// to ride out a 10 s blackhole and TCP's backoff after it. A relay
-	// that restarts is noticed at once anyway: its connection closes.
-	MaxMissedPings = 5
-	// BackoffMin and BackoffMax bound the delay between attempts to
-	// register again; it doubles after each failure, with jitter.
-	BackoffMin = 100 * time.Millisecond
-	BackoffMax = 5 * time.Second
+// Default timings of a registration; RegistrationConfig fields of zero
+// take them.
+const (
+	// DefaultPingInterval is how often a registrant checks its relay.
+	DefaultPingInterval = 5 * time.Second
+	// DefaultRequestTimeout bounds one register or ping request.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultMaxMissedPings in a row declare the path lost: about 25 s,
+	// enough to ride out a 10 s blackhole and TCP's backoff after it. A
+	// relay that restarts is noticed at once anyway: its connection
+	// closes.
+	DefaultMaxMissedPings = 5
+	// DefaultBackoffMin and DefaultBackoffMax bound the delay between
+	// attempts to register again; it doubles after each failure, with
+	// jitter.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
 )
+
+// RegistrationConfig configures a Registration. The package does not
+// modify it; zero fields take the defaults above.
+type RegistrationConfig struct {
+	Logger                 *slog.Logger
+	PingInterval           time.Duration
+	RequestTimeout         time.Duration
+	MaxMissedPings         int
+	BackoffMin, BackoffMax time.Duration
+}
+
+func (c RegistrationConfig) withDefaults() RegistrationConfig {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.PingInterval, DefaultPingInterval)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.BackoffMin, DefaultBackoffMin)
+	def(&c.BackoffMax, DefaultBackoffMax)
+	if c.MaxMissedPings <= 0 {
+		c.MaxMissedPings = DefaultMaxMissedPings
+	}
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
 
 // Status is a snapshot of a registration.
 type Status struct {
@@ -49,6 +84,7 @@ type Status struct {
 type Registration struct {
 	n    *node.Node
 	log  *slog.Logger
+	cfg  RegistrationConfig
 	at   routing.Route
 	name string
 	me   *identity.Secret
@@ -63,20 +99,24 @@ type Registration struct {
 
 // Register starts keeping name registered at the relay reached by at (a
 // route to the relay node, e.g. its TCP address). It returns at once; use
-// WaitReady to wait for the first registration.
+// WaitReady to wait for the first registration. It is RegisterConfig with
+// default timings.
 func Register(n *node.Node, at routing.Route, name string, me *identity.Secret, log *slog.Logger) (*Registration, error) {
+	return RegisterConfig(n, at, name, me, RegistrationConfig{Logger: log})
+}
+
+// RegisterConfig is Register with the timings of cfg.
+func RegisterConfig(n *node.Node, at routing.Route, name string, me *identity.Secret, cfg RegistrationConfig) (*Registration, error) {
 	if me == nil {
 		return nil, errors.New("relay: a registrant needs an identity")
 	}
 	if !validName.MatchString(name) {
 		return nil, fmt.Errorf("relay: invalid name %q (want 1-64 of A-Z a-z 0-9 _ . -)", name)
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registration{
-		n: n, log: log.With("relay", name), at: at.Clone(), name: name, me: me,
+		n: n, log: cfg.Logger.With("relay", name), cfg: cfg, at: at.Clone(), name: name, me: me,
 		cancel: cancel, done: make(chan struct{}), ready: make(chan struct{}),
 		status: Status{Name: name, At: at.String()},
 	}
@@ -121,7 +161,7 @@ func (r *Registration) setStatus(f func(*Status)) {
 
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.done)
-	backoff := BackoffMin
+	backoff := r.cfg.BackoffMin
 	var readyOnce sync.Once
 	for {
 		conn, addr, err := r.register(ctx)
@@ -132,7 +172,7 @@ func (r *Registration) run(ctx context.Context) {
 			r.setStatus(func(s *Status) { s.Connected = false; s.LastError = err.Error(); s.Attempts++ })
 			wait := jitter(backoff)
 			r.log.Info("relay registration failed", "err", err, "retry_in", wait.Round(time.Millisecond))
-			backoff = min(2*backoff, BackoffMax)
+			backoff = min(2*backoff, r.cfg.BackoffMax)
 			select {
 			case <-time.After(wait):
 				continue
@@ -140,7 +180,7 @@ func (r *Registration) run(ctx context.Context) {
 				return
 			}
 		}
-		backoff = BackoffMin
+		backoff = r.cfg.BackoffMin
 		r.setStatus(func(s *Status) {
 			s.Connected, s.LastError, s.Address, s.Since = true, "", addr.String(), time.Now().UTC()
 			s.Attempts++
@@ -156,7 +196,7 @@ func (r *Registration) run(ctx context.Context) {
 		// A short jittered pause even after a healthy period, so that many
 		// registrants of a restarted relay do not all come back at once.
 		select {
-		case <-time.After(jitter(BackoffMin)):
+		case <-time.After(jitter(r.cfg.BackoffMin)):
 		case <-ctx.Done():
 			return
 		}
@@ -166,7 +206,7 @@ func (r *Registration) run(ctx context.Context) {
 func (r *Registration) request(ctx context.Context, req Request) (*routing.Message, Response, error) {
 	var resp Response
 	b, _ := cbor.Marshal(req)
-	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	m, err := r.n.Request(ctx, r.at.Join(routing.Route{routing.LocalAddr(ServiceAddress)}), b)
 	if err != nil {
@@ -207,9 +247,9 @@ func (r *Registration) register(ctx context.Context) (node.Link, routing.Route, 
 }
 
 // watch returns when the registration is lost: the connection closed, or
-// MaxMissedPings pings in a row went unanswered.
+// cfg.MaxMissedPings pings in a row went unanswered.
 func (r *Registration) watch(ctx context.Context, conn node.Link) error {
-	t := time.NewTicker(PingInterval)
+	t := time.NewTicker(r.cfg.PingInterval)
 	defer t.Stop()
 	misses := 0
 	for {
@@ -225,7 +265,7 @@ func (r *Registration) watch(ctx context.Context, conn node.Link) error {
 				continue
 			}
 			misses++
-			if misses >= MaxMissedPings {
+			if misses >= r.cfg.MaxMissedPings {
 				conn.Close()
 				return fmt.Errorf("relay: %d pings unanswered: %w", misses, err)
 			}

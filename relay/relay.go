@@ -25,6 +25,7 @@ import (
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/wire"
 )
 
 // ServiceAddress is where a node's forwarding service listens.
@@ -35,7 +36,7 @@ const Prefix = "forward_to_"
 
 // MaxRequestSize bounds a request to the forwarding service (it carries the
 // registrant's identity, at most identity.MaxIdentityBytes).
-const MaxRequestSize = 8 << 10
+const MaxRequestSize = wire.MaxRelayRequest
 
 // SignContext is the purpose under which a registrant signs
 // challenge || name with its identity key.
@@ -62,7 +63,7 @@ type Response struct {
 }
 
 // ChallengeSize is the size of a registration challenge.
-const ChallengeSize = 32
+const ChallengeSize = wire.ChallengeLen
 
 var decMode, _ = cbor.DecOptions{
 	MaxNestedLevels:   4,
@@ -345,27 +346,25 @@ func (s *Service) connClosed(id string) {
 	}
 }
 
-// Channel message bytes the relay needs to know, without linking the
-// channel package (securechannel's tests check that they agree).
-const (
-	// ChannelData is the first byte of a secure channel data message.
-	ChannelData = 4
-	// ChannelDataMin is the size of the smallest one (header and tag).
-	ChannelDataMin = 25
-	// UnknownChannelNotice is what a node answers to channel data for a
-	// channel it does not have.
-	UnknownChannelNotice = 0x11
-)
-
 // Undeliverable is the node.Config.Undeliverable of every node (the
-// forwarding service runs on all of them): channel data that reached this
-// node for an address nobody holds (a forwarder whose registrant has gone,
+// forwarding service runs on all of them): channel data, or a first
+// handshake message, that reached this node for an address nobody holds (a forwarder whose registrant has gone,
 // or a channel of this node's previous run) gets the unknown-channel notice,
 // so the sender's channel re-establishes at once. Rate-limited to 20 a
 // second; the notice is unauthenticated and can only make a channel fail,
 // which anyone on the path can do by dropping messages.
 func (s *Service) Undeliverable(m *routing.Message) {
-	if len(m.Payload) < ChannelDataMin || m.Payload[0] != ChannelData || len(m.Return) == 0 {
+	if len(m.Payload) == 0 || len(m.Return) == 0 {
+		return
+	}
+	switch typ := wire.Type(m.Payload[0]); {
+	case typ == wire.Data && len(m.Payload) >= wire.Overhead:
+	case typ == wire.Handshake1 && len(m.Payload) == wire.Handshake1Len:
+		// A first handshake message for a listener that is not there
+		// (its node stopping or starting, a relay name whose registrant
+		// left): the initiator retries at once instead of waiting out
+		// its handshake timeout.
+	default:
 		return
 	}
 	now := time.Now().UnixNano()
@@ -373,5 +372,5 @@ func (s *Service) Undeliverable(m *routing.Message) {
 	if now-last < int64(time.Second)/20 || !s.lastNotice.CompareAndSwap(last, now) {
 		return
 	}
-	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{UnknownChannelNotice}})
+	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{byte(wire.Unknown)}})
 }

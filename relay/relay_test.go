@@ -174,9 +174,6 @@ func TestForwardThroughRelay(t *testing.T) {
 
 func TestReRegisterAfterRelayRestart(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	oldMin := relay.BackoffMin
-	relay.BackoffMin = 50 * time.Millisecond
-	defer func() { relay.BackoffMin = oldMin }()
 
 	rn, raddr := newNode(t, "127.0.0.1:0")
 	if _, err := relay.NewService(rn, relay.Config{}); err != nil {
@@ -184,7 +181,7 @@ func TestReRegisterAfterRelayRestart(t *testing.T) {
 	}
 	b, _ := newNode(t, "")
 	a, _ := newNode(t, "")
-	reg, _ := relay.Register(b, routing.Route{routing.TCPAddr(raddr)}, "b", newID(t), nil)
+	reg, _ := relay.RegisterConfig(b, routing.Route{routing.TCPAddr(raddr)}, "b", newID(t), relay.RegistrationConfig{BackoffMin: 50 * time.Millisecond})
 	defer reg.Close()
 	waitRegistered(t, reg)
 

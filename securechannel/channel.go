@@ -14,6 +14,7 @@ import (
 	"github.com/ockam-go/ockam/identity"
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/wire"
 )
 
 // Channel is one end of a secure channel. Local workers send to its address;
@@ -37,6 +38,7 @@ type Channel struct {
 	received atomic.Uint64
 	rejected atomic.Uint64
 	stop     chan struct{}
+	kick     chan struct{} // cap 1: a link went down, maintain acts now
 }
 
 // link is one established session of a channel.
@@ -171,6 +173,10 @@ func (c *Channel) linkDown(l *link, reason error) {
 	if !closed {
 		c.mgr.log.Warn("secure channel down", "channel", c.addr, "role", c.role, "reason", reason)
 	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 	if c.role == "responder" {
 		// A responder cannot re-establish: the initiator does.
 		c.Close()
@@ -251,7 +257,7 @@ func (c *Channel) encrypt(m *routing.Message) error {
 // place, in the transport's buffer) and routes what it carried.
 func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	msg := m.Payload
-	if len(msg) == 1 && msg[0] == unknownType {
+	if len(msg) == wire.UnknownLen && wire.Type(msg[0]) == wire.Unknown {
 		if c.role == "initiator" {
 			c.linkDown(l, errors.New("the peer does not know this channel (its node restarted)"))
 		}
@@ -271,10 +277,13 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	pt, err := l.sess.Open(msg[channel.HeaderLen:channel.HeaderLen], msg)
 	if err != nil {
 		if errors.Is(err, net.ErrClosed) {
+			// The peer closed this session: it is stopping, or it
+			// dropped its end. The initiator owns the channel and
+			// re-establishes it (with backoff) until it is itself
+			// closed, so a peer node that stops and starts again
+			// (`ockam node stop; ockam node start`) heals, as a crash
+			// does; a responder ends (linkDown).
 			c.linkDown(l, errors.New("closed by peer"))
-			if c.role == "initiator" {
-				c.Close()
-			}
 			return nil
 		}
 		c.rejected.Add(1)
@@ -303,9 +312,10 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	return c.mgr.n.Send(context.Background(), &inner)
 }
 
-// handshake runs the initiator's side of one handshake through c.route.
-func (c *Channel) handshake(ctx context.Context) (*link, error) {
-	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+// handshake runs the initiator's side of one handshake through c.route,
+// waiting at most timeout for each answer.
+func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hs, err := channel.NewInitiator(&channel.Config{Identity: c.mgr.cfg.Identity, Trust: c.trust})
 	if err != nil {
@@ -317,11 +327,12 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 	}
 	l := &link{done: make(chan struct{})}
 	got := make(chan *routing.Message, 1)
+	unknown := make(chan struct{}, 1)
 	confirmed := make(chan error, 1)
 	var established, confirmedOnce atomic.Bool
 	l.dec, err = c.mgr.n.RegisterRandom("", node.Public, func(m *routing.Message) error {
 		if established.Load() {
-			if !confirmedOnce.Load() && len(m.Payload) > 0 && m.Payload[0] == refusalType {
+			if !confirmedOnce.Load() && len(m.Payload) > 0 && wire.Type(m.Payload[0]) == wire.Refusal {
 				confirmed <- refusalError(m.Payload)
 				confirmedOnce.Store(true)
 				return nil
@@ -331,6 +342,15 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 				confirmed <- nil
 			}
 			return err
+		}
+		if len(m.Payload) == wire.UnknownLen && wire.Type(m.Payload[0]) == wire.Unknown {
+			// The listener's address is not held (its node is stopping
+			// or starting, or a relay name has no registrant): fail now.
+			select {
+			case unknown <- struct{}{}:
+			default:
+			}
+			return nil
 		}
 		cp := &routing.Message{Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...)}
 		select {
@@ -352,8 +372,10 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 	var msg2 *routing.Message
 	select {
 	case msg2 = <-got:
+	case <-unknown:
+		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, HandshakeTimeout))
+		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
 	}
 	msg3, err := hs.Step(msg2.Payload)
 	if err != nil {
@@ -379,24 +401,19 @@ func (c *Channel) handshake(ctx context.Context) (*link, error) {
 			return fail(err)
 		}
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, HandshakeTimeout))
+		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
 	}
 	return l, nil
 }
 
-// refusalType starts the one unauthenticated message a responder sends
-// after a failed third handshake message: refusalType || reason (UTF-8, at
-// most maxRefusal bytes). It can only make a channel fail, which anyone on
+// A refusal is the one unauthenticated message a responder sends after a
+// failed third handshake message: wire.Refusal || reason (UTF-8, at most
+// wire.MaxRefusal bytes). It can only make a channel fail, which anyone on
 // the path can do by dropping messages anyway.
-const (
-	refusalType = 0x10
-	maxRefusal  = 256
-)
-
 func refusalError(b []byte) error {
 	reason := b[1:]
-	if len(reason) > maxRefusal {
-		reason = reason[:maxRefusal]
+	if len(reason) > wire.MaxRefusal {
+		reason = reason[:wire.MaxRefusal]
 	}
 	return fmt.Errorf("securechannel: refused by the listener: %s", strings.ToValidUTF8(string(reason), "?"))
 }
@@ -408,10 +425,10 @@ func refusal(err error) []byte {
 	if u := (*channel.UntrustedError)(nil); errors.As(err, &u) {
 		s = "identity " + u.Peer.String() + " is not trusted by this listener"
 	}
-	if len(s) > maxRefusal {
-		s = s[:maxRefusal]
+	if len(s) > wire.MaxRefusal {
+		s = s[:wire.MaxRefusal]
 	}
-	return append([]byte{refusalType}, s...)
+	return append([]byte{byte(wire.Refusal)}, s...)
 }
 
 // completeResponder handles the third handshake message at a responder's
@@ -464,11 +481,20 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 // maintain keeps the channel alive: keepalives when idle, a link declared
 // down when the peer is silent, and for an initiator, re-establishment with
 // exponential backoff and jitter.
+//
+// A re-establishing handshake first waits only a second for each answer
+// (firstAttempt), doubling up to HandshakeTimeout each time an attempt goes
+// unanswered: a first message lost by a peer node that is stopping or not
+// yet listening costs a second, not HandshakeTimeout, and a slow path still
+// gets the full timeout after a few tries. Attempts refused at once (no TCP
+// listener) do not grow it.
 func (c *Channel) maintain() {
 	defer c.mgr.wg.Done()
-	t := time.NewTicker(Keepalive / 2)
+	t := time.NewTicker(c.mgr.cfg.Keepalive / 2)
 	defer t.Stop()
-	backoff := BackoffMin
+	backoff := c.mgr.cfg.BackoffMin
+	shortest := min(firstAttempt, c.mgr.cfg.HandshakeTimeout)
+	attempt := shortest
 	first := c.cur.Load() == nil // restored: try at once
 	for {
 		if !first {
@@ -476,17 +502,18 @@ func (c *Channel) maintain() {
 			case <-c.stop:
 				return
 			case <-t.C:
+			case <-c.kick:
 			}
 		}
 		first = false
 		l := c.cur.Load()
 		if l != nil {
 			now := time.Now().UnixNano()
-			if time.Duration(now-l.lastRecv.Load()) > DeadAfter {
-				c.linkDown(l, fmt.Errorf("peer silent for %v", DeadAfter))
+			if time.Duration(now-l.lastRecv.Load()) > c.mgr.cfg.DeadAfter {
+				c.linkDown(l, fmt.Errorf("peer silent for %v", c.mgr.cfg.DeadAfter))
 				continue
 			}
-			if time.Duration(now-l.lastSend.Load()) >= Keepalive {
+			if time.Duration(now-l.lastSend.Load()) >= c.mgr.cfg.Keepalive {
 				c.keepalive(l)
 			}
 			continue
@@ -502,14 +529,18 @@ func (c *Channel) maintain() {
 			case <-ctx.Done():
 			}
 		}()
-		nl, err := c.handshake(ctx)
+		began := time.Now()
+		nl, err := c.handshake(ctx, attempt)
 		cancel()
 		if err != nil {
+			if time.Since(began) >= attempt {
+				attempt = min(2*attempt, c.mgr.cfg.HandshakeTimeout)
+			}
 			c.mu.Lock()
 			c.lastErr = err.Error()
 			c.mu.Unlock()
 			wait := jitter(backoff)
-			backoff = min(2*backoff, BackoffMax)
+			backoff = min(2*backoff, c.mgr.cfg.BackoffMax)
 			select {
 			case <-c.stop:
 				return
@@ -517,7 +548,7 @@ func (c *Channel) maintain() {
 			}
 			continue
 		}
-		backoff = BackoffMin
+		backoff, attempt = c.mgr.cfg.BackoffMin, shortest
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -529,6 +560,10 @@ func (c *Channel) maintain() {
 		c.mgr.log.Info("secure channel re-established", "channel", c.addr, "peer", nl.sess.Peer().Short())
 	}
 }
+
+// firstAttempt bounds the wait for each answer of the first handshake that
+// re-establishes a channel.
+const firstAttempt = time.Second
 
 func (c *Channel) keepalive(l *link) {
 	var b [channel.HeaderLen + 2 + channel.TagLen]byte

@@ -218,6 +218,7 @@ func flip(ct []byte, at int, bit uint) []byte {
 func every(k int) func(int) bool { return func(i int) bool { return i%k == 0 } }
 
 func TestHostileRelay(t *testing.T) {
+	t.Parallel()
 	const n = 64
 	tests := []struct {
 		name   string
@@ -551,6 +552,7 @@ func TestHostileRelay(t *testing.T) {
 // b's decryptor from b's own node, where the payload has no spare capacity
 // (over TCP it always has some, which hid the out-of-range slice).
 func TestDecryptorShortPayload(t *testing.T) {
+	t.Parallel()
 	tp := newTopology(t, true)
 	e := newEvil(t, tp)
 	e.tamper, e.total = func(e *evil, i int, ct []byte) { e.fwd(ct) }, 1
@@ -629,6 +631,8 @@ func firstMessage(t *testing.T) []byte {
 // none, keep no state and start no goroutine, and still accept a real
 // channel afterwards (a leaked slot per message would have filled them all).
 func TestListenerRefusesGarbageHandshakes(t *testing.T) {
+	// Not parallel: its subtests check for leaked goroutines, which
+	// would see the other tests' goroutines.
 	msg1 := firstMessage(t)
 	tests := []struct {
 		name string
@@ -695,13 +699,8 @@ func TestListenerRefusesGarbageHandshakes(t *testing.T) {
 // HandshakeTimeout every responder decryptor and slot is freed, and the
 // source is answered again.
 func TestHandshakeWithoutThirdMessageExpires(t *testing.T) {
-	old := securechannel.HandshakeTimeout
 	const timeout = 2 * time.Second
-	securechannel.HandshakeTimeout = timeout
-	// Restored after the managers are closed: their goroutines read it.
-	t.Cleanup(func() { securechannel.HandshakeTimeout = old })
-
-	tp := newTopology(t, true)
+	tp := newTopology(t, true, func(c *securechannel.Config) { c.HandshakeTimeout = timeout })
 	replies := newCollector(t, tp.a.n, "replies")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

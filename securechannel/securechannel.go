@@ -29,23 +29,24 @@ import (
 // DefaultListener is the address every node listens at for channels.
 const DefaultListener = "api"
 
-// Timings, variables so that tests can shorten them.
-var (
-	// HandshakeTimeout bounds a handshake, on both sides.
-	HandshakeTimeout = 10 * time.Second
-	// Keepalive is how often an idle channel proves it is alive.
-	Keepalive = 2 * time.Second
-	// DeadAfter is how long a channel may hear nothing before it is
-	// declared down: long enough to ride out a 10 s blackhole on the path
-	// and TCP's retransmission backoff after it. A peer that went away is
-	// noticed at once instead, by the unknown-channel notice of the relay
-	// (its registration is gone) or of the peer's restarted node.
-	DeadAfter = 30 * time.Second
-	// BackoffMin and BackoffMax bound the delay between attempts to
-	// re-establish an initiator channel; it doubles after each failure,
-	// with jitter.
-	BackoffMin = 100 * time.Millisecond
-	BackoffMax = 5 * time.Second
+// Default timings; Config fields of zero take them.
+const (
+	// DefaultHandshakeTimeout bounds a handshake, on both sides.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultKeepalive is how often an idle channel proves it is alive.
+	DefaultKeepalive = 2 * time.Second
+	// DefaultDeadAfter is how long a channel may hear nothing before it
+	// is declared down: long enough to ride out a 10 s blackhole on the
+	// path and TCP's retransmission backoff after it. A peer that went
+	// away is noticed at once instead, by its authenticated close, by the
+	// unknown-channel notice of the relay (its registration is gone) or
+	// of the peer's restarted node.
+	DefaultDeadAfter = 30 * time.Second
+	// DefaultBackoffMin and DefaultBackoffMax bound the delay between
+	// attempts to re-establish an initiator channel; it doubles after
+	// each failure, with jitter.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 800 * time.Millisecond
 )
 
 // MaxPendingHandshakes bounds the responder handshakes in progress on a
@@ -71,6 +72,30 @@ type Config struct {
 	// a channel or listener names no identifiers of its own. Required.
 	Trust  func(identity.Identifier) error
 	Logger *slog.Logger
+
+	// Timings; zero takes the Default* values above.
+	HandshakeTimeout       time.Duration
+	Keepalive              time.Duration
+	DeadAfter              time.Duration
+	BackoffMin, BackoffMax time.Duration
+}
+
+// withDefaults returns a copy of cfg with zero timings set to defaults.
+func (cfg Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&cfg.Keepalive, DefaultKeepalive)
+	def(&cfg.DeadAfter, DefaultDeadAfter)
+	def(&cfg.BackoffMin, DefaultBackoffMin)
+	def(&cfg.BackoffMax, DefaultBackoffMax)
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = cfg.BackoffMin
+	}
+	return cfg
 }
 
 // Manager owns the secure channels and listeners of one node.
@@ -93,7 +118,7 @@ func NewManager(n *node.Node, cfg Config) (*Manager, error) {
 	if cfg.Identity == nil || cfg.Trust == nil {
 		return nil, errors.New("securechannel: an identity and a trust policy are required")
 	}
-	m := &Manager{n: n, cfg: cfg, log: cfg.Logger, channels: make(map[string]*Channel), listeners: make(map[string]*Listener)}
+	m := &Manager{n: n, cfg: cfg.withDefaults(), log: cfg.Logger, channels: make(map[string]*Channel), listeners: make(map[string]*Listener)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -169,6 +194,7 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 		route: route.Clone(),
 		trust: trustFor(authorized, m.cfg.Trust),
 		stop:  make(chan struct{}),
+		kick:  make(chan struct{}, 1),
 		up:    make(chan struct{}),
 	}
 	var err error
@@ -176,7 +202,7 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 	if err != nil {
 		return nil, err
 	}
-	l, err := c.handshake(ctx)
+	l, err := c.handshake(ctx, m.cfg.HandshakeTimeout)
 	if err != nil {
 		m.n.Unregister(c.addr)
 		return nil, err
@@ -209,6 +235,7 @@ func (m *Manager) Restore(addr string, route routing.Route, authorized []identit
 		route: route.Clone(),
 		trust: trustFor(authorized, m.cfg.Trust),
 		stop:  make(chan struct{}),
+		kick:  make(chan struct{}, 1),
 		up:    make(chan struct{}),
 	}
 	m.mu.Lock()
@@ -318,7 +345,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 		m.log.Info("secure channel refused", "listener", l.addr, "err", err)
 		return err
 	}
-	c := &Channel{mgr: m, role: "responder", trust: l.trust, stop: make(chan struct{}), up: make(chan struct{})}
+	c := &Channel{mgr: m, role: "responder", trust: l.trust, stop: make(chan struct{}), kick: make(chan struct{}, 1), up: make(chan struct{})}
 	r := &responder{hs: hs, remote: msg.Return.Clone()}
 	dec, err := m.n.RegisterRandom("", node.Public, func(msg3 *routing.Message) error {
 		m.hs.done(p)
@@ -338,7 +365,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 		}
 	}
 	m.hs.setAbandon(p, abandon)
-	r.timer = time.AfterFunc(HandshakeTimeout, func() {
+	r.timer = time.AfterFunc(m.cfg.HandshakeTimeout, func() {
 		if m.hs.done(p) {
 			abandon()
 			m.log.Info("secure channel handshake timed out", "listener", l.addr)
@@ -367,12 +394,6 @@ type responder struct {
 
 // jitter returns a duration uniformly in [d/2, 3d/2).
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
-
-// unknownType is the notice a node sends back when channel data arrives for
-// a decryptor it does not have (relay.UnknownChannelNotice, sent by the
-// forwarding service of every node): the initiator re-establishes at once
-// instead of after DeadAfter.
-const unknownType = 0x11
 
 // Watch implements portal.Path: when route starts at one of this node's
 // channels, it waits (up to ctx) for the channel to be up and returns a

@@ -27,7 +27,7 @@ type side struct {
 	mgr *securechannel.Manager
 }
 
-func newSide(t *testing.T, trust func(identity.Identifier) error) *side {
+func newSide(t *testing.T, trust func(identity.Identifier) error, opts ...func(*securechannel.Config)) *side {
 	t.Helper()
 	id, err := identity.Generate(nil)
 	if err != nil {
@@ -38,7 +38,11 @@ func newSide(t *testing.T, trust func(identity.Identifier) error) *side {
 	if trust == nil {
 		trust = func(identity.Identifier) error { return fmt.Errorf("nobody is trusted") }
 	}
-	s.mgr, err = securechannel.NewManager(n, securechannel.Config{Identity: id, Trust: trust})
+	cfg := securechannel.Config{Identity: id, Trust: trust}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s.mgr, err = securechannel.NewManager(n, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,18 +118,18 @@ type topology struct {
 	reg     *relay.Registration
 }
 
-func newTopology(t *testing.T, bTrustsA bool) *topology {
+func newTopology(t *testing.T, bTrustsA bool, opts ...func(*securechannel.Config)) *topology {
 	t.Helper()
 	tp := &topology{}
 	var aID, bID identity.Identifier
-	tp.a = newSide(t, func(p identity.Identifier) error { return channel.TrustList(bID)(p) })
+	tp.a = newSide(t, func(p identity.Identifier) error { return channel.TrustList(bID)(p) }, opts...)
 	aID = tp.a.id.Identifier()
 	tp.b = newSide(t, func(p identity.Identifier) error {
 		if bTrustsA {
 			return channel.TrustList(aID)(p)
 		}
 		return fmt.Errorf("%s is not trusted here", p.Short())
-	})
+	}, opts...)
 	bID = tp.b.id.Identifier()
 	if _, err := tp.b.mgr.Listen(securechannel.DefaultListener, nil, false); err != nil {
 		t.Fatal(err)
@@ -169,6 +173,7 @@ func route(t *testing.T, s string) routing.Route {
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestChannelThroughRelayHidesPlaintext(t *testing.T) {
+	t.Parallel()
 	tp := newTopology(t, true)
 	rec := newRecorder(t, tp.relayAt)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -213,6 +218,7 @@ func TestChannelThroughRelayHidesPlaintext(t *testing.T) {
 }
 
 func TestUntrustedRefusedOnBothSides(t *testing.T) {
+	t.Parallel()
 	tp := newTopology(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -236,10 +242,8 @@ func TestUntrustedRefusedOnBothSides(t *testing.T) {
 }
 
 func TestNoListenerTimesOutCleanly(t *testing.T) {
-	old := securechannel.HandshakeTimeout
-	securechannel.HandshakeTimeout = 300 * time.Millisecond
-	defer func() { securechannel.HandshakeTimeout = old }()
-	a := newSide(t, nil)
+	t.Parallel()
+	a := newSide(t, nil, func(c *securechannel.Config) { c.HandshakeTimeout = 300 * time.Millisecond })
 	sink := node.New(node.Config{})
 	defer sink.Close()
 	sink.Register("blackhole", node.Public, func(*routing.Message) error { return nil })
@@ -256,20 +260,12 @@ func TestNoListenerTimesOutCleanly(t *testing.T) {
 	a.n.Close()
 }
 
-// The relay answers unknown-channel notices without linking this package:
-// its copies of the wire constants must agree with ours.
-func TestRelayKnowsChannelBytes(t *testing.T) {
-	if relay.ChannelData != byte(channel.Data) || relay.ChannelDataMin != channel.Overhead || relay.UnknownChannelNotice != 0x11 {
-		t.Fatalf("relay's channel constants (%d, %d, %#x) disagree with package channel (%d, %d)",
-			relay.ChannelData, relay.ChannelDataMin, relay.UnknownChannelNotice, channel.Data, channel.Overhead)
-	}
-}
-
 // Regression: a message the peer cannot deliver past the channel (to an
 // address that does not exist there, like a late credit for a finished
 // flow) must not make the peer's node send an unknown-channel notice: the
 // channel stays up.
 func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
+	t.Parallel()
 	a := newSide(t, func(identity.Identifier) error { return nil })
 	bid, _ := identity.Generate(nil)
 	bn := node.New(node.Config{})
@@ -303,5 +299,64 @@ func TestUndeliverableInnerMessageKeepsChannel(t *testing.T) {
 	}
 	if got := ch.Stats(); got.Epoch != before || ch.State() != "up" {
 		t.Fatalf("channel went down: state %s, epoch %d -> %d, last error %q", ch.State(), before, got.Epoch, got.LastError)
+	}
+}
+
+// A responder that closes its end (its node stopping gracefully) does not end
+// the initiator's channel: the initiator re-establishes at the same address
+// once a listener answers again, and messages flow on a new session.
+func TestPeerCloseHealsInitiator(t *testing.T) {
+	t.Parallel()
+	fast := func(c *securechannel.Config) { c.BackoffMin, c.BackoffMax = 20*time.Millisecond, 100*time.Millisecond }
+	a := newSide(t, func(identity.Identifier) error { return nil }, fast)
+	bn := node.New(node.Config{})
+	t.Cleanup(func() { bn.Close() })
+	bid, _ := identity.Generate(nil)
+	newB := func() *securechannel.Manager {
+		m, err := securechannel.NewManager(bn, securechannel.Config{Identity: bid, Trust: func(identity.Identifier) error { return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Listen(securechannel.DefaultListener, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	b := newB()
+	addr, err := bn.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := a.mgr.Create(ctx, route(t, "/tcp/"+addr.String()+"/service/api"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := append(ch.Route(), routing.LocalAddr(node.EchoAddress))
+	if _, err := a.n.Request(ctx, echo, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // tells a: an authenticated close
+	deadline := time.Now().Add(5 * time.Second)
+	for ch.State() == "up" {
+		if time.Now().After(deadline) {
+			t.Fatal("initiator did not see the peer's close")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := a.mgr.Channel(ch.Address()); got != ch {
+		t.Fatalf("initiator dropped its channel on the peer's close (state %s)", ch.State())
+	}
+	b = newB()
+	t.Cleanup(b.Close)
+	if _, err := ch.WaitUp(ctx); err != nil {
+		t.Fatalf("channel did not come back: %v", err)
+	}
+	if r, err := a.n.Request(ctx, echo, []byte("after")); err != nil || string(r.Payload) != "after" {
+		t.Fatalf("echo after the peer came back: %v", err)
+	}
+	if e := ch.Stats().Epoch; e < 2 {
+		t.Fatalf("epoch %d, want a new session", e)
 	}
 }
