@@ -27,7 +27,7 @@ type side struct {
 	mgr *securechannel.Manager
 }
 
-func newSide(t *testing.T, trust func(identity.Identifier) error, opts ...func(*securechannel.Config)) *side {
+func newSide(t testing.TB, trust func(identity.Identifier) error, opts ...func(*securechannel.Config)) *side {
 	t.Helper()
 	id, err := identity.Generate(nil)
 	if err != nil {
@@ -118,7 +118,7 @@ type topology struct {
 	reg     *relay.Registration
 }
 
-func newTopology(t *testing.T, bTrustsA bool, opts ...func(*securechannel.Config)) *topology {
+func newTopology(t testing.TB, bTrustsA bool, opts ...func(*securechannel.Config)) *topology {
 	t.Helper()
 	tp := &topology{}
 	var aID, bID identity.Identifier
@@ -159,7 +159,7 @@ func newTopology(t *testing.T, bTrustsA bool, opts ...func(*securechannel.Config
 	return tp
 }
 
-func route(t *testing.T, s string) routing.Route {
+func route(t testing.TB, s string) routing.Route {
 	t.Helper()
 	r, err := routing.ParseRoute(s, nil)
 	if err != nil {
