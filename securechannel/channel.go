@@ -495,6 +495,7 @@ func (c *Channel) maintain() {
 	backoff := c.mgr.cfg.BackoffMin
 	shortest := min(firstAttempt, c.mgr.cfg.HandshakeTimeout)
 	attempt := shortest
+	var downSince time.Time      // first failed attempt of this outage
 	first := c.cur.Load() == nil // restored: try at once
 	for {
 		if !first {
@@ -539,8 +540,19 @@ func (c *Channel) maintain() {
 			c.mu.Lock()
 			c.lastErr = err.Error()
 			c.mu.Unlock()
+			if downSince.IsZero() {
+				downSince = time.Now()
+			}
+			// A peer back within a minute is found within BackoffMax;
+			// one gone for longer is tried less often (slowBackoff
+			// times BackoffMax), so a dead or refusing peer costs
+			// little.
+			ceiling := c.mgr.cfg.BackoffMax
+			if time.Since(downSince) > slowAfter {
+				ceiling *= slowBackoff
+			}
 			wait := jitter(backoff)
-			backoff = min(2*backoff, c.mgr.cfg.BackoffMax)
+			backoff = min(2*backoff, ceiling)
 			select {
 			case <-c.stop:
 				return
@@ -548,7 +560,7 @@ func (c *Channel) maintain() {
 			}
 			continue
 		}
-		backoff, attempt = c.mgr.cfg.BackoffMin, shortest
+		backoff, attempt, downSince = c.mgr.cfg.BackoffMin, shortest, time.Time{}
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -564,6 +576,13 @@ func (c *Channel) maintain() {
 // firstAttempt bounds the wait for each answer of the first handshake that
 // re-establishes a channel.
 const firstAttempt = time.Second
+
+// After slowAfter of failed attempts, the backoff ceiling is slowBackoff
+// times BackoffMax (about 6 s by default).
+const (
+	slowAfter   = time.Minute
+	slowBackoff = 8
+)
 
 func (c *Channel) keepalive(l *link) {
 	var b [channel.HeaderLen + 2 + channel.TagLen]byte
