@@ -396,7 +396,12 @@ func (n *Node) sendConn(c *transport.Conn, m *routing.Message) error {
 	m.Onward = onward[1:]
 	var err error
 	if m.Via != "" && m.Via != c.ID() {
-		err = c.TrySend(m, m.Via)
+		src := n.tr.Conn(m.Via)
+		if src == nil {
+			m.Onward = onward
+			return net.ErrClosed // the sender's connection is gone
+		}
+		err = c.TrySend(m, src)
 		if errors.Is(err, transport.ErrQueueFull) {
 			n.Dropped.Add(1)
 			if n.firstNotice("slow/" + c.ID()) {

@@ -18,10 +18,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ockam-go/ockam/routing"
 )
@@ -459,6 +462,7 @@ type Conn struct {
 	wmu       sync.Mutex       // held while writing to the socket
 	qmu       sync.Mutex       // orders queueing against direct writes (see Send); guards queue, bySrc
 	queue     []qframe         // frames for the writer, in order
+	held      int64            // bytes the writer took from queue and is writing; under qmu
 	bySrc     map[string]int64 // bytes queued by each connection passing messages on
 	wake      chan struct{}
 	lastWrite atomic.Int64 // unix nanos, for keepalives
@@ -475,7 +479,18 @@ type Conn struct {
 	// Dropped counts messages not sent because the queue was over its
 	// limit.
 	Dropped atomic.Uint64
+
+	// Owned by the connection's reader goroutine: whether more complete
+	// frames wait in the read buffer behind the one being handled, and the
+	// connections it passed messages on to without writing them yet (see
+	// TrySend and uncork).
+	more   bool
+	corked []*Conn
 }
+
+// maxCorked bounds the destinations a reader holds frames for before it
+// writes them; past it, messages are written as they come.
+const maxCorked = 16
 
 // qframe is one frame for the writer and the connection it was passed on
 // from ("" for the node's own senders).
@@ -541,15 +556,25 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return &
 // ownership of m and its payload. Send is for this node's own senders; a
 // connection's reader passing a message on to another connection uses
 // TrySend.
-func (c *Conn) Send(m *routing.Message) error { return c.send(m, "") }
+func (c *Conn) Send(m *routing.Message) error { return c.send(m, "", false, nil) }
 
 // TrySend is Send without the wait, for a message passed on from the reader
-// of connection src, which must never wait for this one. A message that
-// does not fit (see Limits.MaxQueueBytes) is dropped with ErrQueueFull.
-func (c *Conn) TrySend(m *routing.Message, src string) error { return c.send(m, src) }
+// of connection src, which must never wait for this one; it must be called
+// on src's reader goroutine (while src's message is being handled). A
+// message that does not fit (see Limits.MaxQueueBytes) is dropped with
+// ErrQueueFull.
+//
+// While src's read buffer holds more frames, what TrySend queues is not
+// written at once: src's reader writes every destination's frames with one
+// writev each when its buffer is drained, so a relay forwarding a burst of
+// small messages costs a syscall per burst, not per message, and no
+// latency (the reader would otherwise block on a read next).
+func (c *Conn) TrySend(m *routing.Message, src *Conn) error {
+	return c.send(m, src.id, src.more && len(src.corked) < maxCorked, src)
+}
 
-func (c *Conn) send(m *routing.Message, src string) error {
-	wait := src == ""
+func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) error {
+	wait := src == nil
 	n := routing.EncodedLen(m)
 	if n > MaxFrameSize {
 		return fmt.Errorf("transport: message of %d bytes is over the %d-byte frame limit", n, MaxFrameSize)
@@ -575,14 +600,14 @@ func (c *Conn) send(m *routing.Message, src string) error {
 	// a frame cut short is always the next thing the writer sees. Both
 	// locks are only tried here: the writer needs wmu, and a queueing
 	// sender holds qmu.
-	if c.queued.Load() == 0 && c.wmu.TryLock() {
+	if !cork && c.queued.Load() == 0 && c.wmu.TryLock() {
 		if c.qmu.TryLock() {
 			if c.queued.Load() == 0 {
 				n, err := c.writeDirect(b)
 				if err == nil && n < len(b) {
 					rest := bufPool.Get().(*[]byte)
 					*rest = append((*rest)[:0], b[n:]...)
-					c.push(rest, src)
+					c.push(rest, srcID)
 				}
 				c.qmu.Unlock()
 				c.wmu.Unlock()
@@ -639,12 +664,19 @@ func (c *Conn) send(m *routing.Message, src string) error {
 		return net.ErrClosed
 	default:
 	}
-	if !wait && !c.fits(src, size) {
+	if !wait && !c.fits(srcID, size) {
 		bufPool.Put(bp)
 		c.Dropped.Add(1)
 		return ErrQueueFull
 	}
-	c.push(bp, src)
+	if cork {
+		c.pushQuiet(bp, srcID)
+		if !slices.Contains(src.corked, c) {
+			src.corked = append(src.corked, c)
+		}
+		return nil
+	}
+	c.push(bp, srcID)
 	return nil
 }
 
@@ -705,12 +737,28 @@ func (c *Conn) evictOver(mine int64, except string) bool {
 	return false
 }
 
-// push appends a frame for the writer; c.qmu is held.
+// push appends a frame for the writer and wakes it; c.qmu is held.
 func (c *Conn) push(bp *[]byte, src string) {
+	if c.pushQuiet(bp, src) {
+		c.kick()
+	}
+}
+
+// kick wakes the writer.
+func (c *Conn) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pushQuiet appends a frame without waking the writer; c.qmu is held. It
+// reports whether the frame was queued (not if the connection is closed).
+func (c *Conn) pushQuiet(bp *[]byte, src string) bool {
 	select {
 	case <-c.done:
 		bufPool.Put(bp)
-		return
+		return false
 	default:
 	}
 	size := int64(len(*bp))
@@ -723,9 +771,108 @@ func (c *Conn) push(bp *[]byte, src string) {
 		}
 		c.bySrc[src] += size
 	}
+	return true
+}
+
+// uncork writes what the reader queued on other connections while more
+// frames were buffered; it runs on the reader goroutine once its buffer is
+// drained (and when it ends).
+func (c *Conn) uncork() {
+	for i, d := range c.corked {
+		d.flush()
+		c.corked[i] = nil
+	}
+	c.corked = c.corked[:0]
+}
+
+// flush writes the queued frames on the caller's goroutine with one
+// non-blocking writev, when the writer is not busy, and leaves what the
+// socket did not take (and anything else) to the writer.
+func (c *Conn) flush() {
+	if c.raw == nil || !c.wmu.TryLock() {
+		c.kick()
+		return
+	}
+	defer c.wmu.Unlock()
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.held > 0 || len(c.queue) == 0 {
+		// The writer holds earlier frames: they must go first.
+		c.kick()
+		return
+	}
 	select {
-	case c.wake <- struct{}{}:
+	case <-c.done:
+		return
 	default:
+	}
+	k := min(len(c.queue), maxBatch)
+	iov := make([][]byte, k)
+	for i := range k {
+		iov[i] = *c.queue[i].bp
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Writev(int(fd), iov)
+			if werr == unix.EINTR {
+				continue
+			}
+			if werr == unix.EAGAIN {
+				n, werr = 0, nil
+			}
+			return true // one attempt: never wait for writability here
+		}
+	})
+	if werr == nil {
+		werr = err
+	}
+	n = max(n, 0)
+	c.lastWrite.Store(time.Now().UnixNano())
+	c.BytesOut.Add(uint64(n))
+	// Drop what was written: whole frames, then the head of a cut one.
+	done := 0
+	for done < len(c.queue) && n > 0 {
+		f := &c.queue[done]
+		l := len(*f.bp)
+		if n < l {
+			rest := bufPool.Get().(*[]byte)
+			*rest = append((*rest)[:0], (*f.bp)[n:]...)
+			bufPool.Put(f.bp)
+			f.bp = rest
+			c.dequeued(f.src, int64(n))
+			break
+		}
+		c.dequeued(f.src, int64(l))
+		bufPool.Put(f.bp)
+		n -= l
+		done++
+	}
+	rest := copy(c.queue, c.queue[done:])
+	clear(c.queue[rest:])
+	c.queue = c.queue[:rest]
+	if done > 0 {
+		c.notifySpace()
+	}
+	if werr != nil {
+		go c.closeWith(werr) // not under qmu: closing drains the queue
+		return
+	}
+	if len(c.queue) > 0 {
+		c.kick()
+	}
+}
+
+// dequeued accounts for n bytes of a frame from src leaving the queue;
+// c.qmu is held.
+func (c *Conn) dequeued(src string, n int64) {
+	c.queued.Add(-n)
+	c.t.queuedTotal.Add(-n)
+	if src != "" {
+		if c.bySrc[src] -= n; c.bySrc[src] <= 0 {
+			delete(c.bySrc, src)
+		}
 	}
 }
 
@@ -804,11 +951,9 @@ func (c *Conn) take(pend []*[]byte) ([]*[]byte, int) {
 		c.queue = nil // a burst's backing array goes back to the heap
 	}
 	if rest > 0 {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.kick()
 	}
+	c.held += int64(size)
 	return pend, size
 }
 
@@ -841,6 +986,9 @@ func (c *Conn) writeLoop() {
 			c.queued.Add(-int64(size))
 			c.t.queuedTotal.Add(-int64(size))
 			c.lastWrite.Store(time.Now().UnixNano())
+			c.qmu.Lock()
+			c.held -= int64(size)
+			c.qmu.Unlock()
 			c.wmu.Unlock()
 			c.notifySpace()
 			for i, bp := range pend {
@@ -915,6 +1063,7 @@ func (c *Conn) readLoop() {
 		m        routing.Message
 		deadline = time.Now()
 	)
+	defer c.uncork()
 	for {
 		// Moving the deadline costs a timer update: do it only when a
 		// quarter of the idle timeout has passed since the last move.
@@ -935,7 +1084,11 @@ func (c *Conn) readLoop() {
 			c.closeWith(fmt.Errorf("transport: bad frame: %w", err))
 			return
 		}
+		c.more = fr.buffered()
 		c.t.cfg.OnMessage(c, &m)
+		if !c.more {
+			c.uncork()
+		}
 	}
 }
 
@@ -985,6 +1138,12 @@ func (f *frameReader) release() {
 		f.budget.Add(-int64(len(f.buf) - readBufMin))
 	}
 	f.buf = nil
+}
+
+// buffered reports whether a whole frame waits in the buffer.
+func (f *frameReader) buffered() bool {
+	avail := f.end - f.start
+	return avail >= frameHeader && avail >= frameHeader+int(binary.BigEndian.Uint32(f.buf[f.start:]))
 }
 
 func (f *frameReader) next() ([]byte, error) {
