@@ -43,8 +43,8 @@ outlet over the secure channel. The outlet decides which ports it allows.
 			if err := e.call(n, "POST", "/tun", api.CreateTun{Name: name, Prefix: prefix, MTU: mtu}, &info, 0); err != nil {
 				return err
 			}
-			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
-				info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, n), info)
+			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
+				info.Name, n, tunAddrs(info), info.DNS, info.MTU, n), info)
 		},
 	}
 	atFlag(create, &at)
@@ -125,8 +125,11 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				fmt.Fprintf(e.stdout, "No interface on /node/%s (sudo ockam tun create --at /node/%s)\n", n, n)
 			} else {
 				s := info.Stats
-				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
-					info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
+				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
+					info.Name, n, tunAddrs(info), info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
+				if s.UDPAssocsTotal > 0 || s.UDPDropped > 0 {
+					fmt.Fprintf(e.stdout, "  udp:     %d associations open, %d in all, %d datagrams dropped\n", s.UDPAssocsOpen, s.UDPAssocsTotal, s.UDPDropped)
+				}
 			}
 			var rows [][]string
 			for _, m := range info.Mappings {
@@ -143,6 +146,19 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	atFlag(show, &at)
 	cmd.AddCommand(create, del, mp, unmap, show)
 	return cmd
+}
+
+// tunAddrs lists the interface's addresses and says which family it left
+// out and why.
+func tunAddrs(info api.TunInfo) string {
+	s := info.Address
+	if info.Address6 != "" {
+		s += ", " + info.Address6
+	}
+	if info.LeftOut != "" {
+		s += " (" + info.LeftOut + ")"
+	}
+	return s
 }
 
 func (e *env) flowTable(fs []api.FlowInfo) {

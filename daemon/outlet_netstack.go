@@ -56,7 +56,8 @@ var (
 // outletNet is the outlet interface and the stack behind it.
 type outletNet struct {
 	name        string
-	addr, addr6 netip.Prefix
+	addr, addr6 netip.Prefix // addr6 invalid: IPv6 left out
+	leftOut     string       // why IPv6 was left out
 	st          *netstack.Stack
 
 	mu    sync.Mutex
@@ -118,8 +119,14 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 	}
 
 	o = &outletNet{name: outletIfName, peers: map[netip.Addr]string{},
-		addr:  netip.PrefixFrom(OutletPrefix.Addr().Next(), OutletPrefix.Bits()),
-		addr6: netip.PrefixFrom(OutletPrefix6.Addr().Next(), OutletPrefix6.Bits())}
+		addr: netip.PrefixFrom(OutletPrefix.Addr().Next(), OutletPrefix.Bits())}
+	addrs := []netip.Prefix{o.addr}
+	if ok, why := tun.IPv6(); ok {
+		o.addr6 = netip.PrefixFrom(OutletPrefix6.Addr().Next(), OutletPrefix6.Bits())
+		addrs = append(addrs, o.addr6)
+	} else {
+		o.leftOut = "IPv6 left out: " + why
+	}
 	if ifc, err := prefixInUse(OutletPrefix, OutletPrefix6); err != nil {
 		return nil, err
 	} else if ifc != "" {
@@ -137,7 +144,7 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 		tun.Delete(o.name)
 		return nil, err
 	}
-	if err := tun.Configure(o.name, []netip.Prefix{o.addr, o.addr6}, nil); err != nil {
+	if err := tun.Configure(o.name, addrs, nil); err != nil {
 		return fail(err)
 	}
 	// Targets on 127.0.0.0/8: the kernel takes packets to and from
@@ -161,6 +168,9 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 	t.out = o
 	t.mu.Unlock()
 	d.log.Info("outlet netstack created", "tun", o.name, "address", o.addr.String(), "address6", o.addr6.String())
+	if o.leftOut != "" {
+		d.log.Warn("outlet netstack "+o.leftOut+": IPv6 targets cannot be reached from virtual sources", "tun", o.name)
+	}
 	return o, nil
 }
 
@@ -178,9 +188,21 @@ func (d *Daemon) dialOutlet(ctx context.Context, peer, target string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
+	src, err := o.source(d, peer, dst)
+	if err != nil {
+		return nil, err
+	}
+	return o.st.DialTCP(ctx, netip.AddrPortFrom(src, 0), dst)
+}
+
+// source is the virtual source address for peer towards dst.
+func (o *outletNet) source(d *Daemon, peer string, dst netip.AddrPort) (netip.Addr, error) {
+	if dst.Addr().Is6() && !o.addr6.IsValid() {
+		return netip.Addr{}, fmt.Errorf("outlet netstack: cannot reach the IPv6 target %s: %s", dst, o.leftOut)
+	}
 	src := VirtualSource(peer, dst.Addr().Is6())
 	o.note(d, peer, src)
-	return o.st.DialTCP(ctx, netip.AddrPortFrom(src, 0), dst)
+	return src, nil
 }
 
 // note logs the virtual address of a client the first time it is seen, and
@@ -299,5 +321,9 @@ func (t *tunState) outletServicesLocked() []string {
 		return nil
 	}
 	s := t.out.st.Stats()
-	return []string{fmt.Sprintf("outlet netstack %s (%s, %s; %d connections open)", t.out.name, OutletPrefix, OutletPrefix6, s.FlowsOpen)}
+	ranges := OutletPrefix.String() + ", " + OutletPrefix6.String()
+	if !t.out.addr6.IsValid() {
+		ranges = OutletPrefix.String() + "; " + t.out.leftOut
+	}
+	return []string{fmt.Sprintf("outlet netstack %s (%s; %d connections open)", t.out.name, ranges, s.FlowsOpen)}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -57,7 +58,8 @@ type tunState struct {
 // iface is a created interface and the stack behind it.
 type iface struct {
 	name        string
-	addr, addr6 netip.Prefix
+	addr, addr6 netip.Prefix // addr6 invalid: IPv6 left out
+	leftOut     string       // why a family was left out; "" for none
 	dns         netip.Addr
 	mtu         int
 	st          *netstack.Stack
@@ -294,8 +296,14 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	// Hold the slot while creating, so two creates cannot race.
 	ctx, cancel := context.WithCancel(context.Background())
 	ifc := &iface{name: name, mtu: mtu, dns: t.dnsAddr(), ctx: ctx, cancel: cancel, created: time.Now().UTC(),
-		addr:  netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits()),
-		addr6: netip.PrefixFrom(tun.DefaultPrefix6.Addr().Next(), tun.DefaultPrefix6.Bits())}
+		addr: netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits())}
+	// The host decides the families: an IPv6 address on a host with IPv6
+	// disabled fails with "permission denied", so IPv6 is left out there.
+	if ok, why := tun.IPv6(); ok {
+		ifc.addr6 = netip.PrefixFrom(tun.DefaultPrefix6.Addr().Next(), tun.DefaultPrefix6.Bits())
+	} else {
+		ifc.leftOut = "IPv6 left out: " + why
+	}
 	t.ifc = ifc
 	t.mu.Unlock()
 
@@ -313,7 +321,7 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 		}
 		return fail(err)
 	}
-	if err := tun.Configure(name, []netip.Prefix{ifc.addr, ifc.addr6}, nil); err != nil {
+	if err := tun.Configure(name, ifc.prefixes(), nil); err != nil {
 		dev.Close()
 		tun.Delete(name)
 		return fail(err)
@@ -337,7 +345,34 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	st.SetNames(t.namesLocked())
 	t.mu.Unlock()
 	d.log.Info("tun created", "tun", name, "address", ifc.addr.String(), "dns", ifc.dns.String(), "mtu", mtu)
+	if ifc.leftOut != "" {
+		d.log.Warn("tun "+ifc.leftOut, "tun", name)
+	}
 	return d.tunInfo(), nil
+}
+
+// prefixes are the interface's addresses, by family.
+func (ifc *iface) prefixes() []netip.Prefix {
+	ps := []netip.Prefix{ifc.addr}
+	if ifc.addr6.IsValid() {
+		ps = append(ps, ifc.addr6)
+	}
+	return ps
+}
+
+// families names the families of prefixes ps.
+func families(ps []netip.Prefix) []string {
+	var fs []string
+	for _, p := range ps {
+		f := "ipv4"
+		if p.Addr().Is6() {
+			f = "ipv6"
+		}
+		if !slices.Contains(fs, f) {
+			fs = append(fs, f)
+		}
+	}
+	return fs
 }
 
 // deleteTun closes the stack (ending its flows) and removes the interface
@@ -367,7 +402,11 @@ func (d *Daemon) tunInfo() api.TunInfo {
 	out := api.TunInfo{Mappings: []api.Mapping{}}
 	t.mu.Lock()
 	if ifc := t.ifc; ifc != nil && ifc.st != nil {
-		out.Name, out.Address, out.Address6, out.DNS, out.MTU, out.Created = ifc.name, ifc.addr.String(), ifc.addr6.String(), ifc.dns.String(), ifc.mtu, ifc.created
+		out.Name, out.Address, out.DNS, out.MTU, out.Created = ifc.name, ifc.addr.String(), ifc.dns.String(), ifc.mtu, ifc.created
+		if ifc.addr6.IsValid() {
+			out.Address6 = ifc.addr6.String()
+		}
+		out.Families, out.LeftOut = families(ifc.prefixes()), ifc.leftOut
 		s := ifc.st.Stats()
 		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
 			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies}
@@ -730,7 +769,13 @@ func (d *Daemon) tunServices() []string {
 	defer t.mu.Unlock()
 	var s []string
 	if t.ifc != nil && t.ifc.st != nil {
-		s = append(s, fmt.Sprintf("tun %s (%s, dns %s, %d mappings)", t.ifc.name, t.ifc.addr, t.ifc.dns, len(t.names)))
+		addrs := t.ifc.addr.String()
+		if t.ifc.addr6.IsValid() {
+			addrs += ", " + t.ifc.addr6.String()
+		} else {
+			addrs += "; " + t.ifc.leftOut
+		}
+		s = append(s, fmt.Sprintf("tun %s (%s; dns %s, %d mappings)", t.ifc.name, addrs, t.ifc.dns, len(t.names)))
 	}
 	for _, l := range t.socks {
 		to := l.to
