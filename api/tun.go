@@ -50,14 +50,14 @@ type TunStats struct {
 // TunInfo describes a node's virtual interface (absent when Name is empty),
 // its mappings and its live flows.
 type TunInfo struct {
-	Name     string     `json:"name,omitempty"`
-	Address  string     `json:"address,omitempty"`  // interface address with prefix length
-	Address6 string     `json:"address6,omitempty"` // IPv6 interface address with prefix length
-	DNS      string     `json:"dns,omitempty"`      // where the interface answers DNS
+	Name     string `json:"name,omitempty"`
+	Address  string `json:"address,omitempty"`  // interface address with prefix length
+	Address6 string `json:"address6,omitempty"` // IPv6 interface address with prefix length
+	DNS      string `json:"dns,omitempty"`      // where the interface answers DNS
 	// Families are the address families the interface carries ("ipv4",
 	// "ipv6"); LeftOut says why one is missing (e.g. IPv6 disabled).
-	Families []string `json:"families,omitempty"`
-	LeftOut  string   `json:"left_out,omitempty"`
+	Families []string   `json:"families,omitempty"`
+	LeftOut  string     `json:"left_out,omitempty"`
 	MTU      int        `json:"mtu,omitempty"`
 	Created  time.Time  `json:"created,omitzero"`
 	Mappings []Mapping  `json:"mappings"`
