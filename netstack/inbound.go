@@ -2,6 +2,8 @@ package netstack
 
 import (
 	"errors"
+	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -141,8 +143,7 @@ func (e *endpoint) answerEcho(b []byte) bool {
 		icmp.SetChecksum(0)
 		icmp.SetChecksum(^checksum.Checksum(icmp, 0))
 		*bp = r
-		e.st.stats.echoReplies.Add(1)
-		e.enqueue(bp)
+		e.reply(bp, netip.AddrFrom4(dst.As4()))
 		return true
 	case 6:
 		ip := header.IPv6(b)
@@ -169,11 +170,31 @@ func (e *endpoint) answerEcho(b []byte) bool {
 			Header: icmp, Src: dst, Dst: src,
 		}))
 		*bp = r
-		e.st.stats.echoReplies.Add(1)
-		e.enqueue(bp)
+		e.reply(bp, netip.AddrFrom16(dst.As16()))
 		return true
 	}
 	return false
+}
+
+// reply sends a prepared echo reply, at once or when Config.Echo answers.
+func (e *endpoint) reply(bp *[]byte, dst netip.Addr) {
+	if e.st.cfg.Echo == nil {
+		e.st.stats.echoReplies.Add(1)
+		e.enqueue(bp)
+		return
+	}
+	var once sync.Once
+	e.st.cfg.Echo(dst, func(ok bool) {
+		once.Do(func() {
+			if !ok {
+				e.st.stats.echoDropped.Add(1)
+				outBufs.Put(bp)
+				return
+			}
+			e.st.stats.echoReplies.Add(1)
+			e.enqueue(bp)
+		})
+	})
 }
 
 // checksumOK verifies the IPv4 header checksum and, unless partial, the
