@@ -1,0 +1,108 @@
+package datagram
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	for _, m := range []Msg{
+		{Kind: KindDatagram, Port: 53, Payload: []byte("query")},
+		{Kind: KindDatagram, Port: 0, Payload: []byte{}},
+		{Kind: KindDatagram, Port: 65535, Payload: bytes.Repeat([]byte{7}, MaxDatagram)},
+		{Kind: KindReply, Payload: []byte("answer")},
+		{Kind: KindReply, Payload: []byte{}},
+		{Kind: KindClose, Reason: "idle"},
+		{Kind: KindClose},
+	} {
+		b := Append(nil, m)
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("%v: %v", m.Kind, err)
+		}
+		if got.Kind != m.Kind || got.Port != m.Port || !bytes.Equal(got.Payload, m.Payload) || got.Reason != m.Reason {
+			t.Errorf("round trip of %v: got %+v", m.Kind, got)
+		}
+	}
+	// The in-place header writers agree with Append.
+	b := make([]byte, DatagramHeader+3)
+	copy(b[DatagramHeader:], "abc")
+	PutDatagramHeader(b, 8125)
+	if want := Append(nil, Msg{Kind: KindDatagram, Port: 8125, Payload: []byte("abc")}); !bytes.Equal(b, want) {
+		t.Errorf("PutDatagramHeader: %x, want %x", b, want)
+	}
+	r := []byte{0, 'x'}
+	PutReplyHeader(r)
+	if want := Append(nil, Msg{Kind: KindReply, Payload: []byte("x")}); !bytes.Equal(r, want) {
+		t.Errorf("PutReplyHeader: %x, want %x", r, want)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":         {},
+		"unknown kind":  {9},
+		"kind zero":     {0},
+		"short":         {1, Version, 0},
+		"version":       {1, 2, 0, 53},
+		"too big":       append([]byte{1, Version, 0, 53}, make([]byte, MaxDatagram+1)...),
+		"reply too big": append([]byte{2}, make([]byte, MaxDatagram+1)...),
+		"long reason":   append([]byte{3}, strings.Repeat("x", MaxReason+1)...),
+		"bad utf8":      {3, 0xff},
+	} {
+		if _, err := Decode(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if name != "version" && !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v does not wrap ErrMalformed", name, err)
+		}
+	}
+	// Every strict prefix of a Datagram header is rejected.
+	b := Append(nil, Msg{Kind: KindDatagram, Port: 53})
+	for i := 0; i < len(b); i++ {
+		if _, err := Decode(b[:i]); err == nil {
+			t.Errorf("prefix of %d bytes accepted", i)
+		}
+	}
+	// Long reasons are cut on a rune boundary by Append.
+	m, err := Decode(Append(nil, Msg{Kind: KindClose, Reason: strings.Repeat("é", MaxReason)}))
+	if err != nil || len(m.Reason) > MaxReason {
+		t.Errorf("cut reason: %d bytes, %v", len(m.Reason), err)
+	}
+}
+
+func TestDecodeRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, 512)
+	for i := 0; i < 100000; i++ {
+		n := r.IntN(len(b))
+		for j := range b[:n] {
+			b[j] = byte(r.Uint32())
+		}
+		if m, err := Decode(b[:n]); err == nil {
+			if got := Append(nil, m); !bytes.Equal(got, b[:n]) {
+				t.Fatalf("decode/append of %x gave %x", b[:n], got)
+			}
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(Append(nil, Msg{Kind: KindDatagram, Port: 53, Payload: []byte("q")}))
+	f.Add(Append(nil, Msg{Kind: KindReply, Payload: []byte("a")}))
+	f.Add(Append(nil, Msg{Kind: KindClose, Reason: "idle"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		if len(m.Payload) > MaxDatagram || len(m.Reason) > MaxReason {
+			t.Fatalf("accepted oversize %+v", m)
+		}
+		if got := Append(nil, m); !bytes.Equal(got, b) {
+			t.Fatalf("re-encoding %x gave %x", b, got)
+		}
+	})
+}
