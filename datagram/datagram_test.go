@@ -102,8 +102,13 @@ func (w *world) serve(t *testing.T, cfg datagram.Config, port uint16, st *datagr
 	t.Helper()
 	app, local := udpPair(t)
 	errc := make(chan error, 1)
-	go func() { errc <- datagram.Serve(context.Background(), w.client, w.route, port, local, cfg, st) }()
-	t.Cleanup(func() { app.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		errc <- datagram.Serve(ctx, w.client, w.route, port, local, cfg, st)
+	}()
+	t.Cleanup(func() { cancel(); <-done; app.Close() })
 	return app, errc
 }
 
