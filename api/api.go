@@ -127,6 +127,9 @@ type CreateOutlet struct {
 	// through a TUN and a userspace stack of the node's own (needs
 	// CAP_NET_ADMIN), so the server tells clients apart.
 	Netstack bool `json:"netstack,omitempty"`
+	// UDP also carries UDP to the same host and ports (the same identities
+	// allowed), at the outlet's address + ".udp" (package datagram).
+	UDP bool `json:"udp,omitempty"`
 }
 
 // FlowInfo is one carried TCP connection.
@@ -149,6 +152,18 @@ type PortalInfo struct {
 	Flows     []FlowInfo `json:"flows"`
 	Total     uint64     `json:"total_flows"`
 	LastError string     `json:"last_error,omitempty"`
+	// UDP is set on outlets that also carry UDP (see CreateOutlet.UDP).
+	UDP *UDPInfo `json:"udp,omitempty"`
+}
+
+// UDPInfo counts an outlet's UDP associations and datagrams.
+type UDPInfo struct {
+	Open      int64  `json:"associations_open"`
+	Total     uint64 `json:"associations_total"`
+	Sent      uint64 `json:"datagrams_sent"`     // to the clients
+	Received  uint64 `json:"datagrams_received"` // from the clients, written to the target
+	Dropped   uint64 `json:"datagrams_dropped"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Error is the body of every non-2xx response.

@@ -114,7 +114,7 @@ func (e *env) inletCmd() *cobra.Command {
 func (e *env) outletCmd() *cobra.Command {
 	var at, from, to string
 	var allow, ports []string
-	var netstack bool
+	var netstack, udp bool
 	create := &cobra.Command{
 		Use:     "create --at /node/NAME --from /service/NAME --to HOST:PORT",
 		Short:   "Open a connection to HOST:PORT for each flow that reaches /service/NAME through a secure channel",
@@ -130,10 +130,14 @@ func (e *env) outletCmd() *cobra.Command {
 			}
 			name := strings.TrimPrefix(from, "/service/")
 			var p api.PortalInfo
-			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack}, &p, 0); err != nil {
+			if err := e.call(n, "POST", "/tcp-outlets", api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack, UDP: udp}, &p, 0); err != nil {
 				return err
 			}
-			return e.printCreated(p.From, fmt.Sprintf("TCP outlet %s on /node/%s -> %s", p.From, n, p.To), p)
+			kind := "TCP"
+			if p.UDP != nil {
+				kind = "TCP and UDP"
+			}
+			return e.printCreated(p.From, fmt.Sprintf("%s outlet %s on /node/%s -> %s", kind, p.From, n, p.To), p)
 		},
 	}
 	atFlag(create, &at)
@@ -142,5 +146,6 @@ func (e *env) outletCmd() *cobra.Command {
 	create.Flags().StringSliceVar(&ports, "ports", nil, "ports a flow may ask for when --to has no port")
 	create.Flags().StringSliceVar(&allow, "allow", nil, "identifier allowed to use the outlet (repeatable; default: the node's trust)")
 	create.Flags().BoolVar(&netstack, "netstack", false, "connect from a virtual source address per client identity (node must run as root)")
+	create.Flags().BoolVar(&udp, "udp", false, "also carry UDP to the same host and ports (for `tun map` and SOCKS5 UDP ASSOCIATE clients)")
 	return e.portalCmds("outlet", create)
 }

@@ -21,7 +21,11 @@ func (d *Daemon) stopPortals() {
 func (d *Daemon) portalServices() []string {
 	var s []string
 	for _, o := range d.portals.Outlets() {
-		s = append(s, "/service/"+o.Address()+" (tcp outlet to "+o.Target()+")")
+		kind := "tcp"
+		if d.udpOutlet(o.Name()) != nil {
+			kind = "tcp+udp"
+		}
+		s = append(s, "/service/"+o.Address()+" ("+kind+" outlet to "+o.Target()+")")
 	}
 	return s
 }
@@ -97,12 +101,12 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		d.record(func(c *home.NodeConfig) {
 			c.Outlets = append(c.Outlets, raw(req))
 		})
-		return outletInfo(o), nil
+		return d.withUDP(outletInfo(o)), nil
 	})
 	d.handle(mux, "GET "+v+"/tcp-outlets", func(r *http.Request) (any, error) {
 		out := []api.PortalInfo{}
 		for _, o := range d.portals.Outlets() {
-			out = append(out, outletInfo(o))
+			out = append(out, d.withUDP(outletInfo(o)))
 		}
 		return out, nil
 	})
@@ -111,13 +115,14 @@ func (d *Daemon) portalRoutes(mux *http.ServeMux, v string) {
 		if o == nil {
 			return nil, notFound(fmt.Errorf("no tcp outlet named %s", r.PathValue("name")))
 		}
-		return outletInfo(o), nil
+		return d.withUDP(outletInfo(o)), nil
 	})
 	d.handle(mux, "DELETE "+v+"/tcp-outlets/{name}", func(r *http.Request) (any, error) {
 		name := r.PathValue("name")
 		if err := d.portals.DeleteOutlet(name); err != nil {
 			return nil, notFound(err)
 		}
+		d.deleteUDPOutlet(name)
 		d.record(func(c *home.NodeConfig) {
 			c.Outlets = without(c.Outlets, name, func(r api.CreateOutlet) string { return r.Name })
 		})
@@ -155,6 +160,12 @@ func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
 	o, err := d.portals.CreateOutlet(oc)
 	if err != nil {
 		return nil, conflict(err)
+	}
+	if req.UDP {
+		if err := d.createUDPOutlet(o, ports, req); err != nil {
+			d.portals.DeleteOutlet(o.Name())
+			return nil, err
+		}
 	}
 	return o, nil
 }

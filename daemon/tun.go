@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/datagram"
 	"github.com/ockam-go/ockam/netstack"
 	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/routing"
@@ -51,6 +52,9 @@ type tunState struct {
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
 
+	udpOut   map[string]*datagram.Outlet // UDP services of outlets, by outlet name
+	udpStats datagram.Stats              // the interface's UDP associations
+
 	outMu sync.Mutex // serialises creating and closing out
 	out   *outletNet // the outlet netstack mode's interface; nil: none
 }
@@ -69,12 +73,13 @@ type iface struct {
 }
 
 type mapping struct {
-	ip, ip6 netip.Addr
-	name    string
-	to      string
-	route   routing.Route
-	total   atomic.Uint64
-	lastErr atomic.Value // string
+	ip, ip6  netip.Addr
+	name     string
+	to       string
+	route    routing.Route
+	total    atomic.Uint64
+	udpTotal atomic.Uint64
+	lastErr  atomic.Value // string
 }
 
 // flowEntry is a flow the node opened for the interface or a SOCKS
@@ -91,6 +96,7 @@ func newTunState() *tunState {
 		names:  map[string]*mapping{},
 		socks:  map[string]*socksListener{},
 		flows:  map[*portal.Flow]*flowEntry{},
+		udpOut: map[string]*datagram.Outlet{},
 	}
 }
 
@@ -326,7 +332,8 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 		tun.Delete(name)
 		return fail(err)
 	}
-	st, err := netstack.New(dev, netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns})
+	st, err := netstack.New(dev, netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns,
+		UDPHandler: d.tunUDPHandler(ifc), Echo: d.tunEcho(ifc)})
 	if err != nil {
 		dev.Close()
 		tun.Delete(name)
@@ -409,7 +416,8 @@ func (d *Daemon) tunInfo() api.TunInfo {
 		out.Families, out.LeftOut = families(ifc.prefixes()), ifc.leftOut
 		s := ifc.st.Stats()
 		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
-			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies}
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies,
+			UDPAssocsOpen: t.udpStats.Open.Load(), UDPAssocsTotal: t.udpStats.Total.Load(), UDPDropped: t.udpStats.Dropped.Load() + s.UDPDropped}
 	}
 	open := map[*mapping]int{}
 	for _, e := range t.flows {
@@ -756,6 +764,7 @@ func (d *Daemon) stopTun() {
 			d.log.Error("removing the interface", "err", err)
 		}
 	}
+	d.closeUDPOutlets()
 	d.closeOutletNet()
 	t.wg.Wait()
 }
