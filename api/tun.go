@@ -9,6 +9,9 @@ type CreateTun struct {
 	Name   string `json:"name,omitempty"`
 	Prefix string `json:"prefix,omitempty"` // IPv4 range routed into the interface
 	MTU    int    `json:"mtu,omitempty"`
+	// UDPRate shapes UDP from the interface to the outlets, in bytes per
+	// second: 0 takes datagram.DefaultRate, a negative value none.
+	UDPRate int64 `json:"udp_rate,omitempty"`
 }
 
 // CreateMapping asks a node to give a remote service (the route to its
@@ -59,6 +62,7 @@ type TunInfo struct {
 	Families []string   `json:"families,omitempty"`
 	LeftOut  string     `json:"left_out,omitempty"`
 	MTU      int        `json:"mtu,omitempty"`
+	UDPRate  int64      `json:"udp_rate,omitempty"` // bytes per second; 0: no limit
 	Created  time.Time  `json:"created,omitzero"`
 	Mappings []Mapping  `json:"mappings"`
 	Flows    []FlowInfo `json:"flows"`

@@ -28,10 +28,10 @@ outlet over the secure channel. The outlet decides which ports it allows.
       | ockam tun map --at /node/client_sidecar --to -/service/outlet --name api
   curl http://100.64.0.2:5000/`,
 	}
-	var at, name, prefix string
+	var at, name, prefix, udpRate string
 	var mtu int
 	create := &cobra.Command{
-		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N]",
+		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N] [--udp-rate 270M]",
 		Short: "Create the node's virtual interface (the node must run as root)",
 		Args:  args(),
 		RunE: func(*cobra.Command, []string) error {
@@ -39,8 +39,12 @@ outlet over the secure channel. The outlet decides which ports it allows.
 			if err != nil {
 				return err
 			}
+			rate, err := parseRate(udpRate)
+			if err != nil {
+				return err
+			}
 			var info api.TunInfo
-			if err := e.call(n, "POST", "/tun", api.CreateTun{Name: name, Prefix: prefix, MTU: mtu}, &info, 0); err != nil {
+			if err := e.call(n, "POST", "/tun", api.CreateTun{Name: name, Prefix: prefix, MTU: mtu, UDPRate: rate}, &info, 0); err != nil {
 				return err
 			}
 			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
@@ -51,6 +55,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	create.Flags().StringVar(&name, "name", "", "interface name (default ockam0)")
 	create.Flags().StringVar(&prefix, "prefix", "", "IPv4 range routed into the interface (default 100.64.0.0/10)")
 	create.Flags().IntVar(&mtu, "mtu", 0, "interface MTU (default 65000)")
+	create.Flags().StringVar(&udpRate, "udp-rate", "", "UDP the interface sends to outlets, in bits/s (e.g. 500M, 2G; off: no limit; default 270M); beyond it datagrams are dropped")
 
 	del := &cobra.Command{
 		Use: "delete --at /node/NAME", Short: "Remove the interface and its routes, ending its flows", Args: args(),
@@ -146,6 +151,35 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	atFlag(show, &at)
 	cmd.AddCommand(create, del, mp, unmap, show)
 	return cmd
+}
+
+// parseRate reads a rate in bits per second with an optional K, M or G
+// suffix, as iperf3 does, and returns bytes per second; "" is 0 (the
+// default) and "off" -1 (no limit).
+func parseRate(s string) (int64, error) {
+	switch s {
+	case "":
+		return 0, nil
+	case "off", "none":
+		return -1, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1e3
+	case "M":
+		mult = 1e6
+	case "G":
+		mult = 1e9
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	var v int64
+	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || v <= 0 || v > 1e12/mult || fmt.Sprint(v) != s {
+		return 0, fmt.Errorf("--udp-rate %q: want bits per second like 500M or 2G, or off", s)
+	}
+	return v * mult / 8, nil
 }
 
 // tunAddrs lists the interface's addresses and says which family it left

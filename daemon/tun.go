@@ -52,8 +52,9 @@ type tunState struct {
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
 
-	udpOut   map[string]*datagram.Outlet // UDP services of outlets, by outlet name
-	udpStats datagram.Stats              // the interface's UDP associations
+	udpOut      map[string]*datagram.Outlet // UDP services of outlets, by outlet name
+	udpStats    datagram.Stats              // the interface's UDP associations
+	udpOutLimit *datagram.Limiter           // shapes the replies of all outlets' UDP services
 
 	outMu sync.Mutex // serialises creating and closing out
 	out   *outletNet // the outlet netstack mode's interface; nil: none
@@ -66,6 +67,7 @@ type iface struct {
 	leftOut     string       // why a family was left out; "" for none
 	dns         netip.Addr
 	mtu         int
+	udpRate     int64 // bytes per second, 0: none
 	st          *netstack.Stack
 	created     time.Time
 	ctx         context.Context // ends pending opens when the interface goes
@@ -332,8 +334,18 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 		tun.Delete(name)
 		return fail(err)
 	}
-	st, err := netstack.New(dev, netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns,
-		UDPHandler: d.tunUDPHandler(ifc), Echo: d.tunEcho(ifc)})
+	ncfg := netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns,
+		UDPHandler: d.tunUDPHandler(ifc), Echo: d.tunEcho(ifc)}
+	switch {
+	case req.UDPRate == 0:
+		ifc.udpRate = datagram.DefaultRate
+	case req.UDPRate > 0:
+		ifc.udpRate = req.UDPRate
+	}
+	if l := datagram.NewLimiter(int(ifc.udpRate), 0); l != nil {
+		ncfg.UDPAdmit = l.Allow
+	}
+	st, err := netstack.New(dev, ncfg)
 	if err != nil {
 		dev.Close()
 		tun.Delete(name)
@@ -414,6 +426,7 @@ func (d *Daemon) tunInfo() api.TunInfo {
 			out.Address6 = ifc.addr6.String()
 		}
 		out.Families, out.LeftOut = families(ifc.prefixes()), ifc.leftOut
+		out.UDPRate = ifc.udpRate
 		s := ifc.st.Stats()
 		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
 			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies,

@@ -62,11 +62,17 @@ func (d *Daemon) createUDPOutlet(o *portal.Outlet, ports []uint16, req api.Creat
 	if req.Netstack {
 		cfg.Dial = d.dialOutletUDP
 	}
+	t := d.tun
+	t.mu.Lock()
+	if t.udpOutLimit == nil {
+		t.udpOutLimit = datagram.NewLimiter(datagram.DefaultRate, 0)
+	}
+	cfg.Limiter = t.udpOutLimit
+	t.mu.Unlock()
 	u, err := datagram.NewOutlet(d.node, cfg)
 	if err != nil {
 		return conflict(err)
 	}
-	t := d.tun
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()

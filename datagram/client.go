@@ -21,7 +21,7 @@ const (
 	DefaultIdle = 60 * time.Second
 	// DefaultQueue is the datagrams an association queues towards its
 	// local socket (client) or its target (outlet) before dropping.
-	DefaultQueue = 64
+	DefaultQueue = 512
 	// ServiceSuffix is appended to an outlet's address to name its UDP
 	// service: the outlet /service/db takes UDP at /service/db.udp.
 	ServiceSuffix = ".udp"
@@ -37,6 +37,9 @@ type Config struct {
 	Logger *slog.Logger
 	Idle   time.Duration // DefaultIdle when 0
 	Queue  int           // DefaultQueue when 0
+	// Limiter shapes the datagrams sent to the outlet (nil: none); it may
+	// be shared by many associations.
+	Limiter *Limiter
 }
 
 func (c *Config) idle() time.Duration {
@@ -103,6 +106,15 @@ func Serve(ctx context.Context, n *node.Node, route routing.Route, port uint16, 
 	var last atomic.Int64 // unix nanoseconds of the last datagram either way
 	last.Store(time.Now().UnixNano())
 
+	// deliver queues an exact copy: a full queue of small datagrams
+	// holds little memory.
+	deliver := func(p []byte) {
+		select {
+		case down <- append([]byte(nil), p...):
+		default:
+			st.Dropped.Add(1)
+		}
+	}
 	addr, err := n.RegisterRandom("udp_", func(m *routing.Message) error {
 		dm, err := Decode(m.Payload)
 		if err != nil {
@@ -111,14 +123,9 @@ func Serve(ctx context.Context, n *node.Node, route routing.Route, port uint16, 
 		}
 		switch dm.Kind {
 		case KindReply:
-			// An exact copy: a full queue of small datagrams holds
-			// little memory.
-			b := append([]byte(nil), dm.Payload...)
-			select {
-			case down <- b:
-			default:
-				st.Dropped.Add(1)
-			}
+			deliver(dm.Payload)
+		case KindReplies:
+			dm.Each(deliver)
 		case KindClose:
 			cancel(&closedError{dm.Reason})
 		default:
@@ -138,31 +145,22 @@ func Serve(ctx context.Context, n *node.Node, route routing.Route, port uint16, 
 	wg.Add(1)
 	go func() { // local -> outlet
 		defer wg.Done()
-		bp := getBuf()
-		defer putBuf(bp)
-		b := *bp
-		for {
-			nr, err := local.Read(b[DatagramHeader:])
-			if err != nil {
-				cancel(err)
+		ret := routing.Route{routing.LocalAddr(addr)}
+		err := pump(local, DatagramHeader, cfg.Limiter, func() { st.Dropped.Add(1) }, func(single bool, b []byte) {
+			last.Store(time.Now().UnixNano())
+			if single {
+				PutDatagramHeader(b, port)
+			} else {
+				PutDatagramHeader(b, port)
+				b[0] = byte(KindBatch)
+			}
+			if err := n.Send(ctx, &routing.Message{Onward: route, Return: ret, Payload: b}); err != nil {
+				st.Dropped.Add(1)
 				return
 			}
-			last.Store(time.Now().UnixNano())
-			if nr > MaxDatagram {
-				st.Dropped.Add(1)
-				continue
-			}
-			PutDatagramHeader(b, port)
-			m := &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(addr)}, Payload: b[:DatagramHeader+nr]}
-			if err := n.Send(ctx, m); err != nil {
-				st.Dropped.Add(1)
-				if ctx.Err() != nil {
-					return
-				}
-				continue
-			}
 			st.Sent.Add(1)
-		}
+		})
+		cancel(err)
 	}()
 
 	idle := cfg.idle()
@@ -215,10 +213,3 @@ type closedError struct{ reason string }
 func (e *closedError) Error() string {
 	return "datagram: the outlet closed the association: " + e.reason
 }
-
-// Read buffers hold a header and one byte more than MaxDatagram, so that a
-// datagram too big to carry is seen as such rather than cut.
-var bufs = sync.Pool{New: func() any { b := make([]byte, DatagramHeader+MaxDatagram+1); return &b }}
-
-func getBuf() *[]byte  { return bufs.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufs.Put(b) }

@@ -38,6 +38,10 @@ type OutletConfig struct {
 	// datagram from the target, each Write one to it.
 	Dial func(ctx context.Context, peer, target string) (net.Conn, error)
 
+	// Limiter shapes the datagrams sent back to clients (nil: none); it
+	// may be shared by all outlets of a node.
+	Limiter *Limiter
+
 	Idle      time.Duration // DefaultIdle when 0
 	Queue     int           // DefaultQueue when 0
 	MaxAssocs int           // DefaultMaxAssocs when 0
@@ -148,7 +152,7 @@ func (o *Outlet) handle(m *routing.Message) error {
 		}
 		o.mu.Unlock()
 		return nil
-	case KindDatagram:
+	case KindDatagram, KindBatch:
 	default:
 		o.Stats.Dropped.Add(1)
 		return fmt.Errorf("datagram: unexpected %v at the outlet", dm.Kind)
@@ -167,10 +171,17 @@ func (o *Outlet) handle(m *routing.Message) error {
 	}
 	o.mu.Unlock()
 	a.last.Store(time.Now().UnixNano())
-	select {
-	case a.up <- append([]byte(nil), dm.Payload...):
-	default:
-		o.Stats.Dropped.Add(1)
+	queue := func(p []byte) {
+		select {
+		case a.up <- append([]byte(nil), p...):
+		default:
+			o.Stats.Dropped.Add(1)
+		}
+	}
+	if dm.Kind == KindBatch {
+		dm.Each(queue)
+	} else {
+		queue(dm.Payload)
 	}
 	return nil
 }
@@ -289,37 +300,31 @@ func (a *assoc) run() {
 	wg.Add(1)
 	go func() { // target -> client
 		defer wg.Done()
-		bp := getBuf()
-		defer putBuf(bp)
-		b := (*bp)[:ReplyHeader+MaxDatagram+1]
+		ret := routing.Route{routing.LocalAddr(o.cfg.Address)}
 		for {
-			n, err := c.Read(b[ReplyHeader:])
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
+			err := pump(c, ReplyHeader, o.cfg.Limiter, func() { o.Stats.Dropped.Add(1) }, func(single bool, b []byte) {
+				a.last.Store(time.Now().UnixNano())
+				b[0] = byte(KindReply)
+				if !single {
+					b[0] = byte(KindReplies)
+				}
+				if err := o.n.Send(context.Background(), &routing.Message{Onward: a.ret, Return: ret, Payload: b}); err != nil {
+					o.Stats.Dropped.Add(1)
 					return
 				}
-				// ECONNREFUSED from an ICMP port unreachable, and
-				// the like: UDP goes on.
-				select {
-				case <-a.done:
-					return
-				default:
-				}
-				o.Stats.Dropped.Add(1)
-				continue
+				o.Stats.Sent.Add(1)
+			})
+			select {
+			case <-a.done:
+				return
+			default:
 			}
-			a.last.Store(time.Now().UnixNano())
-			if n > MaxDatagram {
-				o.Stats.Dropped.Add(1)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			PutReplyHeader(b)
-			m := &routing.Message{Onward: a.ret, Return: routing.Route{routing.LocalAddr(o.cfg.Address)}, Payload: b[:ReplyHeader+n]}
-			if err := o.n.Send(context.Background(), m); err != nil {
-				o.Stats.Dropped.Add(1)
-				continue
-			}
-			o.Stats.Sent.Add(1)
+			// ECONNREFUSED from an ICMP port unreachable, and the
+			// like: UDP goes on.
+			o.Stats.Dropped.Add(1)
 		}
 	}()
 	idle := o.cfg.Idle

@@ -24,7 +24,12 @@ import (
 //	Datagram kind(1)=1 | version(1) | port(2) | payload (≤ MaxDatagram)  client → outlet: one datagram to port (0: the outlet's own)
 //	Reply    kind(1)=2 | payload (≤ MaxDatagram)                         outlet → client: one datagram from the target
 //	Close    kind(1)=3 | reason (UTF-8, ≤ MaxReason)                     either way: the association is over (refused, idle, deleted)
+//	Batch    kind(1)=4 | version(1) | port(2) | (len(2) | payload)+      client → outlet: datagrams that were queued, in order
+//	Replies  kind(1)=5 | (len(2) | payload)+                             outlet → client: the same for replies
 //
+// A batch holds at least one datagram and at most MaxBatch bytes of
+// entries; it is sent only when datagrams queue up (a flood, a burst), so
+// that the channel carries one message for many small datagrams.
 // Integers are big-endian. The association is named by where its messages
 // come from: the outlet keys it by the secure channel peer, the return
 // route and the port; the client by its own worker address.
@@ -34,6 +39,8 @@ const (
 	KindDatagram Kind = 1
 	KindReply    Kind = 2
 	KindClose    Kind = 3
+	KindBatch    Kind = 4
+	KindReplies  Kind = 5
 )
 
 func (k Kind) String() string {
@@ -44,6 +51,10 @@ func (k Kind) String() string {
 		return "reply"
 	case KindClose:
 		return "close"
+	case KindBatch:
+		return "batch"
+	case KindReplies:
+		return "replies"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -60,6 +71,11 @@ const (
 	MaxDatagram = 63 << 10
 	// MaxReason bounds the reason of Close.
 	MaxReason = 256
+	// MaxBatch bounds the entries (length prefixes included) of a Batch
+	// or Replies message, as MaxDatagram bounds one datagram.
+	MaxBatch = MaxDatagram
+	// EntryHeader is the length prefix of each datagram of a batch.
+	EntryHeader = 2
 	// DatagramHeader and ReplyHeader are the header sizes.
 	DatagramHeader = 4
 	ReplyHeader    = 1
@@ -74,6 +90,45 @@ type Msg struct {
 	Port    uint16 // Datagram
 	Payload []byte // Datagram, Reply
 	Reason  string // Close
+	// Entries holds the datagrams of Batch and Replies, each a length
+	// (2 bytes) and a payload; iterate with Each.
+	Entries []byte
+}
+
+// Each calls f with each datagram of a batch, in order; the payloads alias
+// the decoded buffer. Entries were checked by Decode.
+func (m *Msg) Each(f func(p []byte)) {
+	b := m.Entries
+	for len(b) >= EntryHeader {
+		n := int(binary.BigEndian.Uint16(b))
+		f(b[EntryHeader : EntryHeader+n])
+		b = b[EntryHeader+n:]
+	}
+}
+
+// checkEntries validates the entries of a batch.
+func checkEntries(b []byte) error {
+	if len(b) == 0 || len(b) > MaxBatch {
+		return fmt.Errorf("%w: batch of %d bytes", ErrMalformed, len(b))
+	}
+	for len(b) > 0 {
+		if len(b) < EntryHeader {
+			return fmt.Errorf("%w: batch entry cut", ErrMalformed)
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		if len(b) < EntryHeader+n {
+			return fmt.Errorf("%w: batch entry of %d bytes, %d left", ErrMalformed, n, len(b)-EntryHeader)
+		}
+		b = b[EntryHeader+n:]
+	}
+	return nil
+}
+
+// AppendEntry appends one datagram to the entries of a batch being built.
+// len(p) must be at most MaxDatagram and the batch within MaxBatch.
+func AppendEntry(dst, p []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(p)))
+	return append(dst, p...)
 }
 
 // Decode parses a message. It never allocates for Payload.
@@ -107,6 +162,23 @@ func Decode(b []byte) (Msg, error) {
 			return m, fmt.Errorf("%w: reason", ErrMalformed)
 		}
 		m.Reason = string(b)
+	case KindBatch:
+		if len(b) < DatagramHeader-1 {
+			return m, fmt.Errorf("%w: batch of %d bytes", ErrMalformed, len(b))
+		}
+		if b[0] != Version {
+			return m, fmt.Errorf("datagram: peer speaks datagram version %d, we speak %d", b[0], Version)
+		}
+		m.Port = binary.BigEndian.Uint16(b[1:])
+		if err := checkEntries(b[3:]); err != nil {
+			return m, err
+		}
+		m.Entries = b[3:]
+	case KindReplies:
+		if err := checkEntries(b); err != nil {
+			return m, err
+		}
+		m.Entries = b
 	default:
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, m.Kind)
 	}
@@ -134,6 +206,12 @@ func Append(dst []byte, m Msg) []byte {
 			r = r[:len(r)-1]
 		}
 		dst = append(dst, r...)
+	case KindBatch:
+		dst = append(dst, Version)
+		dst = binary.BigEndian.AppendUint16(dst, m.Port)
+		dst = append(dst, m.Entries...)
+	case KindReplies:
+		dst = append(dst, m.Entries...)
 	}
 	return dst
 }

@@ -17,13 +17,15 @@ func TestRoundTrip(t *testing.T) {
 		{Kind: KindReply, Payload: []byte{}},
 		{Kind: KindClose, Reason: "idle"},
 		{Kind: KindClose},
+		{Kind: KindBatch, Port: 53, Entries: AppendEntry(AppendEntry(nil, []byte("one")), []byte{})},
+		{Kind: KindReplies, Entries: AppendEntry(nil, bytes.Repeat([]byte{1}, MaxBatch-EntryHeader))},
 	} {
 		b := Append(nil, m)
 		got, err := Decode(b)
 		if err != nil {
 			t.Fatalf("%v: %v", m.Kind, err)
 		}
-		if got.Kind != m.Kind || got.Port != m.Port || !bytes.Equal(got.Payload, m.Payload) || got.Reason != m.Reason {
+		if got.Kind != m.Kind || got.Port != m.Port || !bytes.Equal(got.Payload, m.Payload) || got.Reason != m.Reason || !bytes.Equal(got.Entries, m.Entries) {
 			t.Errorf("round trip of %v: got %+v", m.Kind, got)
 		}
 	}
@@ -52,10 +54,16 @@ func TestDecodeRejects(t *testing.T) {
 		"reply too big": append([]byte{2}, make([]byte, MaxDatagram+1)...),
 		"long reason":   append([]byte{3}, strings.Repeat("x", MaxReason+1)...),
 		"bad utf8":      {3, 0xff},
+		"empty batch":   {4, Version, 0, 53},
+		"cut entry":     {4, Version, 0, 53, 0, 5, 'a'},
+		"cut prefix":    {5, 0, 1, 'a', 0},
+		"empty replies": {5},
+		"batch version": {4, 9, 0, 53, 0, 0},
+		"big batch":     append([]byte{5}, AppendEntry(AppendEntry(nil, make([]byte, MaxDatagram-10)), make([]byte, 10))...),
 	} {
 		if _, err := Decode(b); err == nil {
 			t.Errorf("%s: accepted", name)
-		} else if name != "version" && !errors.Is(err, ErrMalformed) {
+		} else if name != "version" && name != "batch version" && !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v does not wrap ErrMalformed", name, err)
 		}
 	}
@@ -93,16 +101,42 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, Msg{Kind: KindDatagram, Port: 53, Payload: []byte("q")}))
 	f.Add(Append(nil, Msg{Kind: KindReply, Payload: []byte("a")}))
 	f.Add(Append(nil, Msg{Kind: KindClose, Reason: "idle"}))
+	f.Add(Append(nil, Msg{Kind: KindBatch, Port: 1, Entries: AppendEntry(AppendEntry(nil, []byte("a")), []byte("bc"))}))
+	f.Add(Append(nil, Msg{Kind: KindReplies, Entries: AppendEntry(nil, []byte("a"))}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {
 			return
 		}
-		if len(m.Payload) > MaxDatagram || len(m.Reason) > MaxReason {
+		if len(m.Payload) > MaxDatagram || len(m.Reason) > MaxReason || len(m.Entries) > MaxBatch {
 			t.Fatalf("accepted oversize %+v", m)
+		}
+		var rebuilt []byte
+		m.Each(func(p []byte) { rebuilt = AppendEntry(rebuilt, p) })
+		if !bytes.Equal(rebuilt, m.Entries) {
+			t.Fatalf("entries %x iterate to %x", m.Entries, rebuilt)
 		}
 		if got := Append(nil, m); !bytes.Equal(got, b) {
 			t.Fatalf("re-encoding %x gave %x", b, got)
 		}
 	})
+}
+
+func TestLimiter(t *testing.T) {
+	var nilL *Limiter
+	if !nilL.Allow(1 << 20) {
+		t.Error("nil limiter refused")
+	}
+	if NewLimiter(0, 0) != nil {
+		t.Error("rate 0 gave a limiter")
+	}
+	l := NewLimiter(1000, 0)
+	for i := 0; i < 4; i++ {
+		if !l.Allow(MaxDatagram) {
+			t.Error("full bucket refused a burst")
+		}
+	}
+	if l.Allow(MaxDatagram) {
+		t.Error("empty bucket allowed a burst")
+	}
 }

@@ -101,6 +101,10 @@ func (e *endpoint) deliver(b []byte, partial bool, g *gro.GRO) {
 	if e.answerEcho(b) {
 		return
 	}
+	if e.st.cfg.UDPAdmit != nil && !e.admitUDP(b) {
+		e.st.stats.udpDropped.Add(1)
+		return
+	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	pkt.NetworkProtocolNumber = proto
 	pkt.RXChecksumValidated = true
@@ -195,6 +199,35 @@ func (e *endpoint) reply(bp *[]byte, dst netip.Addr) {
 			e.enqueue(bp)
 		})
 	})
+}
+
+// admitUDP asks Config.UDPAdmit about a UDP datagram; other packets, and
+// DNS queries to the stack itself, pass.
+func (e *endpoint) admitUDP(b []byte) bool {
+	var (
+		dst tcpip.Address
+		n   int
+	)
+	switch b[0] >> 4 {
+	case 4:
+		ip := header.IPv4(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return true
+		}
+		dst, n = ip.DestinationAddress(), int(ip.TotalLength())-int(ip.HeaderLength())-header.UDPMinimumSize
+	case 6:
+		ip := header.IPv6(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return true
+		}
+		dst, n = ip.DestinationAddress(), int(ip.PayloadLength())-header.UDPMinimumSize
+	default:
+		return true
+	}
+	if d := e.st.cfg.DNSAddr; d.IsValid() && addrFrom(dst) == d.Unmap() {
+		return true
+	}
+	return e.st.cfg.UDPAdmit(max(n, 0))
 }
 
 // checksumOK verifies the IPv4 header checksum and, unless partial, the

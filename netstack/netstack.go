@@ -78,6 +78,13 @@ type Config struct {
 	// ICMP port unreachable (outlet mode: the stack only dials).
 	UDPHandler func(*UDPRequest)
 
+	// UDPAdmit, if set, is asked for every captured UDP datagram (not
+	// those to DNSAddr) as it arrives from the device, before the stack
+	// spends anything on it, with its length; false drops it (counted in
+	// UDPDropped). A rate limiter here sheds a flood cheaply. It runs on
+	// the packet goroutine and must not block.
+	UDPAdmit func(n int) bool
+
 	// Echo, if set, decides ICMP echo requests (ping) to captured
 	// addresses: it is called on the packet goroutine (it must not block)
 	// and must call answer exactly once, later and from any goroutine:

@@ -1,11 +1,13 @@
 package netstack
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -64,8 +66,7 @@ func (r *UDPRequest) Accept() (*UDPConn, error) {
 		r.st.stats.udpDropped.Add(1)
 		return nil, fmt.Errorf("netstack: udp %s -> %s: %s", r.Src, r.Dst, terr)
 	}
-	ep.SocketOptions().SetReceiveBufferSize(udpReceiveBuffer, true)
-	c := &UDPConn{UDPConn: gonet.NewUDPConn(&wq, ep), st: r.st}
+	c := newUDPConn(r.st, &wq, ep)
 	if !r.st.trackUDP(c) {
 		c.UDPConn.Close()
 		return nil, fmt.Errorf("netstack: udp %s -> %s: %w", r.Src, r.Dst, net.ErrClosed)
@@ -77,8 +78,85 @@ func (r *UDPRequest) Accept() (*UDPConn, error) {
 // captured tuple (Accept) or a socket from a virtual source (DialUDP).
 type UDPConn struct {
 	*gonet.UDPConn
-	st   *Stack
-	once sync.Once
+	st     *Stack
+	ep     tcpip.Endpoint
+	wq     *waiter.Queue
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newUDPConn(st *Stack, wq *waiter.Queue, ep tcpip.Endpoint) *UDPConn {
+	ep.SocketOptions().SetReceiveBufferSize(udpReceiveBuffer, true)
+	return &UDPConn{UDPConn: gonet.NewUDPConn(wq, ep), st: st, ep: ep, wq: wq, closed: make(chan struct{})}
+}
+
+// ErrWouldBlock is returned by ReadSized without wait when no datagram is
+// queued.
+var ErrWouldBlock = errors.New("netstack: no datagram queued")
+
+type countWriter int
+
+func (w *countWriter) Write(b []byte) (int, error) { *w += countWriter(len(b)); return len(b), nil }
+
+// ReadSized reads one datagram into the buffer get returns for its length
+// n (get must return at least n bytes), so that a reader holds no buffer
+// while it waits. With wait false it returns ErrWouldBlock at once when
+// nothing is queued. It returns the datagram's length, net.ErrClosed after
+// Close. One reader at a time.
+func (c *UDPConn) ReadSized(get func(n int) []byte, wait bool) (int, error) {
+	var entry waiter.Entry
+	var notify <-chan struct{}
+	for {
+		var size countWriter
+		_, terr := c.ep.Read(&size, tcpip.ReadOptions{Peek: true})
+		if terr == nil {
+			b := get(int(size))
+			w := tcpip.SliceWriter(b[:size])
+			res, terr := c.ep.Read(&w, tcpip.ReadOptions{})
+			if notify != nil {
+				c.wq.EventUnregister(&entry)
+			}
+			if terr != nil {
+				return 0, c.readErr(terr)
+			}
+			c.st.stats.udpIn.Add(1)
+			return res.Count, nil
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			if notify != nil {
+				c.wq.EventUnregister(&entry)
+			}
+			return 0, c.readErr(terr)
+		}
+		if !wait {
+			return 0, ErrWouldBlock
+		}
+		if notify == nil {
+			var ch chan struct{}
+			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents)
+			notify = ch
+			c.wq.EventRegister(&entry)
+			continue // look again now that a wake-up cannot be missed
+		}
+		select {
+		case <-notify:
+		case <-c.closed:
+			c.wq.EventUnregister(&entry)
+			return 0, net.ErrClosed
+		}
+	}
+}
+
+func (c *UDPConn) readErr(terr tcpip.Error) error {
+	select {
+	case <-c.closed:
+		return net.ErrClosed
+	default:
+	}
+	if _, ok := terr.(*tcpip.ErrClosedForReceive); ok {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("netstack: udp read: %s", terr)
 }
 
 // Read reads one datagram; a datagram longer than b is truncated.
@@ -103,6 +181,7 @@ func (c *UDPConn) Write(b []byte) (int, error) {
 func (c *UDPConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		close(c.closed)
 		err = c.UDPConn.Close()
 		c.st.untrackUDP(c)
 	})
@@ -145,13 +224,22 @@ func (st *Stack) DialUDP(src, dst netip.AddrPort) (*UDPConn, error) {
 	la, proto := fullAddr(src)
 	ra, _ := fullAddr(dst)
 	ra.NIC = 0
-	gc, err := gonet.DialUDP(st.s, &la, &ra, proto)
-	if err != nil {
-		return nil, fmt.Errorf("netstack: udp dial %s -> %s: %w", src, dst, err)
+	var wq waiter.Queue
+	ep, terr := st.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("netstack: udp dial %s -> %s: %s", src, dst, terr)
 	}
-	c := &UDPConn{UDPConn: gc, st: st}
+	if terr := ep.Bind(la); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("netstack: udp dial %s -> %s: bind: %s", src, dst, terr)
+	}
+	if terr := ep.Connect(ra); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("netstack: udp dial %s -> %s: %s", src, dst, terr)
+	}
+	c := newUDPConn(st, &wq, ep)
 	if !st.trackUDP(c) {
-		gc.Close()
+		c.UDPConn.Close()
 		return nil, fmt.Errorf("netstack: udp dial %s -> %s: %w", src, dst, net.ErrClosed)
 	}
 	return c, nil
