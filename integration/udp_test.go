@@ -505,7 +505,6 @@ func (w *world) iperf3(host string, args ...string) (iperfResult, error) {
 	return res, err
 }
 
-
 // floodRate is the flood's offered rate: 1G, or UDP_TEST_FLOOD.
 func floodRate() string {
 	if r := os.Getenv("UDP_TEST_FLOOD"); r != "" {
