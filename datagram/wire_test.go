@@ -3,6 +3,8 @@ package datagram
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -138,5 +140,28 @@ func TestLimiter(t *testing.T) {
 	}
 	if l.Allow(MaxDatagram) {
 		t.Error("empty bucket allowed a burst")
+	}
+}
+
+// TestProtocolDoc holds docs/PROTOCOL.md to the wire constants.
+func TestProtocolDoc(t *testing.T) {
+	b, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Skip(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "## 7. Datagrams (UDP)")
+	if i < 0 {
+		t.Fatal("docs/PROTOCOL.md has no Datagrams section")
+	}
+	doc = doc[i:]
+	for _, k := range []Kind{KindDatagram, KindReply, KindClose, KindBatch, KindReplies} {
+		name := strings.ToUpper(k.String()[:1]) + k.String()[1:]
+		if want := fmt.Sprintf("| %d | %s |", k, name); !strings.Contains(doc, want) {
+			t.Errorf("docs/PROTOCOL.md lacks %q", want)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("version(1)=%d", Version)) || MaxDatagram != 63<<10 || MaxReason != 256 {
+		t.Error("docs/PROTOCOL.md and the constants disagree on version or sizes")
 	}
 }
