@@ -127,6 +127,11 @@ type CreateOutlet struct {
 	// through a TUN and a userspace stack of the node's own (needs
 	// CAP_NET_ADMIN), so the server tells clients apart.
 	Netstack bool `json:"netstack,omitempty"`
+	// NetstackPrefix and NetstackPrefix6 choose the node's virtual source
+	// ranges (default 198.18.0.0/15 and fd7a:6f63:6b6f::/48) when this
+	// outlet creates the node's outlet netstack; later outlets must agree.
+	NetstackPrefix  string `json:"netstack_prefix,omitempty"`
+	NetstackPrefix6 string `json:"netstack_prefix6,omitempty"`
 	// UDP also carries UDP to the same host and ports (the same identities
 	// allowed), at the outlet's address + ".udp" (package datagram).
 	UDP bool `json:"udp,omitempty"`

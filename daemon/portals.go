@@ -151,7 +151,7 @@ func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
 	}
 	oc := portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow}
 	if req.Netstack {
-		dial, err := d.outletDialer()
+		dial, err := d.outletDialer(req.NetstackPrefix, req.NetstackPrefix6)
 		if err != nil {
 			return nil, err
 		}

@@ -49,6 +49,7 @@ type tunState struct {
 	names  map[string]*mapping
 	socks  map[string]*socksListener
 	flows  map[*portal.Flow]*flowEntry
+	added  uint64 // flows tracked, for sweeping
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
 
@@ -174,6 +175,9 @@ func (t *tunState) namesLocked() map[string]netip.Addr {
 	return m
 }
 
+// track records a flow. No goroutine waits for its end (an idle flow
+// would hold that goroutine's stack): ended flows are swept from the table
+// every sweepEvery additions and whenever the table is read.
 func (t *tunState) track(f *portal.Flow, e *flowEntry) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -181,13 +185,24 @@ func (t *tunState) track(f *portal.Flow, e *flowEntry) bool {
 		return false
 	}
 	t.flows[f] = e
+	if t.added++; t.added%sweepEvery == 0 {
+		t.sweepLocked()
+	}
 	return true
 }
 
-func (t *tunState) untrack(f *portal.Flow) {
-	t.mu.Lock()
-	delete(t.flows, f)
-	t.mu.Unlock()
+// sweepEvery is how many flow additions go between sweeps of the table.
+const sweepEvery = 1024
+
+// sweepLocked drops the flows that have ended. t.mu held.
+func (t *tunState) sweepLocked() {
+	for f := range t.flows {
+		select {
+		case <-f.Done():
+			delete(t.flows, f)
+		default:
+		}
+	}
 }
 
 // abortOwned ends the flows that belong to owner.
@@ -207,6 +222,7 @@ func (t *tunState) abortOwned(owner any, reason string) {
 
 func (t *tunState) flowInfos(owner func(any) bool) []api.FlowInfo {
 	t.mu.Lock()
+	t.sweepLocked()
 	var fs []portal.FlowInfo
 	for f, e := range t.flows {
 		if owner(e.owner) {
@@ -246,11 +262,11 @@ func (d *Daemon) tunHandler(ifc *iface) func(*netstack.Request) {
 			f.Abort("node stopping")
 			return
 		}
+		// The flow owns the conn from here; Stack.Close closes the conn
+		// and so ends the flow. The handler returns at once: its
+		// goroutine (gVisor's, with the stack the handshake grew) does
+		// not stay with the idle flow.
 		f.Run(c)
-		// The handler owns the flow until it ends; Stack.Close closes
-		// the conn and so ends it, then waits for this handler.
-		<-f.Done()
-		t.untrack(f)
 	}
 }
 
@@ -433,6 +449,7 @@ func (d *Daemon) tunInfo() api.TunInfo {
 			UDPAssocsOpen: t.udpStats.Open.Load(), UDPAssocsTotal: t.udpStats.Total.Load(), UDPDropped: t.udpStats.Dropped.Load() + s.UDPDropped}
 	}
 	open := map[*mapping]int{}
+	t.sweepLocked()
 	for _, e := range t.flows {
 		if m, ok := e.owner.(*mapping); ok {
 			open[m]++
@@ -674,12 +691,6 @@ func (d *Daemon) socksDial(ctx context.Context, l *socksListener, dst socks.Addr
 		f.Abort("node stopping")
 		return nil, errors.New("node stopping")
 	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		<-f.Done()
-		t.untrack(f)
-	}()
 	return f, nil
 }
 
