@@ -512,3 +512,53 @@ func floodRate() string {
 	}
 	return "1G"
 }
+
+// TestUDPOutletNetstack: an outlet with --netstack --udp sends UDP from
+// the client's virtual source, in the node's configured range; a range
+// overlapping a host route is refused with a line naming the route.
+func TestUDPOutletNetstack(t *testing.T) {
+	w := newUDPWorld(t)
+	tag := fmt.Sprintf("%d", os.Getpid()%100000)
+	if err := run("ip", "-n", w.server.name, "route", "add", "10.98.0.0/16", "dev", "udps"+tag); err != nil {
+		t.Fatal(err)
+	}
+	w.ockam(w.relay.name, "", "node", "create", "relay", "--tcp-listener-address", "0.0.0.0:4000")
+	w.waitNode("relay")
+	w.ockam(w.server.name, "", "node", "create", "server_sidecar")
+	w.waitNode("server_sidecar")
+	_, err := w.try("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/who",
+		"--to", fmt.Sprintf("127.0.0.1:%d", portUDPWho), "--netstack", "--udp", "--netstack-prefix", "10.98.0.0/16")
+	if err == nil || !strings.Contains(err.Error(), "overlap the host's route 10.98.0.0/16") {
+		t.Fatalf("outlet on a range the host routes: %v; want the overlap named", err)
+	}
+	w.ockam("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/who",
+		"--to", fmt.Sprintf("127.0.0.1:%d", portUDPWho), "--netstack", "--udp", "--netstack-prefix", "10.99.0.0/16")
+	if out := w.ockam("", "", "node", "show", "server_sidecar"); !strings.Contains(out, "10.99.0.0/16") || !strings.Contains(out, "tcp+udp outlet") {
+		t.Errorf("node show does not tell the range or the UDP outlet:\n%s", out)
+	}
+	w.ockam("", "", "forwarder", "create", "server_sidecar", "--at", "/ip4/"+w.relayS+"/tcp/4000", "--to", "/node/server_sidecar")
+	w.ockam(w.client.name, "", "node", "create", "client_sidecar")
+	w.waitNode("client_sidecar")
+	w.ockam("", "", "tun", "create", "--at", "/node/client_sidecar", "--name", "udp0")
+	ch := w.ockam("", "", "secure-channel", "create", "--from", "/node/client_sidecar",
+		"--to", "/ip4/"+w.relayC+"/tcp/4000/service/forward_to_server_sidecar/service/api")
+	ip := netip.MustParseAddr(w.ockam("", ch+"\n", "tun", "map", "--at", "/node/client_sidecar", "--to", "-/service/who"))
+
+	var seen []string
+	for i := 0; i < 2; i++ { // two associations: the same source address
+		c := w.dialUDP(t, netip.AddrPortFrom(ip, portUDPWho))
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("who"))
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, string(buf[:n]))
+	}
+	src, err := netip.ParseAddr(seen[0])
+	if err != nil || !netip.MustParsePrefix("10.99.0.0/16").Contains(src) || seen[1] != seen[0] {
+		t.Errorf("the UDP server saw %v; want one address in 10.99.0.0/16", seen)
+	}
+	t.Logf("the UDP server saw the client as %s", src)
+}
