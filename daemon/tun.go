@@ -53,9 +53,10 @@ type tunState struct {
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
 
-	udpOut      map[string]*datagram.Outlet // UDP services of outlets, by outlet name
-	udpStats    datagram.Stats              // the interface's UDP associations
-	udpOutLimit *datagram.Limiter           // shapes the replies of all outlets' UDP services
+	udpOut        map[string]*datagram.Outlet // UDP services of outlets, by outlet name
+	udpStats      datagram.Stats              // the interface's UDP associations
+	udpOutLimit   *datagram.Limiter           // shapes the replies of all outlets' UDP services
+	socksUDPLimit *datagram.Limiter           // shapes UDP from SOCKS5 clients
 
 	outMu sync.Mutex // serialises creating and closing out
 	out   *outletNet // the outlet netstack mode's interface; nil: none
@@ -656,6 +657,8 @@ func (d *Daemon) createSocks(req api.CreateSocks) (api.SocksInfo, error) {
 
 	srv := &socks.Server{Logger: d.log.With("socks", l.from), Dial: func(ctx context.Context, dst socks.Addr) (socks.Flow, error) {
 		return d.socksDial(ctx, l, dst)
+	}, UDP: func(ctx context.Context, dst socks.Addr, c net.Conn) error {
+		return d.socksUDP(ctx, l, dst, c)
 	}}
 	go func() {
 		defer t.wg.Done()

@@ -16,6 +16,7 @@ import (
 	"github.com/ockam-go/ockam/node"
 	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/socks"
 )
 
 // UDP through the node: the interface's UDP associations (client side),
@@ -216,4 +217,39 @@ func (d *Daemon) tunEcho(ifc *iface) func(netip.Addr, func(bool)) {
 			}
 		}()
 	}
+}
+
+// socksUDP carries the datagrams of a SOCKS5 UDP ASSOCIATE to one
+// destination: to the listener's outlet with the destination's port, or
+// to the outlet mapped at the destination's name or address.
+func (d *Daemon) socksUDP(ctx context.Context, l *socksListener, dst socks.Addr, c net.Conn) error {
+	t := d.tun
+	route := l.route
+	if route == nil {
+		m := t.lookup(dst.IP, dst.Name)
+		if m == nil {
+			err := fmt.Errorf("udp to %s: not mapped (see `ockam tun map`)", dst)
+			l.lastErr.Store(err.Error())
+			c.Close()
+			return err
+		}
+		route = m.route
+	}
+	r, err := datagram.ServiceRoute(route)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	t.mu.Lock()
+	if t.socksUDPLimit == nil {
+		t.socksUDPLimit = datagram.NewLimiter(datagram.DefaultRate, 0)
+	}
+	lim := t.socksUDPLimit
+	t.mu.Unlock()
+	err = datagram.Serve(ctx, d.node, r, dst.Port, c, datagram.Config{Logger: d.log, Limiter: lim}, &t.udpStats)
+	if err != nil && !errors.Is(err, datagram.ErrIdle) && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
+		l.lastErr.Store("udp: " + err.Error())
+		return err
+	}
+	return nil
 }
