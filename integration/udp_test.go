@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -604,4 +605,77 @@ func TestUDPOutletNetstack(t *testing.T) {
 		t.Errorf("the UDP server saw %v; want one address in 10.99.0.0/16", seen)
 	}
 	t.Logf("the UDP server saw the client as %s", src)
+}
+
+// pss returns the proportional set size of the node's process, in KiB.
+func (w *world) pss(t *testing.T, node string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(w.home, "nodes", node, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	sm, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", st.PID))
+	if err != nil {
+		t.Skipf("no smaps_rollup: %v", err)
+	}
+	for _, line := range strings.Split(string(sm), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb
+		}
+	}
+	t.Fatal("no Pss in smaps_rollup")
+	return 0
+}
+
+// TestTunIdleFlows measures what idle TCP flows through the interface cost
+// the client and server nodes (PSS growth per flow, as bench/bench.sh
+// does). UDP_IDLE_FLOWS sets the count (default 2000; the issue's figure
+// is for 10,000).
+func TestTunIdleFlows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping in -short")
+	}
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("UDP_IDLE_FLOWS")); err == nil {
+		n = v
+	}
+	w := newUDPWorld(t)
+	w.upUDP()
+	ip := netip.MustParseAddr(w.ip)
+	measure := func(k int, conns *[]net.Conn) {
+		for len(*conns) < k {
+			c, err := w.client.dial(netip.AddrPortFrom(ip, portEcho).String(), 10*time.Second)
+			if err != nil {
+				t.Fatalf("flow %d: %v", len(*conns), err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Write([]byte("x"))
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatalf("flow %d: %v", len(*conns), err)
+			}
+			*conns = append(*conns, c)
+		}
+	}
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	measure(n/10, &conns) // warm up: pools, maps, stacks
+	c0, s0 := w.pss(t, "client_sidecar"), w.pss(t, "server_sidecar")
+	measure(n, &conns)
+	time.Sleep(time.Second) // let the last flows settle
+	c1, s1 := w.pss(t, "client_sidecar"), w.pss(t, "server_sidecar")
+	k := float64(n - n/10)
+	t.Logf("%d idle flows through the TUN: client %.1f KiB, server %.1f KiB per flow (PSS growth over %d flows)",
+		n, float64(c1-c0)/k, float64(s1-s0)/k, n-n/10)
 }
