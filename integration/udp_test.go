@@ -184,7 +184,7 @@ func (w *world) upUDP() {
 	w.ockam(w.server.name, "", "node", "create", "server_sidecar")
 	w.waitNode("server_sidecar")
 	w.ockam("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/outlet", "--udp",
-		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d,%d,%d", portHTTP, portIperf, portSink, portUDPEcho, portDNS, portUDPWho))
+		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d,%d,%d,%d", portHTTP, portIperf, portSink, portEcho, portUDPEcho, portDNS, portUDPWho))
 	w.ockam("", "", "forwarder", "create", "server_sidecar", "--at", "/ip4/"+w.relayS+"/tcp/4000", "--to", "/node/server_sidecar")
 	w.ockam(w.client.name, "", "node", "create", "client_sidecar")
 	w.waitNode("client_sidecar")

@@ -1,6 +1,7 @@
 package netstack_test
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -107,4 +108,49 @@ func TestIdleMemory(t *testing.T) {
 	after := heap()
 	per := float64(after-before) / float64(n)
 	t.Logf("%d idle connections: %.1f KiB each in the stack (heap + stacks)", n, per/1024)
+}
+
+// TestWaitReadable: WaitReadable returns when data arrives, on EOF, and
+// with net.ErrClosed once the conn is closed.
+func TestWaitReadable(t *testing.T) {
+	conns := make(chan net.Conn, 2)
+	e := newEnvNamed(t, "udpns", "udpt0", netstack.Config{Handler: func(r *netstack.Request) {
+		if c, err := r.Accept(); err == nil {
+			conns <- c
+		}
+	}})
+	app, err := e.ns.dial(t, "tcp", netip.AddrPortFrom(virt4, 80).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	c := (<-conns).(*netstack.Conn)
+	done := make(chan error, 1)
+	go func() { done <- c.WaitReadable() }()
+	select {
+	case err := <-done:
+		t.Fatalf("WaitReadable returned %v with nothing to read", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	app.Write([]byte("x"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitReadable did not see the data")
+	}
+	b := make([]byte, 1)
+	c.Read(b)
+	app.(*net.TCPConn).CloseWrite()
+	if err := c.WaitReadable(); err != nil {
+		t.Fatalf("WaitReadable at EOF: %v", err)
+	}
+	go func() { done <- c.WaitReadable() }()
+	c.Read(b) // EOF consumed; a further wait returns at once (HUP) or on close
+	c.Close()
+	if err := <-done; err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WaitReadable after Close: %v", err)
+	}
 }

@@ -324,6 +324,9 @@ func (st *Stack) Close() error {
 		// blocked in Accept return; Accept and DialTCP fail from here on.
 		st.s.Close()
 		st.handlers.Wait()
+		// The FINs and resets of the connections just ended are queued
+		// for the device: let them out before it closes.
+		st.ep.flush(500 * time.Millisecond)
 		// Closing the device unblocks the reader and ends the device's
 		// event goroutine, which the endpoint drains.
 		err := st.dev.Close()
