@@ -130,6 +130,14 @@ type CreateOutlet struct {
 	// through a TUN and a userspace stack of the node's own (needs
 	// CAP_NET_ADMIN), so the server tells clients apart.
 	Netstack bool `json:"netstack,omitempty"`
+	// NetstackPrefix and NetstackPrefix6 choose the node's virtual source
+	// ranges (default 198.18.0.0/15 and fd7a:6f63:6b6f::/48) when this
+	// outlet creates the node's outlet netstack; later outlets must agree.
+	NetstackPrefix  string `json:"netstack_prefix,omitempty"`
+	NetstackPrefix6 string `json:"netstack_prefix6,omitempty"`
+	// UDP also carries UDP to the same host and ports (the same identities
+	// allowed), at the outlet's address + ".udp" (package datagram).
+	UDP bool `json:"udp,omitempty"`
 }
 
 // FlowInfo is one carried TCP connection.
@@ -152,6 +160,18 @@ type PortalInfo struct {
 	Flows     []FlowInfo `json:"flows"`
 	Total     uint64     `json:"total_flows"`
 	LastError string     `json:"last_error,omitempty"`
+	// UDP is set on outlets that also carry UDP (see CreateOutlet.UDP).
+	UDP *UDPInfo `json:"udp,omitempty"`
+}
+
+// UDPInfo counts an outlet's UDP associations and datagrams.
+type UDPInfo struct {
+	Open      int64  `json:"associations_open"`
+	Total     uint64 `json:"associations_total"`
+	Sent      uint64 `json:"datagrams_sent"`     // to the clients
+	Received  uint64 `json:"datagrams_received"` // from the clients, written to the target
+	Dropped   uint64 `json:"datagrams_dropped"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Error is the body of every non-2xx response.

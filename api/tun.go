@@ -9,6 +9,9 @@ type CreateTun struct {
 	Name   string `json:"name,omitempty"`
 	Prefix string `json:"prefix,omitempty"` // IPv4 range routed into the interface
 	MTU    int    `json:"mtu,omitempty"`
+	// UDPRate shapes UDP from the interface to the outlets, in bytes per
+	// second: 0 takes datagram.DefaultRate, a negative value none.
+	UDPRate int64 `json:"udp_rate,omitempty"`
 }
 
 // CreateMapping asks a node to give a remote service (the route to its
@@ -40,16 +43,26 @@ type TunStats struct {
 	BytesOut    uint64 `json:"bytes_out"`
 	DNSQueries  uint64 `json:"dns_queries"`
 	EchoReplies uint64 `json:"echo_replies"`
+	// UDP associations (one per application 5-tuple) and datagrams
+	// dropped (queues full, too big, no mapping, refused by the outlet).
+	UDPAssocsOpen  int64  `json:"udp_associations_open"`
+	UDPAssocsTotal uint64 `json:"udp_associations_total"`
+	UDPDropped     uint64 `json:"udp_dropped"`
 }
 
 // TunInfo describes a node's virtual interface (absent when Name is empty),
 // its mappings and its live flows.
 type TunInfo struct {
-	Name     string     `json:"name,omitempty"`
-	Address  string     `json:"address,omitempty"`  // interface address with prefix length
-	Address6 string     `json:"address6,omitempty"` // IPv6 interface address with prefix length
-	DNS      string     `json:"dns,omitempty"`      // where the interface answers DNS
+	Name     string `json:"name,omitempty"`
+	Address  string `json:"address,omitempty"`  // interface address with prefix length
+	Address6 string `json:"address6,omitempty"` // IPv6 interface address with prefix length
+	DNS      string `json:"dns,omitempty"`      // where the interface answers DNS
+	// Families are the address families the interface carries ("ipv4",
+	// "ipv6"); LeftOut says why one is missing (e.g. IPv6 disabled).
+	Families []string   `json:"families,omitempty"`
+	LeftOut  string     `json:"left_out,omitempty"`
 	MTU      int        `json:"mtu,omitempty"`
+	UDPRate  int64      `json:"udp_rate,omitempty"` // bytes per second; 0: no limit
 	Created  time.Time  `json:"created,omitzero"`
 	Mappings []Mapping  `json:"mappings"`
 	Flows    []FlowInfo `json:"flows"`

@@ -137,7 +137,8 @@ func (e *env) inletCmd() *cobra.Command {
 func (e *env) outletCmd() *cobra.Command {
 	var at, from, to string
 	var allow, ports []string
-	var netstack bool
+	var netstack, udp bool
+	var nsPrefix, nsPrefix6 string
 	create := &cobra.Command{
 		Use:     "create --at /node/NAME --from /service/NAME --to HOST:PORT",
 		Short:   "Open a connection to HOST:PORT for each flow that reaches /service/NAME through a secure channel",
@@ -154,12 +155,16 @@ func (e *env) outletCmd() *cobra.Command {
 			name := strings.TrimPrefix(from, "/service/")
 			var p api.PortalInfo
 			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
-				p, err = c.CreateOutlet(ctx, api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack})
+				p, err = c.CreateOutlet(ctx, api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack, UDP: udp, NetstackPrefix: nsPrefix, NetstackPrefix6: nsPrefix6})
 				return
 			}); err != nil {
 				return err
 			}
-			return e.printCreated(p.From, fmt.Sprintf("TCP outlet %s on /node/%s -> %s", p.From, n, p.To), p)
+			kind := "TCP"
+			if p.UDP != nil {
+				kind = "TCP and UDP"
+			}
+			return e.printCreated(p.From, fmt.Sprintf("%s outlet %s on /node/%s -> %s", kind, p.From, n, p.To), p)
 		},
 	}
 	atFlag(create, &at)
@@ -168,5 +173,8 @@ func (e *env) outletCmd() *cobra.Command {
 	create.Flags().StringSliceVar(&ports, "ports", nil, "ports a flow may ask for when --to has no port")
 	create.Flags().StringSliceVar(&allow, "allow", nil, "identifier allowed to use the outlet (repeatable; default: the node's trust)")
 	create.Flags().BoolVar(&netstack, "netstack", false, "connect from a virtual source address per client identity (node must run as root)")
+	create.Flags().StringVar(&nsPrefix, "netstack-prefix", "", "with --netstack: the node's IPv4 range of virtual sources (default 198.18.0.0/15; set by the first --netstack outlet)")
+	create.Flags().StringVar(&nsPrefix6, "netstack-prefix6", "", "with --netstack: the node's IPv6 range of virtual sources (default fd7a:6f63:6b6f::/48)")
+	create.Flags().BoolVar(&udp, "udp", false, "also carry UDP to the same host and ports (for `tun map` and SOCKS5 UDP ASSOCIATE clients)")
 	return e.portalCmds("outlet", create)
 }

@@ -28,10 +28,10 @@ outlet over the secure channel. The outlet decides which ports it allows.
       | ockam tun map --at /node/client_sidecar --to -/service/outlet --name api
   curl http://100.64.0.2:5000/`,
 	}
-	var at, name, prefix string
+	var at, name, prefix, udpRate string
 	var mtu int
 	create := &cobra.Command{
-		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N]",
+		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N] [--udp-rate 270M]",
 		Short: "Create the node's virtual interface (the node must run as root)",
 		Args:  args(),
 		RunE: func(*cobra.Command, []string) error {
@@ -39,21 +39,26 @@ outlet over the secure channel. The outlet decides which ports it allows.
 			if err != nil {
 				return err
 			}
+			rate, err := parseRate(udpRate)
+			if err != nil {
+				return err
+			}
 			var info api.TunInfo
 			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
-				info, err = c.CreateTun(ctx, api.CreateTun{Name: name, Prefix: prefix, MTU: mtu})
+				info, err = c.CreateTun(ctx, api.CreateTun{Name: name, Prefix: prefix, MTU: mtu, UDPRate: rate})
 				return
 			}); err != nil {
 				return err
 			}
-			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
-				info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, n), info)
+			return e.printCreated(info.Name, fmt.Sprintf("Interface %s on /node/%s\n  address: %s\n  dns:     %s (point a resolver at it for names like api.ockam)\n  mtu:     %d\nMap a service to it with: ockam tun map --at /node/%s --to ROUTE",
+				info.Name, n, tunAddrs(info), info.DNS, info.MTU, n), info)
 		},
 	}
 	atFlag(create, &at)
 	create.Flags().StringVar(&name, "name", "", "interface name (default ockam0)")
 	create.Flags().StringVar(&prefix, "prefix", "", "IPv4 range routed into the interface (default 100.64.0.0/10)")
 	create.Flags().IntVar(&mtu, "mtu", 0, "interface MTU (default 65000)")
+	create.Flags().StringVar(&udpRate, "udp-rate", "", "UDP the interface sends to outlets, in bits/s (e.g. 500M, 2G; off: no limit; default 270M); beyond it datagrams are dropped")
 
 	del := &cobra.Command{
 		Use: "delete --at /node/NAME", Short: "Remove the interface and its routes, ending its flows", Args: args(),
@@ -131,8 +136,11 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				fmt.Fprintf(e.stdout, "No interface on /node/%s (sudo ockam tun create --at /node/%s)\n", n, n)
 			} else {
 				s := info.Stats
-				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s, %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
-					info.Name, n, info.Address, info.Address6, info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
+				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
+					info.Name, n, tunAddrs(info), info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
+				if s.UDPAssocsTotal > 0 || s.UDPDropped > 0 {
+					fmt.Fprintf(e.stdout, "  udp:     %d associations open, %d in all, %d datagrams dropped\n", s.UDPAssocsOpen, s.UDPAssocsTotal, s.UDPDropped)
+				}
 			}
 			var rows [][]string
 			for _, m := range info.Mappings {
@@ -149,6 +157,48 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	atFlag(show, &at)
 	cmd.AddCommand(create, del, mp, unmap, show)
 	return cmd
+}
+
+// parseRate reads a rate in bits per second with an optional K, M or G
+// suffix, as iperf3 does, and returns bytes per second; "" is 0 (the
+// default) and "off" -1 (no limit).
+func parseRate(s string) (int64, error) {
+	switch s {
+	case "":
+		return 0, nil
+	case "off", "none":
+		return -1, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1e3
+	case "M":
+		mult = 1e6
+	case "G":
+		mult = 1e9
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	var v int64
+	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || v <= 0 || v > 1e12/mult || fmt.Sprint(v) != s {
+		return 0, fmt.Errorf("--udp-rate %q: want bits per second like 500M or 2G, or off", s)
+	}
+	return v * mult / 8, nil
+}
+
+// tunAddrs lists the interface's addresses and says which family it left
+// out and why.
+func tunAddrs(info api.TunInfo) string {
+	s := info.Address
+	if info.Address6 != "" {
+		s += ", " + info.Address6
+	}
+	if info.LeftOut != "" {
+		s += " (" + info.LeftOut + ")"
+	}
+	return s
 }
 
 func (e *env) flowTable(fs []api.FlowInfo) {

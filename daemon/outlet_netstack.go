@@ -13,6 +13,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/ockam-go/ockam/netstack"
 	"github.com/ockam-go/ockam/tun"
 )
@@ -55,9 +58,11 @@ var (
 
 // outletNet is the outlet interface and the stack behind it.
 type outletNet struct {
-	name        string
-	addr, addr6 netip.Prefix
-	st          *netstack.Stack
+	name           string
+	range4, range6 netip.Prefix // the virtual source ranges
+	addr, addr6    netip.Prefix // addr6 invalid: IPv6 left out
+	leftOut        string       // why IPv6 was left out
+	st             *netstack.Stack
 
 	mu    sync.Mutex
 	peers map[netip.Addr]string // virtual source -> identifier, for logs
@@ -71,39 +76,118 @@ type outletNet struct {
 // logs a warning when it sees that); with 64 hashed bits, IPv6 addresses
 // practically never collide.
 func VirtualSource(id string, ipv6 bool) netip.Addr {
+	if ipv6 {
+		return virtualSource(id, OutletPrefix6)
+	}
+	return virtualSource(id, OutletPrefix)
+}
+
+// virtualSource is VirtualSource in the range p (IPv4 up to /30, IPv6 up
+// to /64): in IPv4, host addresses .2 to broadcast-1 (not the network
+// address, not the interface's own .1, not the broadcast address); in
+// IPv6, the low 64 bits, never ::0 or ::1.
+func virtualSource(id string, p netip.Prefix) netip.Addr {
 	sum := sha256.Sum256([]byte(id))
 	h := binary.BigEndian.Uint64(sum[:8])
-	if ipv6 {
-		b := OutletPrefix6.Addr().As16()
+	if p.Addr().Is6() {
+		b := p.Masked().Addr().As16()
 		if h < 2 { // not the network address, not the interface's ::1
 			h += 2
 		}
 		binary.BigEndian.PutUint64(b[8:], h)
 		return netip.AddrFrom16(b)
 	}
-	// Host addresses .2 to broadcast-1: not the network address, not the
-	// interface's own (.1), not the broadcast address.
-	n := uint64(1)<<(32-OutletPrefix.Bits()) - 3
-	base := OutletPrefix.Addr().As4()
+	n := uint64(1)<<(32-p.Bits()) - 3
+	base := p.Masked().Addr().As4()
 	v := binary.BigEndian.Uint32(base[:]) + 2 + uint32(h%n)
 	var a [4]byte
 	binary.BigEndian.PutUint32(a[:], v)
 	return netip.AddrFrom4(a)
 }
 
+// outletRanges returns the virtual source ranges asked for by req (the
+// defaults when empty), checked.
+func outletRanges(p4, p6 string) (netip.Prefix, netip.Prefix, error) {
+	r4, r6 := OutletPrefix, OutletPrefix6
+	if p4 != "" {
+		p, err := netip.ParsePrefix(p4)
+		if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
+			return r4, r6, badRequest(fmt.Errorf("--netstack-prefix %q: want an IPv4 range from /8 to /30, e.g. %s", p4, OutletPrefix))
+		}
+		r4 = p.Masked()
+	}
+	if p6 != "" {
+		p, err := netip.ParsePrefix(p6)
+		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() < 16 || p.Bits() > 64 {
+			return r4, r6, badRequest(fmt.Errorf("--netstack-prefix6 %q: want an IPv6 range from /16 to /64, e.g. %s", p6, OutletPrefix6))
+		}
+		r6 = p.Masked()
+	}
+	if tun.DefaultPrefix.Overlaps(r4) || tun.DefaultPrefix6.Overlaps(r6) {
+		return r4, r6, badRequest(fmt.Errorf("outlet netstack ranges %s, %s overlap the client side's %s, %s", r4, r6, tun.DefaultPrefix, tun.DefaultPrefix6))
+	}
+	return r4, r6, nil
+}
+
+// routeOverlap returns a route of the host (other than a default route)
+// that overlaps one of the prefixes, described for an error, or "".
+func routeOverlap(ps ...netip.Prefix) (string, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("listing routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // a default route overlaps everything and says nothing
+		}
+		ones, _ := r.Dst.Mask.Size()
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok || ones == 0 {
+			continue
+		}
+		rp := netip.PrefixFrom(a.Unmap(), ones)
+		if rp.Addr().IsLinkLocalUnicast() || rp.Addr().IsMulticast() || rp.Addr().IsLoopback() {
+			continue
+		}
+		for _, p := range ps {
+			if p.Overlaps(rp) {
+				dev := ""
+				if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+					dev = " dev " + l.Attrs().Name
+				}
+				return fmt.Sprintf("%s%s", rp, dev), nil
+			}
+		}
+	}
+	return "", nil
+}
+
 // outletDialer returns the dialer of the outlet netstack mode: connections
 // from a virtual source address per client identity, through a TUN and a
 // netstack of this node's own, created on first use.
-func (d *Daemon) outletDialer() (func(ctx context.Context, peer, target string) (net.Conn, error), error) {
-	if _, err := d.outletNet(); err != nil {
+func (d *Daemon) outletDialer(p4, p6 string) (func(ctx context.Context, peer, target string) (net.Conn, error), error) {
+	r4, r6, err := outletRanges(p4, p6)
+	if err != nil {
 		return nil, err
+	}
+	o, err := d.outletNetIn(r4, r6)
+	if err != nil {
+		return nil, err
+	}
+	if (p4 != "" && o.range4 != r4) || (p6 != "" && o.range6 != r6) {
+		return nil, conflict(fmt.Errorf("the node's outlet netstack already uses %s, %s: a node has one set of virtual source ranges", o.range4, o.range6))
 	}
 	return d.dialOutlet, nil
 }
 
-// outletNet returns the outlet interface, creating it if needed. A failed
-// creation is not remembered: the next netstack outlet tries again.
-func (d *Daemon) outletNet() (*outletNet, error) {
+// outletNet returns the outlet interface, creating it with the default
+// ranges if needed.
+func (d *Daemon) outletNet() (*outletNet, error) { return d.outletNetIn(OutletPrefix, OutletPrefix6) }
+
+// outletNetIn returns the outlet interface, creating it with the ranges
+// r4 and r6 if needed. A failed creation is not remembered: the next
+// netstack outlet tries again.
+func (d *Daemon) outletNetIn(r4, r6 netip.Prefix) (*outletNet, error) {
 	t := d.tun
 	t.outMu.Lock()
 	defer t.outMu.Unlock()
@@ -117,13 +201,26 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 		return o, nil
 	}
 
-	o = &outletNet{name: outletIfName, peers: map[netip.Addr]string{},
-		addr:  netip.PrefixFrom(OutletPrefix.Addr().Next(), OutletPrefix.Bits()),
-		addr6: netip.PrefixFrom(OutletPrefix6.Addr().Next(), OutletPrefix6.Bits())}
-	if ifc, err := prefixInUse(OutletPrefix, OutletPrefix6); err != nil {
+	o = &outletNet{name: outletIfName, peers: map[netip.Addr]string{}, range4: r4, range6: r6,
+		addr: netip.PrefixFrom(r4.Addr().Next(), r4.Bits())}
+	addrs := []netip.Prefix{o.addr}
+	check := []netip.Prefix{r4}
+	if ok, why := tun.IPv6(); ok {
+		o.addr6 = netip.PrefixFrom(r6.Addr().Next(), r6.Bits())
+		addrs = append(addrs, o.addr6)
+		check = append(check, r6)
+	} else {
+		o.leftOut = "IPv6 left out: " + why
+	}
+	if ifc, err := prefixInUse(check...); err != nil {
 		return nil, err
 	} else if ifc != "" {
-		return nil, conflict(fmt.Errorf("the outlet netstack range %s is in use on interface %s (another node's netstack outlet?)", OutletPrefix, ifc))
+		return nil, conflict(fmt.Errorf("the outlet netstack range %s is in use on interface %s (another node's netstack outlet?)", r4, ifc))
+	}
+	if r, err := routeOverlap(check...); err != nil {
+		return nil, err
+	} else if r != "" {
+		return nil, conflict(fmt.Errorf("the outlet netstack ranges %s overlap the host's route %s: replies to the virtual sources would not come back; choose others with --netstack-prefix/--netstack-prefix6", joinPrefixes(check), r))
 	}
 	dev, err := tun.Create(o.name, tun.DefaultMTU)
 	if err != nil {
@@ -137,7 +234,7 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 		tun.Delete(o.name)
 		return nil, err
 	}
-	if err := tun.Configure(o.name, []netip.Prefix{o.addr, o.addr6}, nil); err != nil {
+	if err := tun.Configure(o.name, addrs, nil); err != nil {
 		return fail(err)
 	}
 	// Targets on 127.0.0.0/8: the kernel takes packets to and from
@@ -161,6 +258,9 @@ func (d *Daemon) outletNet() (*outletNet, error) {
 	t.out = o
 	t.mu.Unlock()
 	d.log.Info("outlet netstack created", "tun", o.name, "address", o.addr.String(), "address6", o.addr6.String())
+	if o.leftOut != "" {
+		d.log.Warn("outlet netstack "+o.leftOut+": IPv6 targets cannot be reached from virtual sources", "tun", o.name)
+	}
 	return o, nil
 }
 
@@ -178,9 +278,25 @@ func (d *Daemon) dialOutlet(ctx context.Context, peer, target string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
-	src := VirtualSource(peer, dst.Addr().Is6())
-	o.note(d, peer, src)
+	src, err := o.source(d, peer, dst)
+	if err != nil {
+		return nil, err
+	}
 	return o.st.DialTCP(ctx, netip.AddrPortFrom(src, 0), dst)
+}
+
+// source is the virtual source address for peer towards dst.
+func (o *outletNet) source(d *Daemon, peer string, dst netip.AddrPort) (netip.Addr, error) {
+	if dst.Addr().Is6() && !o.addr6.IsValid() {
+		return netip.Addr{}, fmt.Errorf("outlet netstack: cannot reach the IPv6 target %s: %s", dst, o.leftOut)
+	}
+	r := o.range4
+	if dst.Addr().Is6() {
+		r = o.range6
+	}
+	src := virtualSource(peer, r)
+	o.note(d, peer, src)
+	return src, nil
 }
 
 // note logs the virtual address of a client the first time it is seen, and
@@ -231,6 +347,14 @@ func resolveTarget(ctx context.Context, target string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("outlet netstack: %s cannot be reached from an interface: use 127.0.0.1 or an address of the host", a)
 	}
 	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // prefixInUse returns the interface holding an address in one of the
@@ -299,5 +423,9 @@ func (t *tunState) outletServicesLocked() []string {
 		return nil
 	}
 	s := t.out.st.Stats()
-	return []string{fmt.Sprintf("outlet netstack %s (%s, %s; %d connections open)", t.out.name, OutletPrefix, OutletPrefix6, s.FlowsOpen)}
+	ranges := t.out.range4.String() + ", " + t.out.range6.String()
+	if !t.out.addr6.IsValid() {
+		ranges = t.out.range4.String() + "; " + t.out.leftOut
+	}
+	return []string{fmt.Sprintf("outlet netstack %s (%s; %d connections open)", t.out.name, ranges, s.FlowsOpen)}
 }

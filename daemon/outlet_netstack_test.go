@@ -46,6 +46,33 @@ func TestVirtualSource(t *testing.T) {
 	}
 }
 
+func TestOutletRanges(t *testing.T) {
+	r4, r6, err := outletRanges("10.200.0.0/16", "fd00:1:2::/48")
+	if err != nil || r4.String() != "10.200.0.0/16" || r6.String() != "fd00:1:2::/48" {
+		t.Fatalf("outletRanges = %s, %s, %v", r4, r6, err)
+	}
+	for i := range 500 {
+		id := fmt.Sprintf("I%064x", i)
+		if a := virtualSource(id, r4); !r4.Contains(a) || a == r4.Addr() || a == r4.Addr().Next() || a == lastAddr(r4) {
+			t.Fatalf("virtualSource in %s = %s", r4, a)
+		}
+		if a := virtualSource(id, r6); !r6.Contains(a) {
+			t.Fatalf("virtualSource in %s = %s", r6, a)
+		}
+	}
+	for _, tc := range []struct{ p4, p6, err string }{
+		{"10.0.0.0/31", "", "from /8 to /30"},
+		{"fd00::/48", "", "want an IPv4 range"},
+		{"", "10.0.0.0/8", "want an IPv6 range"},
+		{"", "fd00::/96", "from /16 to /64"},
+		{"100.64.0.0/16", "", "overlap the client side"},
+	} {
+		if _, _, err := outletRanges(tc.p4, tc.p6); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("outletRanges(%q, %q) = %v, want %q", tc.p4, tc.p6, err, tc.err)
+		}
+	}
+}
+
 func TestResolveTarget(t *testing.T) {
 	for _, tc := range []struct{ target, want, err string }{
 		{"127.0.0.1:5000", "127.0.0.1:5000", ""},

@@ -20,7 +20,11 @@ func (d *Daemon) stopPortals() {
 func (d *Daemon) portalServices() []string {
 	var s []string
 	for _, o := range d.portals.Outlets() {
-		s = append(s, "/service/"+o.Address()+" (tcp outlet to "+o.Target()+")")
+		kind := "tcp"
+		if d.udpOutlet(o.Name()) != nil {
+			kind = "tcp+udp"
+		}
+		s = append(s, "/service/"+o.Address()+" ("+kind+" outlet to "+o.Target()+")")
 	}
 	return s
 }
@@ -102,14 +106,14 @@ func (d *Daemon) CreateOutlet(_ context.Context, req api.CreateOutlet) (api.Port
 	}
 	req.Name = o.Name()
 	d.remember(kindOutlet, o.Name(), req)
-	return outletInfo(o), nil
+	return d.withUDP(outletInfo(o)), nil
 }
 
 // Outlets lists the outlets.
 func (d *Daemon) Outlets(context.Context) ([]api.PortalInfo, error) {
 	out := []api.PortalInfo{}
 	for _, o := range d.portals.Outlets() {
-		out = append(out, outletInfo(o))
+		out = append(out, d.withUDP(outletInfo(o)))
 	}
 	return out, nil
 }
@@ -120,7 +124,7 @@ func (d *Daemon) Outlet(_ context.Context, name string) (api.PortalInfo, error) 
 	if o == nil {
 		return api.PortalInfo{}, notFound(fmt.Errorf("no tcp outlet named %s", name))
 	}
-	return outletInfo(o), nil
+	return d.withUDP(outletInfo(o)), nil
 }
 
 // DeleteOutlet closes an outlet and its flows.
@@ -128,6 +132,7 @@ func (d *Daemon) DeleteOutlet(_ context.Context, name string) error {
 	if err := d.portals.DeleteOutlet(name); err != nil {
 		return notFound(err)
 	}
+	d.deleteUDPOutlet(name)
 	d.forget(kindOutlet, name)
 	return nil
 }
@@ -153,7 +158,7 @@ func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
 	}
 	oc := portal.OutletConfig{Name: req.Name, Address: addr, Target: req.To, Ports: ports, Allow: req.Allow}
 	if req.Netstack {
-		dial, err := d.outletDialer()
+		dial, err := d.outletDialer(req.NetstackPrefix, req.NetstackPrefix6)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +167,12 @@ func (d *Daemon) createOutlet(req api.CreateOutlet) (*portal.Outlet, error) {
 	o, err := d.portals.CreateOutlet(oc)
 	if err != nil {
 		return nil, conflict(err)
+	}
+	if req.UDP {
+		if err := d.createUDPOutlet(o, ports, req); err != nil {
+			d.portals.DeleteOutlet(o.Name())
+			return nil, err
+		}
 	}
 	return o, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ockam-go/ockam/api"
+	"github.com/ockam-go/ockam/datagram"
 	"github.com/ockam-go/ockam/netstack"
 	"github.com/ockam-go/ockam/portal"
 	"github.com/ockam-go/ockam/routing"
@@ -46,8 +48,14 @@ type tunState struct {
 	names  map[string]*mapping
 	socks  map[string]*socksListener
 	flows  map[*portal.Flow]*flowEntry
+	added  uint64 // flows tracked, for sweeping
 	closed bool
 	wg     sync.WaitGroup // SOCKS listeners and flow watchers
+
+	udpOut        map[string]*datagram.Outlet // UDP services of outlets, by outlet name
+	udpStats      datagram.Stats              // the interface's UDP associations
+	udpOutLimit   *datagram.Limiter           // shapes the replies of all outlets' UDP services
+	socksUDPLimit *datagram.Limiter           // shapes UDP from SOCKS5 clients
 
 	outMu sync.Mutex // serialises creating and closing out
 	out   *outletNet // the outlet netstack mode's interface; nil: none
@@ -56,9 +64,11 @@ type tunState struct {
 // iface is a created interface and the stack behind it.
 type iface struct {
 	name        string
-	addr, addr6 netip.Prefix
+	addr, addr6 netip.Prefix // addr6 invalid: IPv6 left out
+	leftOut     string       // why a family was left out; "" for none
 	dns         netip.Addr
 	mtu         int
+	udpRate     int64 // bytes per second, 0: none
 	st          *netstack.Stack
 	created     time.Time
 	ctx         context.Context // ends pending opens when the interface goes
@@ -66,12 +76,13 @@ type iface struct {
 }
 
 type mapping struct {
-	ip, ip6 netip.Addr
-	name    string
-	to      string
-	route   routing.Route
-	total   atomic.Uint64
-	lastErr atomic.Value // string
+	ip, ip6  netip.Addr
+	name     string
+	to       string
+	route    routing.Route
+	total    atomic.Uint64
+	udpTotal atomic.Uint64
+	lastErr  atomic.Value // string
 }
 
 // flowEntry is a flow the node opened for the interface or a SOCKS
@@ -88,6 +99,7 @@ func newTunState() *tunState {
 		names:  map[string]*mapping{},
 		socks:  map[string]*socksListener{},
 		flows:  map[*portal.Flow]*flowEntry{},
+		udpOut: map[string]*datagram.Outlet{},
 	}
 }
 
@@ -163,6 +175,9 @@ func (t *tunState) namesLocked() map[string]netip.Addr {
 	return m
 }
 
+// track records a flow. No goroutine waits for its end (an idle flow
+// would hold that goroutine's stack): ended flows are swept from the table
+// every sweepEvery additions and whenever the table is read.
 func (t *tunState) track(f *portal.Flow, e *flowEntry) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -170,13 +185,24 @@ func (t *tunState) track(f *portal.Flow, e *flowEntry) bool {
 		return false
 	}
 	t.flows[f] = e
+	if t.added++; t.added%sweepEvery == 0 {
+		t.sweepLocked()
+	}
 	return true
 }
 
-func (t *tunState) untrack(f *portal.Flow) {
-	t.mu.Lock()
-	delete(t.flows, f)
-	t.mu.Unlock()
+// sweepEvery is how many flow additions go between sweeps of the table.
+const sweepEvery = 1024
+
+// sweepLocked drops the flows that have ended. t.mu held.
+func (t *tunState) sweepLocked() {
+	for f := range t.flows {
+		select {
+		case <-f.Done():
+			delete(t.flows, f)
+		default:
+		}
+	}
 }
 
 // abortOwned ends the flows that belong to owner.
@@ -196,6 +222,7 @@ func (t *tunState) abortOwned(owner any, reason string) {
 
 func (t *tunState) flowInfos(owner func(any) bool) []api.FlowInfo {
 	t.mu.Lock()
+	t.sweepLocked()
 	var fs []portal.FlowInfo
 	for f, e := range t.flows {
 		if owner(e.owner) {
@@ -235,11 +262,11 @@ func (d *Daemon) tunHandler(ifc *iface) func(*netstack.Request) {
 			f.Abort("node stopping")
 			return
 		}
+		// The flow owns the conn from here; Stack.Close closes the conn
+		// and so ends the flow. The handler returns at once: its
+		// goroutine (gVisor's, with the stack the handshake grew) does
+		// not stay with the idle flow.
 		f.Run(c)
-		// The handler owns the flow until it ends; Stack.Close closes
-		// the conn and so ends it, then waits for this handler.
-		<-f.Done()
-		t.untrack(f)
 	}
 }
 
@@ -293,8 +320,14 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	// Hold the slot while creating, so two creates cannot race.
 	ctx, cancel := context.WithCancel(context.Background())
 	ifc := &iface{name: name, mtu: mtu, dns: t.dnsAddr(), ctx: ctx, cancel: cancel, created: time.Now().UTC(),
-		addr:  netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits()),
-		addr6: netip.PrefixFrom(tun.DefaultPrefix6.Addr().Next(), tun.DefaultPrefix6.Bits())}
+		addr: netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits())}
+	// The host decides the families: an IPv6 address on a host with IPv6
+	// disabled fails with "permission denied", so IPv6 is left out there.
+	if ok, why := tun.IPv6(); ok {
+		ifc.addr6 = netip.PrefixFrom(tun.DefaultPrefix6.Addr().Next(), tun.DefaultPrefix6.Bits())
+	} else {
+		ifc.leftOut = "IPv6 left out: " + why
+	}
 	t.ifc = ifc
 	t.mu.Unlock()
 
@@ -312,12 +345,23 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 		}
 		return fail(err)
 	}
-	if err := tun.Configure(name, []netip.Prefix{ifc.addr, ifc.addr6}, nil); err != nil {
+	if err := tun.Configure(name, ifc.prefixes(), nil); err != nil {
 		dev.Close()
 		tun.Delete(name)
 		return fail(err)
 	}
-	st, err := netstack.New(dev, netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns})
+	ncfg := netstack.Config{Logger: d.log.With("tun", name), MTU: mtu, Handler: d.tunHandler(ifc), DNSAddr: ifc.dns,
+		UDPHandler: d.tunUDPHandler(ifc), Echo: d.tunEcho(ifc)}
+	switch {
+	case req.UDPRate == 0:
+		ifc.udpRate = datagram.DefaultRate
+	case req.UDPRate > 0:
+		ifc.udpRate = req.UDPRate
+	}
+	if l := datagram.NewLimiter(int(ifc.udpRate), 0); l != nil {
+		ncfg.UDPAdmit = l.Allow
+	}
+	st, err := netstack.New(dev, ncfg)
 	if err != nil {
 		dev.Close()
 		tun.Delete(name)
@@ -336,7 +380,34 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	st.SetNames(t.namesLocked())
 	t.mu.Unlock()
 	d.log.Info("tun created", "tun", name, "address", ifc.addr.String(), "dns", ifc.dns.String(), "mtu", mtu)
+	if ifc.leftOut != "" {
+		d.log.Warn("tun "+ifc.leftOut, "tun", name)
+	}
 	return d.tunInfo(), nil
+}
+
+// prefixes are the interface's addresses, by family.
+func (ifc *iface) prefixes() []netip.Prefix {
+	ps := []netip.Prefix{ifc.addr}
+	if ifc.addr6.IsValid() {
+		ps = append(ps, ifc.addr6)
+	}
+	return ps
+}
+
+// families names the families of prefixes ps.
+func families(ps []netip.Prefix) []string {
+	var fs []string
+	for _, p := range ps {
+		f := "ipv4"
+		if p.Addr().Is6() {
+			f = "ipv6"
+		}
+		if !slices.Contains(fs, f) {
+			fs = append(fs, f)
+		}
+	}
+	return fs
 }
 
 // deleteTun closes the stack (ending its flows) and removes the interface
@@ -366,12 +437,19 @@ func (d *Daemon) tunInfo() api.TunInfo {
 	out := api.TunInfo{Mappings: []api.Mapping{}}
 	t.mu.Lock()
 	if ifc := t.ifc; ifc != nil && ifc.st != nil {
-		out.Name, out.Address, out.Address6, out.DNS, out.MTU, out.Created = ifc.name, ifc.addr.String(), ifc.addr6.String(), ifc.dns.String(), ifc.mtu, ifc.created
+		out.Name, out.Address, out.DNS, out.MTU, out.Created = ifc.name, ifc.addr.String(), ifc.dns.String(), ifc.mtu, ifc.created
+		if ifc.addr6.IsValid() {
+			out.Address6 = ifc.addr6.String()
+		}
+		out.Families, out.LeftOut = families(ifc.prefixes()), ifc.leftOut
+		out.UDPRate = ifc.udpRate
 		s := ifc.st.Stats()
 		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
-			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies}
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies,
+			UDPAssocsOpen: t.udpStats.Open.Load(), UDPAssocsTotal: t.udpStats.Total.Load(), UDPDropped: t.udpStats.Dropped.Load() + s.UDPDropped}
 	}
 	open := map[*mapping]int{}
+	t.sweepLocked()
 	for _, e := range t.flows {
 		if m, ok := e.owner.(*mapping); ok {
 			open[m]++
@@ -578,6 +656,8 @@ func (d *Daemon) createSocks(req api.CreateSocks) (api.SocksInfo, error) {
 
 	srv := &socks.Server{Logger: d.log.With("socks", l.from), Dial: func(ctx context.Context, dst socks.Addr) (socks.Flow, error) {
 		return d.socksDial(ctx, l, dst)
+	}, UDP: func(ctx context.Context, dst socks.Addr, c net.Conn) error {
+		return d.socksUDP(ctx, l, dst, c)
 	}}
 	go func() {
 		defer t.wg.Done()
@@ -613,12 +693,6 @@ func (d *Daemon) socksDial(ctx context.Context, l *socksListener, dst socks.Addr
 		f.Abort("node stopping")
 		return nil, errors.New("node stopping")
 	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		<-f.Done()
-		t.untrack(f)
-	}()
 	return f, nil
 }
 
@@ -669,6 +743,7 @@ func (d *Daemon) stopTun() {
 			d.log.Error("removing the interface", "err", err)
 		}
 	}
+	d.closeUDPOutlets()
 	d.closeOutletNet()
 	t.wg.Wait()
 }
@@ -682,7 +757,13 @@ func (d *Daemon) tunServices() []string {
 	defer t.mu.Unlock()
 	var s []string
 	if t.ifc != nil && t.ifc.st != nil {
-		s = append(s, fmt.Sprintf("tun %s (%s, dns %s, %d mappings)", t.ifc.name, t.ifc.addr, t.ifc.dns, len(t.names)))
+		addrs := t.ifc.addr.String()
+		if t.ifc.addr6.IsValid() {
+			addrs += ", " + t.ifc.addr6.String()
+		} else {
+			addrs += "; " + t.ifc.leftOut
+		}
+		s = append(s, fmt.Sprintf("tun %s (%s; dns %s, %d mappings)", t.ifc.name, addrs, t.ifc.dns, len(t.names)))
 	}
 	for _, l := range t.socks {
 		to := l.to

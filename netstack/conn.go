@@ -2,9 +2,12 @@ package netstack
 
 import (
 	"io"
+	"net"
 	"sync"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // CopyBufferSize is the buffer size Copy uses. gonet conns implement
@@ -51,12 +54,38 @@ func Copy(dst io.Writer, src io.Reader) (int64, error) {
 type Conn struct {
 	*gonet.TCPConn
 	st        *Stack
+	ep        tcpip.Endpoint
+	wq        *waiter.Queue
+	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 }
 
-func newConn(st *Stack, c *gonet.TCPConn) *Conn {
-	return &Conn{TCPConn: c, st: st}
+func newConn(st *Stack, wq *waiter.Queue, ep tcpip.Endpoint) *Conn {
+	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), st: st, ep: ep, wq: wq, closed: make(chan struct{})}
+}
+
+// WaitReadable blocks until a Read would not block (data, EOF or an error
+// is there) or the conn is closed (net.ErrClosed), holding no buffer, so
+// that a reader of many idle conns takes a buffer only when there is
+// something to read (a portal flow otherwise holds a 63 KiB chunk per
+// idle conn in a blocking Read). It does not honour deadlines.
+func (c *Conn) WaitReadable() error {
+	const events = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
+	if c.ep.Readiness(events) != 0 {
+		return nil
+	}
+	entry, ch := waiter.NewChannelEntry(events)
+	c.wq.EventRegister(&entry)
+	defer c.wq.EventUnregister(&entry)
+	for c.ep.Readiness(events) == 0 {
+		select {
+		case <-ch:
+		case <-c.closed:
+			return net.ErrClosed
+		}
+	}
+	return nil
 }
 
 // Read implements net.Conn.
@@ -76,6 +105,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 // Close implements net.Conn. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.closed)
 		c.closeErr = c.TCPConn.Close()
 		c.st.untrack(c)
 	})

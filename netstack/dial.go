@@ -8,7 +8,6 @@ import (
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -65,7 +64,7 @@ func (st *Stack) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn
 		ep.Close()
 		return nil, dialErr(src, dst, terr)
 	}
-	c := newConn(st, gonet.NewTCPConn(&wq, ep))
+	c := newConn(st, &wq, ep)
 	if !st.track(c) {
 		c.TCPConn.Close()
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Source: net.TCPAddrFromAddrPort(src), Addr: net.TCPAddrFromAddrPort(dst), Err: net.ErrClosed}

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -54,7 +53,7 @@ func (r *Request) Accept() (net.Conn, error) {
 	}
 	fr.Complete(false)
 	setEndpointOptions(ep)
-	c := newConn(r.st, gonet.NewTCPConn(&wq, ep))
+	c := newConn(r.st, &wq, ep)
 	if !r.st.track(c) {
 		c.TCPConn.Close()
 		return nil, fmt.Errorf("netstack: accepting %s -> %s: %w", r.Src, r.Dst, net.ErrClosed)

@@ -2,6 +2,8 @@ package netstack
 
 import (
 	"errors"
+	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -99,6 +101,10 @@ func (e *endpoint) deliver(b []byte, partial bool, g *gro.GRO) {
 	if e.answerEcho(b) {
 		return
 	}
+	if e.st.cfg.UDPAdmit != nil && !e.admitUDP(b) {
+		e.st.stats.udpDropped.Add(1)
+		return
+	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	pkt.NetworkProtocolNumber = proto
 	pkt.RXChecksumValidated = true
@@ -141,8 +147,7 @@ func (e *endpoint) answerEcho(b []byte) bool {
 		icmp.SetChecksum(0)
 		icmp.SetChecksum(^checksum.Checksum(icmp, 0))
 		*bp = r
-		e.st.stats.echoReplies.Add(1)
-		e.enqueue(bp)
+		e.reply(bp, netip.AddrFrom4(dst.As4()))
 		return true
 	case 6:
 		ip := header.IPv6(b)
@@ -169,11 +174,60 @@ func (e *endpoint) answerEcho(b []byte) bool {
 			Header: icmp, Src: dst, Dst: src,
 		}))
 		*bp = r
-		e.st.stats.echoReplies.Add(1)
-		e.enqueue(bp)
+		e.reply(bp, netip.AddrFrom16(dst.As16()))
 		return true
 	}
 	return false
+}
+
+// reply sends a prepared echo reply, at once or when Config.Echo answers.
+func (e *endpoint) reply(bp *[]byte, dst netip.Addr) {
+	if e.st.cfg.Echo == nil {
+		e.st.stats.echoReplies.Add(1)
+		e.enqueue(bp)
+		return
+	}
+	var once sync.Once
+	e.st.cfg.Echo(dst, func(ok bool) {
+		once.Do(func() {
+			if !ok {
+				e.st.stats.echoDropped.Add(1)
+				outBufs.Put(bp)
+				return
+			}
+			e.st.stats.echoReplies.Add(1)
+			e.enqueue(bp)
+		})
+	})
+}
+
+// admitUDP asks Config.UDPAdmit about a UDP datagram; other packets, and
+// DNS queries to the stack itself, pass.
+func (e *endpoint) admitUDP(b []byte) bool {
+	var (
+		dst tcpip.Address
+		n   int
+	)
+	switch b[0] >> 4 {
+	case 4:
+		ip := header.IPv4(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return true
+		}
+		dst, n = ip.DestinationAddress(), int(ip.TotalLength())-int(ip.HeaderLength())-header.UDPMinimumSize
+	case 6:
+		ip := header.IPv6(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return true
+		}
+		dst, n = ip.DestinationAddress(), int(ip.PayloadLength())-header.UDPMinimumSize
+	default:
+		return true
+	}
+	if d := e.st.cfg.DNSAddr; d.IsValid() && addrFrom(dst) == d.Unmap() {
+		return true
+	}
+	return e.st.cfg.UDPAdmit(max(n, 0))
 }
 
 // checksumOK verifies the IPv4 header checksum and, unless partial, the

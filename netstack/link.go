@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -61,18 +62,20 @@ type endpoint struct {
 
 	disp atomic.Pointer[stack.NetworkDispatcher]
 
-	wq     chan *[]byte // outbound packets, outOffset bytes of headroom
-	done   chan struct{}
-	closed atomic.Bool
-	once   sync.Once
+	wq      chan *[]byte  // outbound packets, outOffset bytes of headroom
+	flushed chan struct{} // the writer met flushMark
+	done    chan struct{}
+	closed  atomic.Bool
+	once    sync.Once
 }
 
 func newEndpoint(st *Stack, dev wgtun.Device, mtu uint32) (*endpoint, error) {
 	e := &endpoint{
-		st:   st,
-		dev:  dev,
-		wq:   make(chan *[]byte, writeQueueLen),
-		done: make(chan struct{}),
+		st:      st,
+		dev:     dev,
+		wq:      make(chan *[]byte, writeQueueLen),
+		flushed: make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 	e.mtu.Store(mtu)
 	f, err := vnetFile(dev)
@@ -149,6 +152,30 @@ func (e *endpoint) start() {
 		for range e.dev.Events() {
 		}
 	}()
+}
+
+// flushMark, queued by flush, tells the writer to report that every packet
+// before it has been written.
+var flushMark = new([]byte)
+
+// flush waits, up to d, until the writer has written every packet queued
+// before the call: Close uses it so that the resets and FINs of the
+// connections it ends reach the applications before the device goes.
+func (e *endpoint) flush(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case e.wq <- flushMark:
+	case <-t.C:
+		return
+	case <-e.done:
+		return
+	}
+	select {
+	case <-e.flushed:
+	case <-t.C:
+	case <-e.done:
+	}
 }
 
 // close stops the writer; the device must be closed already.

@@ -54,9 +54,12 @@ type testNS struct {
 
 // newNS creates a uniquely named namespace (with the PID in its name) and
 // removes it when the test ends.
-func newNS(tb testing.TB) *testNS {
+func newNS(tb testing.TB) *testNS { return newNSNamed(tb, "ockns") }
+
+// newNSNamed is newNS with the name's prefix given.
+func newNSNamed(tb testing.TB, prefix string) *testNS {
 	tb.Helper()
-	name := fmt.Sprintf("ockns-%d-%d", os.Getpid(), nsSeq.Add(1))
+	name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), nsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		tb.Skipf("needs root and ip netns: ip netns add: %v: %s", err, out)
 	}
@@ -136,11 +139,14 @@ type env struct {
 // newEnv creates a namespace with a TUN interface configured with the test
 // prefixes and a stack on it. The stack is closed at cleanup (and may be
 // closed earlier by the test).
-func newEnv(tb testing.TB, cfg netstack.Config) *env {
+func newEnv(tb testing.TB, cfg netstack.Config) *env { return newEnvNamed(tb, "ockns", "ockt0", cfg) }
+
+// newEnvNamed is newEnv with the namespace's prefix and the TUN's name given.
+func newEnvNamed(tb testing.TB, prefix, ifname string, cfg netstack.Config) *env {
 	tb.Helper()
 	needRoot(tb)
-	ns := newNS(tb)
-	e := &env{ns: ns, name: "ockt0"}
+	ns := newNSNamed(tb, prefix)
+	e := &env{ns: ns, name: ifname}
 	var dev interface{ Close() error }
 	ns.do(tb, func() error {
 		mtu := tun.DefaultMTU

@@ -69,6 +69,29 @@ type Config struct {
 	// refuses every connection (outlet mode: the stack only dials).
 	Handler func(*Request)
 
+	// UDPHandler is called for the first datagram of every UDP tuple
+	// (application address and port, destination address and port) the
+	// stack has no association for, on the stack's packet goroutine: it
+	// must not block. It accepts with UDPRequest.Accept and serves the
+	// association on goroutines of its own; not accepting drops the
+	// datagram. A nil UDPHandler leaves UDP uncaptured: gVisor answers
+	// ICMP port unreachable (outlet mode: the stack only dials).
+	UDPHandler func(*UDPRequest)
+
+	// UDPAdmit, if set, is asked for every captured UDP datagram (not
+	// those to DNSAddr) as it arrives from the device, before the stack
+	// spends anything on it, with its length; false drops it (counted in
+	// UDPDropped). A rate limiter here sheds a flood cheaply. It runs on
+	// the packet goroutine and must not block.
+	UDPAdmit func(n int) bool
+
+	// Echo, if set, decides ICMP echo requests (ping) to captured
+	// addresses: it is called on the packet goroutine (it must not block)
+	// and must call answer exactly once, later and from any goroutine:
+	// answer(true) sends the reply, answer(false) drops it. A nil Echo
+	// answers every request at once.
+	Echo func(dst netip.Addr, answer func(ok bool))
+
 	// DNSAddr is the address at which the stack answers DNS on UDP port 53
 	// for the names given to SetNames. The zero Addr disables DNS.
 	DNSAddr netip.Addr
@@ -92,6 +115,12 @@ type Stats struct {
 	PacketsOut  uint64 // packets written to the device
 	DNSQueries  uint64 // DNS queries answered
 	EchoReplies uint64 // ICMP echo replies sent
+	UDPOpen     int64  // UDP associations open (Accept and DialUDP)
+	UDPTotal    uint64 // UDP associations made
+	UDPIn       uint64 // datagrams read from associations
+	UDPOut      uint64 // datagrams written to associations
+	UDPDropped  uint64 // first datagrams not accepted (no handler decision, over MaxUDPAssocs)
+	EchoDropped uint64 // echo requests Echo declined
 	WriteErrors uint64 // packets the device refused to take
 	InDropped   uint64 // packets read from the device and not understood
 }
@@ -108,9 +137,10 @@ type Stack struct {
 	wg       sync.WaitGroup // device and DNS goroutines
 	handlers sync.WaitGroup // Handler goroutines
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[*Conn]struct{}
+	mu       sync.Mutex
+	closed   bool
+	conns    map[*Conn]struct{}
+	udpConns map[*UDPConn]struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -122,6 +152,9 @@ type Stack struct {
 		packetsIn, packetsOut             atomic.Uint64
 		dnsQueries, echoReplies, writeErr atomic.Uint64
 		inDropped                         atomic.Uint64
+		udpOpen                           atomic.Int64
+		udpTotal, udpIn, udpOut           atomic.Uint64
+		udpDropped, echoDropped           atomic.Uint64
 	}
 }
 
@@ -152,10 +185,11 @@ func New(dev wgtun.Device, cfg Config) (*Stack, error) {
 	}
 
 	st := &Stack{
-		log:   log,
-		cfg:   cfg,
-		dev:   dev,
-		conns: make(map[*Conn]struct{}),
+		log:      log,
+		cfg:      cfg,
+		dev:      dev,
+		conns:    make(map[*Conn]struct{}),
+		udpConns: make(map[*UDPConn]struct{}),
 	}
 	st.names.Store(&map[string]netip.Addr{})
 
@@ -176,6 +210,10 @@ func New(dev wgtun.Device, cfg Config) (*Stack, error) {
 	// arriving in between meet no handler and are reset.
 	fwd := tcp.NewForwarder(s, 0, MaxPending, st.forward)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	if cfg.UDPHandler != nil {
+		ufwd := udp.NewForwarder(s, st.udpForward)
+		s.SetTransportProtocolHandler(udp.ProtocolNumber, ufwd.HandlePacket)
+	}
 
 	ep, err := newEndpoint(st, dev, uint32(mtu))
 	if err != nil {
@@ -248,6 +286,12 @@ func (st *Stack) Stats() Stats {
 		PacketsOut:  c.packetsOut.Load(),
 		DNSQueries:  c.dnsQueries.Load(),
 		EchoReplies: c.echoReplies.Load(),
+		UDPOpen:     c.udpOpen.Load(),
+		UDPTotal:    c.udpTotal.Load(),
+		UDPIn:       c.udpIn.Load(),
+		UDPOut:      c.udpOut.Load(),
+		UDPDropped:  c.udpDropped.Load(),
+		EchoDropped: c.echoDropped.Load(),
 		WriteErrors: c.writeErr.Load(),
 		InDropped:   c.inDropped.Load(),
 	}
@@ -263,9 +307,14 @@ func (st *Stack) Close() error {
 		st.closed = true
 		conns := st.conns
 		st.conns = nil
+		udpConns := st.udpConns
+		st.udpConns = nil
 		st.mu.Unlock()
 
 		for c := range conns {
+			c.Close()
+		}
+		for c := range udpConns {
 			c.Close()
 		}
 		if st.dns != nil {
@@ -275,6 +324,9 @@ func (st *Stack) Close() error {
 		// blocked in Accept return; Accept and DialTCP fail from here on.
 		st.s.Close()
 		st.handlers.Wait()
+		// The FINs and resets of the connections just ended are queued
+		// for the device: let them out before it closes.
+		st.ep.flush(500 * time.Millisecond)
 		// Closing the device unblocks the reader and ends the device's
 		// event goroutine, which the endpoint drains.
 		err := st.dev.Close()

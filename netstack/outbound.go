@@ -95,6 +95,10 @@ func (e *endpoint) writeLoop() {
 		case <-e.done:
 			return
 		}
+		if bp == flushMark {
+			e.markFlushed()
+			continue
+		}
 		if e.file != nil {
 			if _, err := e.file.Write((*bp)[outOffset-virtioNetHdrLen:]); err != nil {
 				e.writeFailed(err)
@@ -107,10 +111,15 @@ func (e *endpoint) writeLoop() {
 		// Plain mode: batch what is queued so that the device can
 		// coalesce TCP segments in one Write.
 		batch = append(batch[:0], bp)
+		mark := false
 	fill:
 		for len(batch) < maxWriteBatch {
 			select {
 			case bp = <-e.wq:
+				if bp == flushMark {
+					mark = true
+					break fill
+				}
 				batch = append(batch, bp)
 			default:
 				break fill
@@ -129,6 +138,16 @@ func (e *endpoint) writeLoop() {
 			outBufs.Put(bp)
 			batch[i] = nil
 		}
+		if mark {
+			e.markFlushed()
+		}
+	}
+}
+
+func (e *endpoint) markFlushed() {
+	select {
+	case e.flushed <- struct{}{}:
+	default:
 	}
 }
 

@@ -61,6 +61,13 @@ func ReplyFor(err error) Reply {
 type Server struct {
 	// Dial reaches dst. Required. It should honour ctx.
 	Dial func(ctx context.Context, dst Addr) (Flow, error)
+	// UDP, if set, serves UDP ASSOCIATE: it is called once per
+	// destination of an association, on its own goroutine, with a
+	// datagram conn (each Read one datagram from the client to dst, each
+	// Write one to the client from dst; it also has ReadSized), and runs
+	// until c fails or ctx ends, which happens when the client's TCP
+	// connection closes. nil refuses UDP ASSOCIATE.
+	UDP func(ctx context.Context, dst Addr, c net.Conn) error
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 }
@@ -186,6 +193,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		if need > len(buf) || need <= have {
 			return errors.New("socks: bad request length")
 		}
+	}
+	if req.Cmd == CmdAssociate && s.UDP != nil {
+		c.SetDeadline(time.Time{})
+		ok = true // associate owns c
+		return s.associate(ctx, c)
 	}
 	if req.Cmd != CmdConnect {
 		reply(AppendReply(nil, CommandNotSupported, Addr{}))

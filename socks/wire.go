@@ -237,3 +237,40 @@ func ParseReply(b []byte) (Reply, Addr, int, error) {
 	r, n, err := ParseRequest(b)
 	return Reply(r.Cmd), r.Dst, n, err
 }
+
+// MaxUDPHeader is the longest header of a UDP ASSOCIATE datagram:
+// RSV(2) FRAG ATYP LEN NAME[255] PORT.
+const MaxUDPHeader = 2 + 1 + 1 + 1 + 255 + 2
+
+// ParseUDP parses the header of a datagram a client sends to the relay of
+// a UDP ASSOCIATE (RFC 1928 §7): RSV(2)=0, FRAG, ATYP, DST.ADDR, DST.PORT,
+// then the data, which is returned as a sub-slice of b. Fragments
+// (FRAG ≠ 0) are refused: relays may drop them, and we do.
+func ParseUDP(b []byte) (Addr, []byte, error) {
+	if len(b) < 4 {
+		return Addr{}, nil, errors.New("socks: udp datagram shorter than its header")
+	}
+	if b[0] != 0 || b[1] != 0 {
+		return Addr{}, nil, errors.New("socks: udp reserved bytes are not zero")
+	}
+	if b[2] != 0 {
+		return Addr{}, nil, errors.New("socks: udp fragments are not supported")
+	}
+	// The rest has the layout of a request after VER CMD RSV.
+	hdr := append([]byte{Version, byte(CmdAssociate), 0}, b[3:min(len(b), MaxUDPHeader)]...)
+	r, n, err := ParseRequest(hdr)
+	if err != nil {
+		if err == ErrShort {
+			return Addr{}, nil, errors.New("socks: udp datagram shorter than its header")
+		}
+		return Addr{}, nil, err
+	}
+	return r.Dst, b[n:], nil
+}
+
+// AppendUDP appends the header of a datagram from src (relay to client)
+// and the data.
+func AppendUDP(dst []byte, src Addr, data []byte) []byte {
+	dst = appendAddr(append(dst, 0, 0, 0), src)
+	return append(dst, data...)
+}

@@ -124,3 +124,46 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte{5, 1, 0, 3, 0})
 	f.Fuzz(checkParse)
 }
+
+func TestUDPHeader(t *testing.T) {
+	for _, a := range []Addr{
+		{IP: netip.MustParseAddr("10.1.2.3"), Port: 53},
+		{IP: netip.MustParseAddr("fd00::1"), Port: 8125},
+		{Name: "api.ockam", Port: 5353},
+	} {
+		b := AppendUDP(nil, a, []byte("payload"))
+		got, data, err := ParseUDP(b)
+		if err != nil || got != a || string(data) != "payload" {
+			t.Errorf("round trip of %v: %v %q %v", a, got, data, err)
+		}
+		for i := 0; i < len(b)-len("payload"); i++ {
+			if _, _, err := ParseUDP(b[:i]); err == nil {
+				t.Errorf("%v: header cut at %d accepted", a, i)
+			}
+		}
+	}
+	for name, b := range map[string][]byte{
+		"rsv":      {0, 1, 0, 1, 1, 2, 3, 4, 0, 53},
+		"fragment": {0, 0, 1, 1, 1, 2, 3, 4, 0, 53},
+		"atyp":     {0, 0, 0, 9, 1, 2, 3, 4, 0, 53},
+		"empty":    {0, 0, 0, 3, 0, 0, 53},
+	} {
+		if _, _, err := ParseUDP(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzParseUDP(f *testing.F) {
+	f.Add(AppendUDP(nil, Addr{IP: netip.MustParseAddr("10.1.2.3"), Port: 53}, []byte("q")))
+	f.Add(AppendUDP(nil, Addr{Name: "a.b", Port: 1}, nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, data, err := ParseUDP(b)
+		if err != nil {
+			return
+		}
+		if got := AppendUDP(nil, a, data); !bytes.Equal(got, b) {
+			t.Fatalf("re-encoding %x gave %x", b, got)
+		}
+	})
+}

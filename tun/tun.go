@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -87,6 +89,38 @@ func hasNetAdmin() (bool, error) {
 	return data[c/32].Effective&(1<<(c%32)) != 0, nil
 }
 
+// IPv6 reports whether the network namespace of the caller can carry IPv6
+// on a new interface, and if not, why, in words a user can act on. IPv6 is
+// off when the kernel has no IPv6 (no /proc/sys/net/ipv6) or when
+// net.ipv6.conf.all.disable_ipv6 or net.ipv6.conf.default.disable_ipv6 is
+// set (the default of many containers and hardened hosts): a new interface
+// then refuses IPv6 addresses with "permission denied". IPv4 cannot be
+// turned off on Linux, so an IPv6-only host still gets an IPv4 interface
+// address: only IPv6 is ever left out.
+func IPv6() (ok bool, why string) {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return false, "the kernel has no IPv6 (no /proc/sys/net/ipv6)"
+	}
+	for _, k := range []string{"all", "default"} {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + k + "/disable_ipv6")
+		if err == nil && strings.TrimSpace(string(b)) == "1" {
+			return false, "IPv6 is disabled on this host (net.ipv6.conf." + k + ".disable_ipv6=1)"
+		}
+	}
+	return true, ""
+}
+
+// interfaceIPv6 reports whether IPv6 is enabled on the interface name.
+func interfaceIPv6(name string) bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
+}
+
+// ErrNoIPv6 is wrapped by Configure's error when an IPv6 address or route
+// was asked for on an interface where IPv6 is disabled. Callers that can do
+// without IPv6 check IPv6 first and leave IPv6 prefixes out.
+var ErrNoIPv6 = errors.New("tun: IPv6 is disabled")
+
 // Configure brings the interface up and adds addrs (interface addresses,
 // with the prefix length of the on-link range) and routes (extra prefixes
 // routed into the interface). Both may mix IPv4 and IPv6. Addresses and
@@ -95,6 +129,17 @@ func Configure(name string, addrs []netip.Prefix, routes []netip.Prefix) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("tun: configuring %s: %w", name, err)
+	}
+	var v6 bool
+	for _, p := range append(append([]netip.Prefix(nil), addrs...), routes...) {
+		v6 = v6 || p.Addr().Is6()
+	}
+	if v6 && !interfaceIPv6(name) {
+		_, why := IPv6()
+		if why == "" {
+			why = "net.ipv6.conf." + name + ".disable_ipv6=1"
+		}
+		return fmt.Errorf("%w on %s: %s", ErrNoIPv6, name, why)
 	}
 	for _, p := range addrs {
 		a := &netlink.Addr{IPNet: ipNet(p)}

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,12 +16,13 @@ import (
 
 // inNS runs f in a fresh network namespace (named with the PID, removed
 // afterwards) on a locked thread.
-func inNS(t *testing.T, f func()) {
+func inNS(t *testing.T, f func()) { inNSNamed(t, fmt.Sprintf("ocktun-%d", os.Getpid()), f) }
+
+func inNSNamed(t *testing.T, name string, f func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root and ip netns: not running as root")
 	}
-	name := fmt.Sprintf("ocktun-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Skipf("needs root and ip netns: %v: %s", err, out)
 	}
@@ -98,6 +100,41 @@ func TestCreateConfigureDelete(t *testing.T) {
 		}
 		if err := Delete("ocktest0"); err != nil {
 			t.Errorf("Delete of missing interface: %v", err)
+		}
+	})
+}
+
+// TestIPv6Disabled: on a host with IPv6 disabled, IPv6 says why and
+// Configure refuses IPv6 prefixes with ErrNoIPv6 instead of the kernel's
+// "permission denied", while IPv4 works.
+func TestIPv6Disabled(t *testing.T) {
+	inNSNamed(t, fmt.Sprintf("udptun-%d", os.Getpid()), func() {
+		if ok, why := IPv6(); !ok {
+			t.Errorf("fresh namespace: IPv6() = false, %q", why)
+		}
+		for _, k := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		ok, why := IPv6()
+		if ok || !strings.Contains(why, "disable_ipv6=1") {
+			t.Errorf("IPv6() = %v, %q; want false, disable_ipv6=1", ok, why)
+		}
+		dev, err := Create("udptest0", 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer dev.Close()
+		v4 := netip.MustParsePrefix("100.64.0.1/10")
+		err = Configure("udptest0", []netip.Prefix{v4, netip.MustParsePrefix("fd7a:6f63:6b6d::1/48")}, nil)
+		if !errors.Is(err, ErrNoIPv6) || !strings.Contains(err.Error(), "disable_ipv6=1") {
+			t.Errorf("Configure with IPv6: %v, want ErrNoIPv6 saying why", err)
+		}
+		if err := Configure("udptest0", []netip.Prefix{v4}, nil); err != nil {
+			t.Errorf("Configure IPv4 only: %v", err)
 		}
 	})
 }
