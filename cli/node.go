@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/ockam-go/ockam/api"
@@ -39,17 +40,31 @@ func (e *env) nodeCmd() *cobra.Command {
 	var foreground, restore bool
 	var set home.NodeSettings
 	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Start a node in the background",
-		Args:  args("NAME"),
+		Use:   "create [NAME]",
+		Short: "Start a node in the background (default NAME: the default node); a running node of that name is left as it is",
+		Args:  optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if err := checkSettings(set); err != nil {
 				return err
 			}
-			if foreground {
-				return e.runNode(a[0], listen, ident, logFile, restore, set)
+			h, err := e.home()
+			if err != nil {
+				return err
 			}
-			return e.createNode(a[0], listen, ident, set)
+			name := defaultNode(h)
+			if len(a) == 1 {
+				name = a[0]
+			}
+			if foreground {
+				return e.runNode(name, listen, ident, logFile, restore, set)
+			}
+			var changed []string
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				if cmd.InheritedFlags().Lookup(f.Name) == nil {
+					changed = append(changed, "--"+f.Name)
+				}
+			})
+			return e.createNode(name, listen, ident, set, changed)
 		},
 	}
 	create.Flags().StringArrayVar(&set.AllowRouting, "allow-routing", nil, "identifier of a channel peer that may route through this node: reach its private services and make it connect to TCP addresses (repeatable; default: nobody)")
@@ -102,7 +117,8 @@ func (e *env) nodeCmd() *cobra.Command {
 				return err
 			}
 			if st.Running() {
-				return fmt.Errorf("node %s is already running", a[0])
+				info := e.nodeInfo(h, a[0])
+				return e.printCreated("/node/"+a[0], fmt.Sprintf("Node %s is already running\n  TCP listener: %s", a[0], info.Route), info)
 			}
 			conf, err := h.ReadConfig(a[0])
 			if err != nil {
@@ -128,7 +144,7 @@ func (e *env) nodeCmd() *cobra.Command {
 		Use: "show NAME", Short: "Show a node", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error { return e.showNode(a[0]) },
 	}
-	var all bool
+	var all, force, yes bool
 	del := &cobra.Command{
 		Use: "delete [NAME]", Short: "Stop a node and remove its state",
 		Args: optionalArg("NAME"),
@@ -147,7 +163,7 @@ func (e *env) nodeCmd() *cobra.Command {
 				}
 				var errs []string
 				for _, n := range names {
-					if err := e.deleteNode(h, n); err != nil {
+					if err := e.deleteNode(h, n, force); err != nil {
 						errs = append(errs, err.Error())
 					}
 				}
@@ -161,7 +177,7 @@ func (e *env) nodeCmd() *cobra.Command {
 			case len(a) == 0:
 				return fmt.Errorf("missing NAME (usage: %s)", cmd.UseLine())
 			}
-			if err := e.deleteNode(h, a[0]); err != nil {
+			if err := e.deleteNode(h, a[0], force); err != nil {
 				return err
 			}
 			if e.tty {
@@ -171,29 +187,9 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&all, "all", false, "delete every node")
-	logs := &cobra.Command{
-		Use: "logs NAME", Short: "Print a node's log", Args: args("NAME"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			h, err := e.home()
-			if err != nil {
-				return err
-			}
-			if err := home.CheckName(a[0]); err != nil {
-				return err
-			}
-			f, err := os.Open(h.LogPath(a[0]))
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%w: %s (see `ockam node list`)", home.ErrNoNode, a[0])
-			}
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(e.stdout, f)
-			return err
-		},
-	}
-	cmd.AddCommand(create, list, show, del, logs, stop, start)
+	del.Flags().BoolVarP(&force, "force", "f", false, "kill the node at once (SIGKILL) instead of asking it to stop")
+	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (ockam never asks; accepted for scripts written for Ockam)")
+	cmd.AddCommand(create, list, show, del, e.nodeLogsCmd(), stop, start, e.nodeDefaultCmd())
 	return cmd
 }
 
@@ -224,7 +220,7 @@ func (e *env) passphrase() ([]byte, error) {
 
 // createNode starts `ockam node create NAME --foreground` detached, with its
 // output going to the node's log, and waits until it answers.
-func (e *env) createNode(name, listen, ident string, set home.NodeSettings) error {
+func (e *env) createNode(name, listen, ident string, set home.NodeSettings, changed []string) error {
 	if err := home.CheckName(name); err != nil {
 		return err
 	}
@@ -236,7 +232,7 @@ func (e *env) createNode(name, listen, ident string, set home.NodeSettings) erro
 		return err
 	}
 	if err := os.Mkdir(h.NodeDir(name), 0o700); errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("node %s already exists (see `ockam node show %s`)", name, name)
+		return e.existingNode(h, name, changed)
 	} else if err != nil {
 		return err
 	}
@@ -284,6 +280,9 @@ func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool, s
 	}
 	c := exec.Command(exe, argv...)
 	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	if e.verbose {
+		c.Env = append(c.Env, "OCKAM_LOG=debug")
+	}
 	if len(pass) > 0 {
 		c.Env = append(c.Env, vault.PassphraseEnv+"="+string(pass))
 	}
@@ -490,8 +489,8 @@ func (e *env) showNode(name string) error {
 }
 
 // deleteNode stops a node (shutdown request, then SIGTERM, then SIGKILL,
-// each with a deadline) and removes its state.
-func (e *env) deleteNode(h home.Home, name string) error {
+// each with a deadline; with force SIGKILL at once) and removes its state.
+func (e *env) deleteNode(h home.Home, name string, force bool) error {
 	if err := home.CheckName(name); err != nil {
 		return err
 	}
@@ -500,7 +499,12 @@ func (e *env) deleteNode(h home.Home, name string) error {
 	}
 	st, err := h.ReadState(name)
 	if err == nil && st.Running() {
-		if err := stopProcess(h, st); err != nil {
+		if force {
+			syscall.Kill(st.PID, syscall.SIGKILL)
+			if !waitExit(st, 5*time.Second) {
+				return fmt.Errorf("node %s (pid %d) did not die on SIGKILL", name, st.PID)
+			}
+		} else if err := stopProcess(h, st); err != nil {
 			return err
 		}
 	}

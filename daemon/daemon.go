@@ -120,6 +120,9 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts, MaxNamesPerIdentity: set.MaxNamesPerIdentity}); err != nil {
 		return nil, err
 	}
+	if err = d.startDefaultServices(); err != nil {
+		return nil, err
+	}
 	d.tun = newTunState()
 	if err := d.startSecure(); err != nil {
 		return nil, err
@@ -225,7 +228,7 @@ func (d *Daemon) Close() error {
 
 func (d *Daemon) services() []string {
 	var s []string
-	for _, a := range []string{node.EchoAddress, relay.ServiceAddress} {
+	for _, a := range []string{node.EchoAddress, UppercaseAddress, HopAddress, relay.ServiceAddress} {
 		if d.node.HasWorker(a) {
 			s = append(s, "/service/"+a)
 		}
