@@ -74,6 +74,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().Int64Var(&set.ReadBufferMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	create.Flags().IntVar(&set.MaxNamesPerIdentity, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold at this node")
 	create.Flags().IntVar(&set.LogMaxMiB, "log-max-mib", home.DefaultLogMaxMiB, "size in MiB at which node.log is rotated (one old file is kept)")
+	create.Flags().StringVar(&set.MetricsListen, "metrics-listen", "", "also serve Prometheus /metrics and /healthz on this TCP address (bind it to loopback or a private network; the control socket always serves /metrics)")
 	create.Flags().StringVar(&logFile, "log-file", "", "write the log to this file, rotated by size (used when detaching)")
 	create.Flags().MarkHidden("log-file")
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
@@ -189,7 +190,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	del.Flags().BoolVar(&all, "all", false, "delete every node")
 	del.Flags().BoolVarP(&force, "force", "f", false, "kill the node at once (SIGKILL) instead of asking it to stop")
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (ockam never asks; accepted for scripts written for Ockam)")
-	cmd.AddCommand(create, list, show, del, e.nodeLogsCmd(), stop, start, e.nodeDefaultCmd())
+	cmd.AddCommand(create, list, show, del, e.nodeLogsCmd(), stop, start, e.nodeDefaultCmd(), e.nodeMetricsCmd())
 	return cmd
 }
 
@@ -371,7 +372,13 @@ func (e *env) runNode(name, listen, ident, logFile string, restore bool, set hom
 		defer lj.Close()
 		out = lj
 	}
-	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})).With("node", name)
+	var handler slog.Handler = slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})
+	if logFile == "" && isTerminal(e.stderr) {
+		// A person watching a foreground node reads lines; journald,
+		// files and collectors get JSON.
+		handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler).With("node", name)
 	pass, err := e.passphrase()
 	if err != nil {
 		return err
@@ -577,5 +584,6 @@ func settingsArgs(s home.NodeSettings) []string {
 		"--max-queue-mib", strconv.FormatInt(s.MaxQueueMiB, 10),
 		"--read-buffer-mib", strconv.FormatInt(s.ReadBufferMiB, 10),
 		"--max-names-per-identity", strconv.Itoa(s.MaxNamesPerIdentity),
-		"--log-max-mib", strconv.Itoa(s.LogMaxMiB))
+		"--log-max-mib", strconv.Itoa(s.LogMaxMiB),
+		"--metrics-listen", s.MetricsListen)
 }

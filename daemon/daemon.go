@@ -68,6 +68,9 @@ type Daemon struct {
 
 	srv      *http.Server
 	ln       net.Listener
+
+	metricsSrv  *http.Server // --metrics-listen (metrics.go)
+	metricsAddr net.Addr
 	shutdown chan struct{}
 	once     sync.Once
 }
@@ -154,6 +157,11 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	}
 	// The API answers last: once it does, `node create` returns and every
 	// other command must find the node's state.
+	if set.MetricsListen != "" {
+		if err := d.serveMetrics(set.MetricsListen); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.serveAPI(); err != nil {
 		return nil, err
 	}
@@ -205,6 +213,7 @@ func (d *Daemon) Close() error {
 			cancel()
 			os.Remove(d.cfg.Home.SocketPath(d.cfg.Name))
 		}
+		d.stopMetrics()
 		d.stopTun()
 		d.stopPortals()
 		d.mu.Lock()

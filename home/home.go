@@ -256,6 +256,9 @@ type NodeSettings struct {
 	// LogMaxMiB is the size at which node.log is rotated (one old file is
 	// kept), DefaultLogMaxMiB when zero.
 	LogMaxMiB int `json:"log_max_mib,omitempty"`
+	// MetricsListen is a TCP address to serve Prometheus metrics on, as
+	// well as the control socket; empty for none.
+	MetricsListen string `json:"metrics_listen,omitempty"`
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.
