@@ -66,13 +66,13 @@ type Daemon struct {
 	conf        home.NodeConfig
 	restoreErrs []string // what Restore could not bring back
 
-	srv      *http.Server
-	ln       net.Listener
+	srv *http.Server
+	ln  net.Listener
 
 	metricsSrv  *http.Server // --metrics-listen (metrics.go)
 	metricsAddr net.Addr
-	shutdown chan struct{}
-	once     sync.Once
+	shutdown    chan struct{}
+	once        sync.Once
 }
 
 // Start brings a node up: identity, listener, services, control socket and
