@@ -55,15 +55,23 @@ func (e *env) nodeCmd() *cobra.Command {
 			if len(a) == 1 {
 				name = a[0]
 			}
-			if foreground {
-				return e.runNode(name, listen, ident, logFile, restore, set)
-			}
 			var changed []string
+			settingsChanged := false
 			cmd.Flags().Visit(func(f *pflag.Flag) {
 				if cmd.InheritedFlags().Lookup(f.Name) == nil {
 					changed = append(changed, "--"+f.Name)
 				}
+				switch f.Name {
+				case "foreground", "restore", "log-file", "tcp-listener-address", "identity":
+				default:
+					settingsChanged = true
+				}
 			})
+			if foreground {
+				// With --restore, settings given as flags (a service
+				// unit's ExecStart) replace the saved ones.
+				return e.runNode(name, listen, ident, logFile, restore, settingsChanged, set)
+			}
 			return e.createNode(name, listen, ident, set, changed)
 		},
 	}
@@ -80,8 +88,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
 	create.Flags().StringVar(&ident, "identity", "", "vault identity to use (default: a new one named after the node)")
 	create.Flags().BoolVarP(&foreground, "foreground", "f", false, "run in the foreground instead of detaching")
-	create.Flags().BoolVar(&restore, "restore", false, "bring back what the node had (used by node start)")
-	create.Flags().MarkHidden("restore")
+	create.Flags().BoolVar(&restore, "restore", false, "with --foreground: bring back everything the node had (what node start does; for service units); settings given as flags replace the saved ones")
 
 	stop := &cobra.Command{
 		Use: "stop NAME", Short: "Stop a node, keeping its state (see node start)", Args: args("NAME"),
@@ -344,7 +351,7 @@ func lastError(path string) string {
 
 // runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
 // request.
-func (e *env) runNode(name, listen, ident, logFile string, restore bool, set home.NodeSettings) error {
+func (e *env) runNode(name, listen, ident, logFile string, restore, keepSettings bool, set home.NodeSettings) error {
 	h, err := e.home()
 	if err != nil {
 		return err
@@ -359,7 +366,7 @@ func (e *env) runNode(name, listen, ident, logFile string, restore bool, set hom
 	if os.Getenv("OCKAM_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	if restore {
+	if restore && !keepSettings {
 		saved, err := h.ReadConfig(name)
 		if err != nil {
 			return err

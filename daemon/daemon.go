@@ -100,7 +100,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Restore {
+	if cfg.Restore && cfg.Settings.IsZero() {
 		cfg.Settings = saved.Settings
 	}
 	set := cfg.Settings

@@ -261,6 +261,12 @@ type NodeSettings struct {
 	MetricsListen string `json:"metrics_listen,omitempty"`
 }
 
+// IsZero reports whether no setting is set.
+func (s NodeSettings) IsZero() bool {
+	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
+		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == ""
+}
+
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.
 const DefaultLogMaxMiB = 10
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,29 @@ func TestRelayMetricsAndHealth(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != 404 {
 		t.Errorf("/nothing: %s", r.Status)
+	}
+}
+
+// TestRelayConfigFromEnvironment: every flag can come from OCKAM_RELAY_*
+// (a systemd EnvironmentFile), a flag on the command line wins, and a bad
+// value is one line and exit 2.
+func TestRelayConfigFromEnvironment(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	maddr := ln.Addr().String()
+	ln.Close()
+	t.Setenv("OCKAM_RELAY_METRICS_LISTEN", maddr)
+	t.Setenv("OCKAM_RELAY_LISTEN", "127.0.0.1:1") // overridden by startRelay's --listen
+	startRelay(t)
+	poll(t, "metrics from the environment", func() bool {
+		r, err := http.Get("http://" + maddr + "/healthz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil && r.StatusCode == 200
+	})
+	t.Setenv("OCKAM_RELAY_MAX_CONNS", "many")
+	out, err := exec.Command(relayBinary(t)).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 || !strings.Contains(string(out), "OCKAM_RELAY_MAX_CONNS") {
+		t.Fatalf("bad environment: %v: %s", err, out)
 	}
 }
