@@ -320,3 +320,48 @@ func TestStatusDeleteForceAndLogs(t *testing.T) {
 		t.Fatal("node delete --force left the process")
 	}
 }
+
+// TestInletChecksItsRoute: an inlet whose route cannot work is refused
+// with what to do, instead of being created and resetting every
+// connection.
+func TestInletChecksItsRoute(t *testing.T) {
+	e := newEnv(t)
+	e.must("node", "create")
+	e.must("node", "create", "b")
+	oneLine(t, e.run("tcp-inlet", "create", "--to", "/service/0123abcd/service/outlet"), "this node has no /service/0123abcd")
+	oneLine(t, e.run("tcp-inlet", "create", "--to", "/node/b/service/outlet"), "only through a secure channel")
+	if list := e.must("tcp-inlet", "list"); strings.Count(list, "\n") != 0 {
+		t.Fatalf("a refused inlet was created:\n%s", list)
+	}
+	// An unknown local address on a message's route fails at once, naming it.
+	start := time.Now()
+	oneLine(t, e.run("message", "send", "x", "--to", "/service/nothing"), "nothing")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("an unknown local address took %v", d)
+	}
+}
+
+// TestWrongRoutesSayWhat: a channel aimed at echo and a message to a
+// missing remote service fail with errors a person can act on, within the
+// --timeout asked for.
+func TestWrongRoutesSayWhat(t *testing.T) {
+	e := newEnv(t)
+	e.must("node", "create")
+	e.must("node", "create", "b")
+	oneLine(t, e.run("secure-channel", "create", "--to", "/node/b/service/echo", "--timeout", "3"), "not a secure channel listener")
+	start := time.Now()
+	r := e.run("message", "send", "x", "--to", "/node/b/service/nothing", "--timeout", "1")
+	oneLine(t, r, "within 1s")
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("--timeout 1 took %v", d)
+	}
+	start = time.Now()
+	oneLine(t, e.run("secure-channel", "create", "--to", "/node/b/service/nothing/service/api", "--timeout", "2"), "")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("secure-channel create --timeout 2 took %v", d)
+	}
+	r = e.run("secure-channel", "create", "--to", "/node/b/service/nothing/service/api", "--timeout", "2")
+	if strings.Contains(r.stderr, "10s") {
+		t.Fatalf("error names the default timeout, not --timeout: %s", r.stderr)
+	}
+}

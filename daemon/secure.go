@@ -122,6 +122,11 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 	defer cancel()
 	c, err := d.sc.Create(ctx, route, ids)
 	if err != nil {
+		if strings.Contains(err.Error(), "got handshake1 message, want handshake2") {
+			// Our own first message came back: the route ends at a
+			// service that answers with what it gets.
+			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with the handshake it was sent, as echo does: it is not a secure channel listener (every node listens at /service/api)", req.To))
+		}
 		return api.ChannelInfo{}, err
 	}
 	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
