@@ -307,8 +307,8 @@ func TestNodeLifecycle(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "node n2 is not running") {
 		t.Fatalf("message to a dead node: %+v", r)
 	}
-	if s := e.show("n2"); s.Status != "stopped" {
-		t.Fatalf("dead node status %q", s.Status)
+	if s := e.show("n2"); s.Status != "crashed" {
+		t.Fatalf("killed node status %q, want crashed", s.Status)
 	}
 	e.must("node", "delete", "--all")
 	if list := e.must("node", "list"); strings.Contains(list, "n2") {

@@ -385,7 +385,10 @@ func (e *env) runNode(name, listen, ident, logFile string, restore, keepSettings
 		// files and collectors get JSON.
 		handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
 	}
-	log := slog.New(handler).With("node", name)
+	// No .With("node", name): the daemon names the node in the lines
+	// where it matters (started, stopped), and a key given twice is
+	// what JSON readers choke on.
+	log := slog.New(handler)
 	pass, err := e.passphrase()
 	if err != nil {
 		return err
@@ -447,6 +450,9 @@ func (e *env) nodeInfo(h home.Home, name string) api.NodeInfo {
 	info := api.NodeInfo{Name: name, PID: st.PID, TCPAddress: st.TCPAddress, Route: st.Route().String(),
 		Identity: st.Identity, Identifier: st.Identifier, Status: "stopped"}
 	if !st.Running() {
+		if crashed(h, name) {
+			info.Status = "crashed"
+		}
 		return info
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

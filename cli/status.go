@@ -73,12 +73,8 @@ func (e *env) statusCmd() *cobra.Command {
 func (e *env) nodeStatus(h home.Home, name string) NodeStatus {
 	s := NodeStatus{NodeInfo: e.nodeInfo(h, name)}
 	if s.Status != "running" {
-		if s.Status == "stopped" {
-			last := lastLogLine(h.LogPath(name))
-			s.LastLog = last
-			if !cleanStop(last) {
-				s.Status = "crashed"
-			}
+		if s.Status == "crashed" {
+			s.LastLog = lastWords(h, name)
 		}
 		return s
 	}
@@ -114,6 +110,30 @@ func (e *env) nodeStatus(h home.Home, name string) NodeStatus {
 // request.
 func cleanStop(line string) bool {
 	return strings.Contains(line, "node stopped") || strings.Contains(line, "shutting down")
+}
+
+// crashed reports whether a node that is not running ended without
+// stopping: its log (a node started in the background has one) does not
+// end with its stop. A node run in the foreground logs elsewhere and is
+// only ever "stopped".
+func crashed(h home.Home, name string) bool {
+	if _, err := os.Stat(h.LogPath(name)); err != nil {
+		return false
+	}
+	return !cleanStop(lastLogLine(h.LogPath(name)))
+}
+
+// lastWords returns what a crashed node said last: a panic or fatal
+// error on its standard error if there is one, else its last log line.
+func lastWords(h home.Home, name string) string {
+	if b, err := os.ReadFile(h.StderrPath(name)); err == nil && len(b) > 0 {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
+				return l
+			}
+		}
+	}
+	return lastLogLine(h.LogPath(name))
 }
 
 // lastLogLine returns the message of the last record of a node log, with
