@@ -28,7 +28,8 @@ func (d *Daemon) trusts(id identity.Identifier) error {
 	if slices.Contains(list, s) {
 		return nil
 	}
-	return fmt.Errorf("%s is not a node of this OCKAM_HOME nor in %s", s, d.cfg.Home.TrustPath())
+	// The caller names the peer already (channel.UntrustedError).
+	return fmt.Errorf("not a node of this OCKAM_HOME nor in %s (trust it with `ockam trust add` and that identifier)", d.cfg.Home.TrustPath())
 }
 
 func (d *Daemon) startSecure() error {
