@@ -94,7 +94,7 @@ func (e *env) nodeLogsCmd() *cobra.Command {
 	var tail int
 	cmd := &cobra.Command{
 		Use:   "logs [NAME] [--follow] [--tail N]",
-		Short: "Print a node's log (human lines; --output json prints the records as they are)",
+		Short: "Print a node's log (human lines on a terminal; the JSON records in a pipe or with --output json)",
 		Args:  optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			h, err := e.home()
@@ -192,14 +192,15 @@ func (e *env) followLog(ctx context.Context, path string, f *os.File) error {
 	}
 }
 
-// logLine prints one JSON log record as a human line:
+// logLine prints one JSON log record as it is in a pipe, and on a
+// terminal as a human line:
 // "15:04:05.000 INFO  message key=value ...", each key once.
 func (e *env) logLine(l []byte) {
 	l = bytes.TrimRight(l, "\n")
 	if len(l) == 0 {
 		return
 	}
-	if e.output == "json" {
+	if e.output == "json" || !e.tty {
 		fmt.Fprintf(e.stdout, "%s\n", l)
 		return
 	}
