@@ -154,9 +154,16 @@ func hasDashSegment(a string) bool {
 	return false
 }
 
-// version is what --version prints: the module version of a released
-// build, else the commit it was built from.
+// Version, when set at link time (-ldflags "-X
+// github.com/ockam-go/ockam/cli.Version=v0.1.0"), is what --version prints.
+var Version string
+
+// version is what --version prints: Version, else the module version of a
+// released build, else the commit it was built from.
 func version() string {
+	if Version != "" {
+		return Version
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
