@@ -82,6 +82,18 @@ func TestDefaultNodeAndServices(t *testing.T) {
 	if got := e.must("message", "send", "x", "--to", "/service/uppercase"); got != "X" {
 		t.Fatalf("after node default b: %q", got)
 	}
+	// node show/stop/start and service list without a name: the default.
+	if out := e.must("node", "show"); !strings.Contains(out, "Node:       b") {
+		t.Fatalf("node show without a name:\n%s", out)
+	}
+	if out := e.must("service", "list"); !strings.Contains(out, "/service/hop") || !strings.Contains(out, "/service/uppercase") {
+		t.Fatalf("service list:\n%s", out)
+	}
+	e.must("node", "stop")
+	if s := e.show("b"); s.Status != "stopped" {
+		t.Fatalf("node stop without a name left b %s", s.Status)
+	}
+	e.must("node", "start")
 	for _, bad := range []string{"0", "-1", "abc", "1e9"} {
 		oneLine(t, e.run("message", "send", "x", "--to", "/service/echo", "--timeout", bad), "--timeout")
 	}

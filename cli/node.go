@@ -91,8 +91,12 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().BoolVar(&restore, "restore", false, "with --foreground: bring back everything the node had (what node start does; for service units); settings given as flags replace the saved ones")
 
 	stop := &cobra.Command{
-		Use: "stop NAME", Short: "Stop a node, keeping its state (see node start)", Args: args("NAME"),
+		Use: "stop [NAME]", Short: "Stop a node, keeping its state (see node start)", Args: optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
 			h, err := e.home()
 			if err != nil {
 				return err
@@ -114,8 +118,12 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	start := &cobra.Command{
-		Use: "start NAME", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: args("NAME"),
+		Use: "start [NAME]", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
 			h, err := e.home()
 			if err != nil {
 				return err
@@ -149,8 +157,14 @@ func (e *env) nodeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.listNodes() },
 	}
 	show := &cobra.Command{
-		Use: "show NAME", Short: "Show a node", Args: args("NAME"),
-		RunE: func(cmd *cobra.Command, a []string) error { return e.showNode(a[0]) },
+		Use: "show [NAME]", Short: "Show a node (default: the default node)", Args: optionalArg("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
+			return e.showNode(a[0])
+		},
 	}
 	var all, force, yes bool
 	del := &cobra.Command{

@@ -28,7 +28,7 @@ import (
 )
 
 func (e *env) c16Cmds() []*cobra.Command {
-	return []*cobra.Command{e.vaultCmd(), e.resetCmd(), e.trustCmd(), e.statusCmd()}
+	return []*cobra.Command{e.vaultCmd(), e.resetCmd(), e.trustCmd(), e.statusCmd(), e.serviceCmd()}
 }
 
 // existingNode answers `node create NAME` for a node that exists: a running
@@ -50,6 +50,47 @@ func (e *env) existingNode(h home.Home, name string, changed []string) error {
 	return e.printCreated("/node/"+name,
 		fmt.Sprintf("Node %s is already running\n  TCP listener: %s (%s)\n  Identifier:   %s", name, info.TCPAddress, info.Route, info.Identifier),
 		info)
+}
+
+// orDefault gives back a, or the default node's name if a is empty.
+func (e *env) orDefault(a []string) ([]string, error) {
+	if len(a) > 0 {
+		return a, nil
+	}
+	n, err := nodeName("NAME", "")
+	if err != nil {
+		return nil, err
+	}
+	return []string{n}, nil
+}
+
+// serviceCmd lists a node's services, as Ockam's `service list` did.
+func (e *env) serviceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "The services a node runs (echo, uppercase, hop, api, forwarding, outlets, ...)"}
+	var at string
+	list := &cobra.Command{
+		Use: "list [--at /node/NAME]", Short: "List a node's services", Args: args(),
+		RunE: func(*cobra.Command, []string) error {
+			n, err := nodeName("--at", at)
+			if err != nil {
+				return err
+			}
+			var info api.NodeInfo
+			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) { info, err = c.Info(ctx); return }); err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printJSON(info.Services)
+			}
+			for _, s := range info.Services {
+				fmt.Fprintln(e.stdout, s)
+			}
+			return nil
+		},
+	}
+	atFlag(list, &at)
+	cmd.AddCommand(list)
+	return cmd
 }
 
 func (e *env) nodeDefaultCmd() *cobra.Command {
