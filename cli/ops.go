@@ -217,6 +217,13 @@ func (e *env) followLog(ctx context.Context, path string, f *os.File) error {
 			if cur != nil && !os.SameFile(st, cur) {
 				nf, err := os.Open(path)
 				if err == nil {
+					// Rotated: what the old file got after our last
+					// read comes first.
+					rest, _ := io.ReadAll(r)
+					for _, l := range bytes.SplitAfter(append(partial, rest...), []byte("\n")) {
+						e.logLine(l)
+					}
+					partial = partial[:0]
 					f.Close()
 					f = nf
 					r = bufio.NewReader(f)
@@ -524,6 +531,9 @@ func (e *env) trustCmd() *cobra.Command {
 		b, err := json.MarshalIndent(ids, "", "  ")
 		if err != nil {
 			return err
+		}
+		if len(b)+1 > home.MaxStateFile {
+			return fmt.Errorf("the trust list would be over %d bytes (%d identifiers): nodes could not read it", home.MaxStateFile, len(ids))
 		}
 		return home.WriteFileAtomic(h.TrustPath(), append(b, '\n'), 0o600)
 	}
