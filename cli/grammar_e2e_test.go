@@ -377,3 +377,81 @@ func TestWrongRoutesSayWhat(t *testing.T) {
 		t.Fatalf("error names the default timeout, not --timeout: %s", r.stderr)
 	}
 }
+
+// TestLogsFollowAcrossRotation: node logs --follow keeps following when
+// node.log is rotated (at debug level each connection is logged).
+func TestLogsFollowAcrossRotation(t *testing.T) {
+	e := newEnv(t)
+	t.Setenv("OCKAM_LOG", "debug")
+	e.must("node", "create", "chatty", "--log-max-mib", "1")
+	addr := e.show("chatty").TCPAddress
+	f := exec.Command(ockamBin, "node", "logs", "chatty", "--follow")
+	f.Env = append(os.Environ(), "OCKAM_HOME="+e.home)
+	pr, err := f.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { f.Process.Kill(); f.Wait() }()
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // the test reads only the end
+			}
+		}
+		close(lines)
+	}()
+	dir := filepath.Join(e.home, "nodes", "chatty")
+	for i := 0; ; i++ {
+		ents, _ := os.ReadDir(dir)
+		n := 0
+		for _, d := range ents {
+			if strings.HasPrefix(d.Name(), "node") && strings.HasSuffix(d.Name(), ".log") {
+				n++
+			}
+		}
+		if n >= 2 {
+			t.Logf("node.log rotated after %d connections", i)
+			break
+		}
+		if i == 40000 {
+			t.Fatal("node.log never rotated")
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{9})
+		c.Close()
+	}
+	// Drain what was printed so far, then stop the node: its last line is
+	// in the new file.
+	for drained := false; !drained; {
+		select {
+		case <-lines:
+		default:
+			drained = true
+		}
+	}
+	e.must("node", "stop", "chatty")
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("node logs --follow ended")
+			}
+			if strings.Contains(l, "node stopped") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("node logs --follow did not print the stop after the rotation")
+		}
+	}
+}
