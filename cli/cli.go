@@ -239,6 +239,7 @@ State lives in $OCKAM_HOME (default ~/.ockam).`,
 	}
 	root.Version = version()
 	root.SetVersionTemplate("ockam {{.Version}}\n")
+	root.Flags().BoolP("version", "V", false, "print the version") // -V, as Ockam's
 	root.PersistentFlags().StringVar(&e.output, "output", "", "output format: json")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print no sentences on success (routes and JSON are still printed)")
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "nodes this command starts log at debug level")

@@ -145,6 +145,9 @@ func TestTyposAndVersion(t *testing.T) {
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "ockam ") {
 		t.Fatalf("--version: %+v", r)
 	}
+	if v := e.run("-V"); v.code != 0 || v.stdout != r.stdout {
+		t.Fatalf("-V: %+v", v)
+	}
 	r = e.run("completion", "bash")
 	if r.code != 0 || !strings.Contains(r.stdout, "ockam") {
 		t.Fatalf("completion bash: exit %d, %d bytes", r.code, len(r.stdout))
