@@ -87,7 +87,13 @@ func (m *metricsServer) accept() {
 // serve answers one request: GET /metrics, GET /healthz, else 404.
 func (m *metricsServer) serve(c net.Conn) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReaderSize(io.LimitReader(c, MaxMetricsRequest), 1024)
+	m.answer(c, c)
+}
+
+// answer reads one request from in (at most MaxMetricsRequest bytes) and
+// writes the response to out.
+func (m *metricsServer) answer(in io.Reader, c io.Writer) {
+	r := bufio.NewReaderSize(io.LimitReader(in, MaxMetricsRequest), 1024)
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return
