@@ -30,6 +30,9 @@ type env struct {
 	output   string // "" or "json"
 	passFile string // --vault-passphrase-file
 	tty      bool   // stdout is a terminal
+	quiet    bool   // -q: no sentences on success
+	verbose  bool   // -v: nodes started by this command log at debug level
+	noColor  bool   // --no-color: accepted; nothing is coloured
 
 	lineOnce sync.Once
 	line     string
@@ -47,10 +50,28 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
-		fmt.Fprintf(stderr, "ockam: %s\n", msg)
+		if e.output == "json" || wantsJSON(args) {
+			b, _ := json.Marshal(struct {
+				Error string `json:"error"`
+			}{msg})
+			fmt.Fprintf(stderr, "%s\n", b)
+		} else {
+			fmt.Fprintf(stderr, "ockam: %s\n", msg)
+		}
 		return 1
 	}
 	return 0
+}
+
+// wantsJSON reports whether args ask for --output json, for errors found
+// before the flags were parsed.
+func wantsJSON(args []string) bool {
+	for i, a := range args {
+		if a == "--output=json" || (a == "--output" && i+1 < len(args) && args[i+1] == "json") {
+			return true
+		}
+	}
+	return false
 }
 
 func isTerminal(w io.Writer) bool {
@@ -60,38 +81,6 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-// substitute replaces "-/" at the start of an argument, "/-" at its end, or
-// a lone "-" value of a route flag, with one line read from standard input:
-// this is how `secure-channel create ... | tcp-inlet create --to -/service/outlet`
-// composes.
-func (e *env) substitute(args []string) ([]string, error) {
-	out := make([]string, len(args))
-	for i, a := range args {
-		switch {
-		case strings.HasPrefix(a, "-/"):
-			l, err := e.stdinLine()
-			if err != nil {
-				return nil, err
-			}
-			a = l + a[1:]
-		case strings.HasSuffix(a, "/-") && len(a) > 2:
-			l, err := e.stdinLine()
-			if err != nil {
-				return nil, err
-			}
-			a = a[:len(a)-2] + l
-		case a == "-" && i > 0 && strings.HasPrefix(args[i-1], "--"):
-			l, err := e.stdinLine()
-			if err != nil {
-				return nil, err
-			}
-			a = l
-		}
-		out[i] = a
-	}
-	return out, nil
 }
 
 // MaxStdinLine bounds the line read from standard input.
@@ -131,6 +120,8 @@ func (e *env) printCreated(route string, human string, v any) error {
 	case !e.tty:
 		_, err := fmt.Fprintln(e.stdout, route)
 		return err
+	case e.quiet:
+		return nil
 	default:
 		_, err := fmt.Fprintln(e.stdout, human)
 		return err
@@ -152,10 +143,18 @@ func (e *env) table(header string, rows [][]string) {
 	tw.Flush()
 }
 
-// nodeName accepts "/node/NAME" or "NAME".
+// nodeName accepts "/node/NAME" or "NAME"; empty means the default node.
 func nodeName(flag, s string) (string, error) {
 	if s == "" {
-		return "", fmt.Errorf("missing %s /node/NAME", flag)
+		h, err := home.Default()
+		if err != nil {
+			return "", err
+		}
+		name := defaultNode(h)
+		if _, err := os.Stat(h.NodeDir(name)); err != nil {
+			return "", fmt.Errorf("missing %s /node/NAME, and there is no default node (create it with `ockam node create`)", flag)
+		}
+		return name, nil
 	}
 	name := s
 	if strings.HasPrefix(s, "/node/") {
@@ -180,7 +179,7 @@ func (e *env) client(name string) (*api.Client, error) {
 		return nil, err
 	}
 	if !st.Running() {
-		return nil, fmt.Errorf("node %s is not running (its process %d exited; see `ockam node logs %s`)", name, st.PID, name)
+		return nil, fmt.Errorf("node %s is not running (its process %d exited; start it with `ockam node start %s`, see `ockam node logs %s`)", name, st.PID, name, name)
 	}
 	return api.NewClient(name, h.SocketPath(name)), nil
 }
@@ -238,8 +237,13 @@ that sees only encrypted bytes.
 
 State lives in $OCKAM_HOME (default ~/.ockam).`,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = version()
+	root.SetVersionTemplate("ockam {{.Version}}\n")
+	root.Flags().BoolP("version", "V", false, "print the version") // -V, as Ockam's
 	root.PersistentFlags().StringVar(&e.output, "output", "", "output format: json")
+	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print no sentences on success (routes and JSON are still printed)")
+	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "nodes this command starts log at debug level")
+	root.PersistentFlags().BoolVar(&e.noColor, "no-color", false, "no colours (ockam never colours its output; accepted for scripts written for Ockam)")
 	root.PersistentFlags().StringVar(&e.passFile, "vault-passphrase-file", "", "file whose first line encrypts the vault's keys at rest (default: $OCKAM_VAULT_PASSPHRASE)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if e.output != "" && e.output != "json" {
@@ -256,5 +260,9 @@ State lives in $OCKAM_HOME (default ~/.ockam).`,
 	for _, c := range e.extraCmds() {
 		root.AddCommand(c)
 	}
+	for _, c := range e.c16Cmds() {
+		root.AddCommand(c)
+	}
+	unknownSubcommand(root)
 	return root
 }

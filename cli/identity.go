@@ -31,16 +31,21 @@ type identityInfo struct {
 
 func (e *env) identityCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "identity", Short: "Create and inspect identities (kept in the vault)"}
+	var full bool
 	create := &cobra.Command{
 		Use: "create [NAME]", Short: "Create an identity (default name: default)", Args: optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			name := "default"
-			if len(a) == 1 {
-				name = a[0]
-			}
 			v, err := e.vault()
 			if err != nil {
 				return err
+			}
+			name := "default"
+			if len(a) == 1 {
+				name = a[0]
+			} else if _, err := v.PublicIdentity(name); err == nil {
+				// Like Ockam: a nameless create after the first gets a
+				// generated name.
+				name = "identity-" + randomHex(3)
 			}
 			s, err := v.Create(name)
 			if errors.Is(err, fs.ErrExist) {
@@ -105,10 +110,43 @@ func (e *env) identityCmd() *cobra.Command {
 			if e.output == "json" {
 				return e.printJSON(info)
 			}
+			if full {
+				fmt.Fprintf(e.stdout, "Name:       %s\nIdentifier: %s\nCreated:    %s\n", info.Name, info.Identifier, info.Created)
+				return nil
+			}
 			fmt.Fprintln(e.stdout, info.Identifier)
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, show)
+	show.Flags().BoolVar(&full, "full", false, "print the name and creation time too")
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete an identity and its keys (refused while a node uses it)", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			h, err := e.home()
+			if err != nil {
+				return err
+			}
+			names, _ := h.Nodes()
+			for _, n := range names {
+				if st, err := h.ReadState(n); err == nil && st.Identity == a[0] {
+					return fmt.Errorf("node %s uses identity %s: delete the node first", n, a[0])
+				}
+			}
+			v, err := e.vault()
+			if err != nil {
+				return err
+			}
+			if err := v.Delete(a[0]); errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("no identity named %s (see `ockam identity list`)", a[0])
+			} else if err != nil {
+				return err
+			}
+			if e.tty && !e.quiet {
+				fmt.Fprintf(e.stdout, "Deleted identity %s\n", a[0])
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, show, del)
 	return cmd
 }

@@ -45,7 +45,7 @@ func (e *env) messageCmd() *cobra.Command {
 	}
 	send.Flags().StringVar(&from, "from", "", "node that sends the message (/node/NAME)")
 	send.Flags().StringVar(&to, "to", "", "route of the message")
-	send.Flags().DurationVar(&wait, "timeout", daemon.DefaultTimeout, "how long to wait for the reply")
+	timeoutFlag(send, &wait, daemon.DefaultTimeout, "how long to wait for the reply")
 	cmd.AddCommand(send)
 	return cmd
 }
@@ -87,7 +87,7 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 	}
 	create.Flags().StringVar(&at, "at", "", "route of the relay node")
 	create.Flags().StringVar(&to, "to", "", "node to forward to (/node/NAME)")
-	create.Flags().DurationVar(&wait, "timeout", daemon.DefaultTimeout, "how long to wait for the first registration")
+	timeoutFlag(create, &wait, daemon.DefaultTimeout, "how long to wait for the first registration")
 
 	var listAt string
 	list := &cobra.Command{
@@ -120,7 +120,7 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 			return nil
 		},
 	}
-	list.Flags().StringVar(&listAt, "at", "", "node to ask (/node/NAME)")
+	list.Flags().StringVar(&listAt, "at", "", "node to ask (/node/NAME; default: the default node)")
 
 	var delAt string
 	del := &cobra.Command{
@@ -134,6 +134,13 @@ func (e *env) relayCmd(use string, hidden bool) *cobra.Command {
 		},
 	}
 	del.Flags().StringVar(&delAt, "to", "", "node that registered the relay (/node/NAME)")
-	cmd.AddCommand(create, list, del)
+	var showTo string
+	show := &cobra.Command{
+		Use: "show NAME [--to /node/NODE]", Short: "Show a relay this node registered, or one it hosts", Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error { return e.relayShow(showTo, a[0]) },
+	}
+	show.Flags().StringVar(&showTo, "to", "", "node that registered or hosts the relay (/node/NAME; default: the default node)")
+	show.Flags().StringVar(&showTo, "at", "", "same as --to")
+	cmd.AddCommand(create, list, show, del)
 	return cmd
 }

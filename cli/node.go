@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/ockam-go/ockam/api"
@@ -39,17 +40,39 @@ func (e *env) nodeCmd() *cobra.Command {
 	var foreground, restore bool
 	var set home.NodeSettings
 	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Start a node in the background",
-		Args:  args("NAME"),
+		Use:   "create [NAME]",
+		Short: "Start a node in the background (default NAME: the default node); a running node of that name is left as it is",
+		Args:  optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if err := checkSettings(set); err != nil {
 				return err
 			}
-			if foreground {
-				return e.runNode(a[0], listen, ident, logFile, restore, set)
+			h, err := e.home()
+			if err != nil {
+				return err
 			}
-			return e.createNode(a[0], listen, ident, set)
+			name := defaultNode(h)
+			if len(a) == 1 {
+				name = a[0]
+			}
+			var changed []string
+			settingsChanged := false
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				if cmd.InheritedFlags().Lookup(f.Name) == nil {
+					changed = append(changed, "--"+f.Name)
+				}
+				switch f.Name {
+				case "foreground", "restore", "log-file", "tcp-listener-address", "identity":
+				default:
+					settingsChanged = true
+				}
+			})
+			if foreground {
+				// With --restore, settings given as flags (a service
+				// unit's ExecStart) replace the saved ones.
+				return e.runNode(name, listen, ident, logFile, restore, settingsChanged, set)
+			}
+			return e.createNode(name, listen, ident, set, changed)
 		},
 	}
 	create.Flags().StringArrayVar(&set.AllowRouting, "allow-routing", nil, "identifier of a channel peer that may route through this node: reach its private services and make it connect to TCP addresses (repeatable; default: nobody)")
@@ -59,17 +82,21 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().Int64Var(&set.ReadBufferMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	create.Flags().IntVar(&set.MaxNamesPerIdentity, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold at this node")
 	create.Flags().IntVar(&set.LogMaxMiB, "log-max-mib", home.DefaultLogMaxMiB, "size in MiB at which node.log is rotated (one old file is kept)")
+	create.Flags().StringVar(&set.MetricsListen, "metrics-listen", "", "also serve Prometheus /metrics and /healthz on this TCP address (bind it to loopback or a private network; the control socket always serves /metrics)")
 	create.Flags().StringVar(&logFile, "log-file", "", "write the log to this file, rotated by size (used when detaching)")
 	create.Flags().MarkHidden("log-file")
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
 	create.Flags().StringVar(&ident, "identity", "", "vault identity to use (default: a new one named after the node)")
 	create.Flags().BoolVarP(&foreground, "foreground", "f", false, "run in the foreground instead of detaching")
-	create.Flags().BoolVar(&restore, "restore", false, "bring back what the node had (used by node start)")
-	create.Flags().MarkHidden("restore")
+	create.Flags().BoolVar(&restore, "restore", false, "with --foreground: bring back everything the node had (what node start does; for service units); settings given as flags replace the saved ones")
 
 	stop := &cobra.Command{
-		Use: "stop NAME", Short: "Stop a node, keeping its state (see node start)", Args: args("NAME"),
+		Use: "stop [NAME]", Short: "Stop a node, keeping its state (see node start)", Args: optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
 			h, err := e.home()
 			if err != nil {
 				return err
@@ -91,8 +118,12 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	start := &cobra.Command{
-		Use: "start NAME", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: args("NAME"),
+		Use: "start [NAME]", Short: "Start a stopped node with everything it had (every resource: outlets, inlets, relays, channels, listeners, TUN and mappings, SOCKS)", Args: optionalArg("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
 			h, err := e.home()
 			if err != nil {
 				return err
@@ -102,7 +133,8 @@ func (e *env) nodeCmd() *cobra.Command {
 				return err
 			}
 			if st.Running() {
-				return fmt.Errorf("node %s is already running", a[0])
+				info := e.nodeInfo(h, a[0])
+				return e.printCreated("/node/"+a[0], fmt.Sprintf("Node %s is already running\n  TCP listener: %s", a[0], info.Route), info)
 			}
 			conf, err := h.ReadConfig(a[0])
 			if err != nil {
@@ -125,10 +157,16 @@ func (e *env) nodeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.listNodes() },
 	}
 	show := &cobra.Command{
-		Use: "show NAME", Short: "Show a node", Args: args("NAME"),
-		RunE: func(cmd *cobra.Command, a []string) error { return e.showNode(a[0]) },
+		Use: "show [NAME]", Short: "Show a node (default: the default node)", Args: optionalArg("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			a, err := e.orDefault(a)
+			if err != nil {
+				return err
+			}
+			return e.showNode(a[0])
+		},
 	}
-	var all bool
+	var all, force, yes bool
 	del := &cobra.Command{
 		Use: "delete [NAME]", Short: "Stop a node and remove its state",
 		Args: optionalArg("NAME"),
@@ -147,7 +185,7 @@ func (e *env) nodeCmd() *cobra.Command {
 				}
 				var errs []string
 				for _, n := range names {
-					if err := e.deleteNode(h, n); err != nil {
+					if err := e.deleteNode(h, n, force); err != nil {
 						errs = append(errs, err.Error())
 					}
 				}
@@ -161,7 +199,7 @@ func (e *env) nodeCmd() *cobra.Command {
 			case len(a) == 0:
 				return fmt.Errorf("missing NAME (usage: %s)", cmd.UseLine())
 			}
-			if err := e.deleteNode(h, a[0]); err != nil {
+			if err := e.deleteNode(h, a[0], force); err != nil {
 				return err
 			}
 			if e.tty {
@@ -171,29 +209,9 @@ func (e *env) nodeCmd() *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&all, "all", false, "delete every node")
-	logs := &cobra.Command{
-		Use: "logs NAME", Short: "Print a node's log", Args: args("NAME"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			h, err := e.home()
-			if err != nil {
-				return err
-			}
-			if err := home.CheckName(a[0]); err != nil {
-				return err
-			}
-			f, err := os.Open(h.LogPath(a[0]))
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%w: %s (see `ockam node list`)", home.ErrNoNode, a[0])
-			}
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(e.stdout, f)
-			return err
-		},
-	}
-	cmd.AddCommand(create, list, show, del, logs, stop, start)
+	del.Flags().BoolVarP(&force, "force", "f", false, "kill the node at once (SIGKILL) instead of asking it to stop")
+	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask (ockam never asks; accepted for scripts written for Ockam)")
+	cmd.AddCommand(create, list, show, del, e.nodeLogsCmd(), stop, start, e.nodeDefaultCmd(), e.nodeMetricsCmd())
 	return cmd
 }
 
@@ -224,7 +242,7 @@ func (e *env) passphrase() ([]byte, error) {
 
 // createNode starts `ockam node create NAME --foreground` detached, with its
 // output going to the node's log, and waits until it answers.
-func (e *env) createNode(name, listen, ident string, set home.NodeSettings) error {
+func (e *env) createNode(name, listen, ident string, set home.NodeSettings, changed []string) error {
 	if err := home.CheckName(name); err != nil {
 		return err
 	}
@@ -236,7 +254,7 @@ func (e *env) createNode(name, listen, ident string, set home.NodeSettings) erro
 		return err
 	}
 	if err := os.Mkdir(h.NodeDir(name), 0o700); errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("node %s already exists (see `ockam node show %s`)", name, name)
+		return e.existingNode(h, name, changed)
 	} else if err != nil {
 		return err
 	}
@@ -284,6 +302,9 @@ func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool, s
 	}
 	c := exec.Command(exe, argv...)
 	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	if e.verbose {
+		c.Env = append(c.Env, "OCKAM_LOG=debug")
+	}
 	if len(pass) > 0 {
 		c.Env = append(c.Env, vault.PassphraseEnv+"="+string(pass))
 	}
@@ -344,7 +365,7 @@ func lastError(path string) string {
 
 // runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
 // request.
-func (e *env) runNode(name, listen, ident, logFile string, restore bool, set home.NodeSettings) error {
+func (e *env) runNode(name, listen, ident, logFile string, restore, keepSettings bool, set home.NodeSettings) error {
 	h, err := e.home()
 	if err != nil {
 		return err
@@ -359,7 +380,7 @@ func (e *env) runNode(name, listen, ident, logFile string, restore bool, set hom
 	if os.Getenv("OCKAM_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	if restore {
+	if restore && !keepSettings {
 		saved, err := h.ReadConfig(name)
 		if err != nil {
 			return err
@@ -372,7 +393,16 @@ func (e *env) runNode(name, listen, ident, logFile string, restore bool, set hom
 		defer lj.Close()
 		out = lj
 	}
-	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})).With("node", name)
+	var handler slog.Handler = slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})
+	if logFile == "" && isTerminal(e.stderr) {
+		// A person watching a foreground node reads lines; journald,
+		// files and collectors get JSON.
+		handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
+	}
+	// No .With("node", name): the daemon names the node in the lines
+	// where it matters (started, stopped), and a key given twice is
+	// what JSON readers choke on.
+	log := slog.New(handler)
 	pass, err := e.passphrase()
 	if err != nil {
 		return err
@@ -434,6 +464,9 @@ func (e *env) nodeInfo(h home.Home, name string) api.NodeInfo {
 	info := api.NodeInfo{Name: name, PID: st.PID, TCPAddress: st.TCPAddress, Route: st.Route().String(),
 		Identity: st.Identity, Identifier: st.Identifier, Status: "stopped"}
 	if !st.Running() {
+		if crashed(h, name) {
+			info.Status = "crashed"
+		}
 		return info
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -490,8 +523,8 @@ func (e *env) showNode(name string) error {
 }
 
 // deleteNode stops a node (shutdown request, then SIGTERM, then SIGKILL,
-// each with a deadline) and removes its state.
-func (e *env) deleteNode(h home.Home, name string) error {
+// each with a deadline; with force SIGKILL at once) and removes its state.
+func (e *env) deleteNode(h home.Home, name string, force bool) error {
 	if err := home.CheckName(name); err != nil {
 		return err
 	}
@@ -500,7 +533,12 @@ func (e *env) deleteNode(h home.Home, name string) error {
 	}
 	st, err := h.ReadState(name)
 	if err == nil && st.Running() {
-		if err := stopProcess(h, st); err != nil {
+		if force {
+			syscall.Kill(st.PID, syscall.SIGKILL)
+			if !waitExit(st, 5*time.Second) {
+				return fmt.Errorf("node %s (pid %d) did not die on SIGKILL", name, st.PID)
+			}
+		} else if err := stopProcess(h, st); err != nil {
 			return err
 		}
 	}
@@ -573,5 +611,6 @@ func settingsArgs(s home.NodeSettings) []string {
 		"--max-queue-mib", strconv.FormatInt(s.MaxQueueMiB, 10),
 		"--read-buffer-mib", strconv.FormatInt(s.ReadBufferMiB, 10),
 		"--max-names-per-identity", strconv.Itoa(s.MaxNamesPerIdentity),
-		"--log-max-mib", strconv.Itoa(s.LogMaxMiB))
+		"--log-max-mib", strconv.Itoa(s.LogMaxMiB),
+		"--metrics-listen", s.MetricsListen)
 }

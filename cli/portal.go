@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -104,6 +105,7 @@ func (e *env) portalCmds(kind string, create *cobra.Command) *cobra.Command {
 
 func (e *env) inletCmd() *cobra.Command {
 	var at, from, to, alias string
+	var authorized []string
 	create := &cobra.Command{
 		Use:     "create --at /node/NAME --from HOST:PORT --to ROUTE",
 		Short:   "Listen on HOST:PORT and carry each connection to the outlet at ROUTE",
@@ -119,6 +121,11 @@ func (e *env) inletCmd() *cobra.Command {
 			}
 			var p api.PortalInfo
 			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
+				if len(authorized) > 0 {
+					if err := checkInletPeer(ctx, c, to, authorized); err != nil {
+						return err
+					}
+				}
 				p, err = c.CreateInlet(ctx, api.CreateInlet{Name: alias, From: from, To: to})
 				return
 			}); err != nil {
@@ -131,11 +138,12 @@ func (e *env) inletCmd() *cobra.Command {
 	create.Flags().StringVar(&from, "from", "127.0.0.1:0", "address to listen on")
 	create.Flags().StringVar(&to, "to", "", "route to the outlet, usually /service/<channel>/service/outlet")
 	create.Flags().StringVar(&alias, "alias", "", "name of the inlet (default: its address)")
+	create.Flags().StringSliceVar(&authorized, "authorized", nil, "identifier the secure channel at the start of --to must lead to (repeatable): the inlet is refused otherwise")
 	return e.portalCmds("inlet", create)
 }
 
 func (e *env) outletCmd() *cobra.Command {
-	var at, from, to string
+	var at, from, to, alias string
 	var allow, ports []string
 	var netstack, udp bool
 	var nsPrefix, nsPrefix6 string
@@ -153,6 +161,9 @@ func (e *env) outletCmd() *cobra.Command {
 				return fmt.Errorf("missing --to HOST:PORT")
 			}
 			name := strings.TrimPrefix(from, "/service/")
+			if alias != "" {
+				name = alias
+			}
 			var p api.PortalInfo
 			if err := e.do(n, 0, func(ctx context.Context, c *api.Client) (err error) {
 				p, err = c.CreateOutlet(ctx, api.CreateOutlet{Name: name, From: from, To: to, Ports: ports, Allow: allow, Netstack: netstack, UDP: udp, NetstackPrefix: nsPrefix, NetstackPrefix6: nsPrefix6})
@@ -170,6 +181,7 @@ func (e *env) outletCmd() *cobra.Command {
 	atFlag(create, &at)
 	create.Flags().StringVar(&from, "from", "/service/outlet", "address of the outlet on its node")
 	create.Flags().StringVar(&to, "to", "", "HOST:PORT to connect to (or HOST with --ports)")
+	create.Flags().StringVar(&alias, "alias", "", "name of the outlet (default: its address without /service/)")
 	create.Flags().StringSliceVar(&ports, "ports", nil, "ports a flow may ask for when --to has no port")
 	create.Flags().StringSliceVar(&allow, "allow", nil, "identifier allowed to use the outlet (repeatable; default: the node's trust)")
 	create.Flags().BoolVar(&netstack, "netstack", false, "connect from a virtual source address per client identity (node must run as root)")
@@ -177,4 +189,27 @@ func (e *env) outletCmd() *cobra.Command {
 	create.Flags().StringVar(&nsPrefix6, "netstack-prefix6", "", "with --netstack: the node's IPv6 range of virtual sources (default fd7a:6f63:6b6f::/48)")
 	create.Flags().BoolVar(&udp, "udp", false, "also carry UDP to the same host and ports (for `tun map` and SOCKS5 UDP ASSOCIATE clients)")
 	return e.portalCmds("outlet", create)
+}
+
+// checkInletPeer makes sure route starts with a secure channel of this node
+// whose peer is one of ids, as Ockam's `tcp-inlet create --authorized` did.
+func checkInletPeer(ctx context.Context, c *api.Client, route string, ids []string) error {
+	first, _, _ := strings.Cut(strings.TrimPrefix(route, "/service/"), "/")
+	if !strings.HasPrefix(route, "/service/") || first == "" {
+		return fmt.Errorf("--authorized: --to %s does not start with a secure channel (/service/<channel>/...)", route)
+	}
+	chans, err := c.Channels(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ch := range chans {
+		if strings.TrimPrefix(ch.Address, "/service/") != first {
+			continue
+		}
+		if slices.Contains(ids, ch.Peer) {
+			return nil
+		}
+		return fmt.Errorf("--authorized: the secure channel /service/%s leads to %s, which is not authorized", first, ch.Peer)
+	}
+	return fmt.Errorf("--authorized: --to %s does not start with a secure channel of this node (see `ockam secure-channel list`)", route)
 }

@@ -18,7 +18,8 @@ func (e *env) extraCmds() []*cobra.Command {
 
 // atFlag adds --at /node/NAME to cmd.
 func atFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "at", "", "node to act on (/node/NAME)")
+	cmd.Flags().StringVar(p, "at", "", "node to act on (/node/NAME; default: the default node)")
+	cmd.Flags().StringVar(p, "node", "", "same as --at")
 }
 
 func (e *env) secureChannelCmd() *cobra.Command {
@@ -55,7 +56,7 @@ func (e *env) secureChannelCmd() *cobra.Command {
 	create.Flags().StringVar(&from, "from", "", "node that opens the channel (/node/NAME)")
 	create.Flags().StringVar(&to, "to", "", "route to the listener")
 	create.Flags().StringSliceVar(&authorized, "authorized", nil, "identifier the peer must have (repeatable; default: the node's trust)")
-	create.Flags().DurationVar(&wait, "timeout", daemon.DefaultTimeout, "how long the handshake may take")
+	timeoutFlag(create, &wait, daemon.DefaultTimeout, "how long the handshake may take")
 
 	var at string
 	list := &cobra.Command{

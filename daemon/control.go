@@ -56,6 +56,11 @@ func (d *Daemon) Send(ctx context.Context, req api.SendMessage) (api.MessageRepl
 	ctx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
 	m, err := d.node.Request(ctx, route, []byte(req.Payload))
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Other nodes do not say whether an address is missing or
+		// refused (that would tell a stranger what they hold).
+		return api.MessageReply{}, fmt.Errorf("no reply from %s within %v: a node on the route is down, or a service on it is missing or not reachable from here (other nodes do not say which); try the route hop by hop with /service/echo", req.To, timeout(req.Timeout))
+	}
 	if err != nil {
 		return api.MessageReply{}, err
 	}

@@ -66,10 +66,13 @@ type Daemon struct {
 	conf        home.NodeConfig
 	restoreErrs []string // what Restore could not bring back
 
-	srv      *http.Server
-	ln       net.Listener
-	shutdown chan struct{}
-	once     sync.Once
+	srv *http.Server
+	ln  net.Listener
+
+	metricsSrv  *http.Server // --metrics-listen (metrics.go)
+	metricsAddr net.Addr
+	shutdown    chan struct{}
+	once        sync.Once
 }
 
 // Start brings a node up: identity, listener, services, control socket and
@@ -97,7 +100,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Restore {
+	if cfg.Restore && cfg.Settings.IsZero() {
 		cfg.Settings = saved.Settings
 	}
 	set := cfg.Settings
@@ -118,6 +121,9 @@ func Start(cfg Config) (_ *Daemon, err error) {
 		}
 	}()
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts, MaxNamesPerIdentity: set.MaxNamesPerIdentity}); err != nil {
+		return nil, err
+	}
+	if err = d.startDefaultServices(); err != nil {
 		return nil, err
 	}
 	d.tun = newTunState()
@@ -151,6 +157,11 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	}
 	// The API answers last: once it does, `node create` returns and every
 	// other command must find the node's state.
+	if set.MetricsListen != "" {
+		if err := d.serveMetrics(set.MetricsListen); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.serveAPI(); err != nil {
 		return nil, err
 	}
@@ -202,6 +213,7 @@ func (d *Daemon) Close() error {
 			cancel()
 			os.Remove(d.cfg.Home.SocketPath(d.cfg.Name))
 		}
+		d.stopMetrics()
 		d.stopTun()
 		d.stopPortals()
 		d.mu.Lock()
@@ -225,7 +237,7 @@ func (d *Daemon) Close() error {
 
 func (d *Daemon) services() []string {
 	var s []string
-	for _, a := range []string{node.EchoAddress, relay.ServiceAddress} {
+	for _, a := range []string{node.EchoAddress, UppercaseAddress, HopAddress, relay.ServiceAddress} {
 		if d.node.HasWorker(a) {
 			s = append(s, "/service/"+a)
 		}

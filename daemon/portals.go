@@ -62,6 +62,9 @@ func (d *Daemon) createInlet(req api.CreateInlet) (*portal.Inlet, error) {
 // outlet; it records the inlet with the address it got and the resolved
 // route.
 func (d *Daemon) CreateInlet(_ context.Context, req api.CreateInlet) (api.PortalInfo, error) {
+	if err := d.checkInletRoute(req.To); err != nil {
+		return api.PortalInfo{}, err
+	}
 	in, err := d.createInlet(req)
 	if err != nil {
 		return api.PortalInfo{}, err

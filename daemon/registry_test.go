@@ -295,7 +295,7 @@ func TestRestoreFailureIsReportedAndKept(t *testing.T) {
 	w := newWorld(t)
 	n := w.start("n", "127.0.0.1:0", false)
 	c := ctx(t)
-	in, err := n.CreateInlet(c, api.CreateInlet{Name: "x", From: "127.0.0.1:0", To: "/service/nowhere"})
+	in, err := n.CreateInlet(c, api.CreateInlet{Name: "x", From: "127.0.0.1:0", To: "/service/echo"})
 	if err != nil {
 		t.Fatal(err)
 	}

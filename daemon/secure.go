@@ -28,7 +28,8 @@ func (d *Daemon) trusts(id identity.Identifier) error {
 	if slices.Contains(list, s) {
 		return nil
 	}
-	return fmt.Errorf("%s is not a node of this OCKAM_HOME nor in %s", s, d.cfg.Home.TrustPath())
+	// The caller names the peer already (channel.UntrustedError).
+	return fmt.Errorf("not a node of this OCKAM_HOME nor in %s (trust it with `ockam trust add` and that identifier)", d.cfg.Home.TrustPath())
 }
 
 func (d *Daemon) startSecure() error {
@@ -122,6 +123,11 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 	defer cancel()
 	c, err := d.sc.Create(ctx, route, ids)
 	if err != nil {
+		if strings.Contains(err.Error(), "got handshake1 message, want handshake2") {
+			// Our own first message came back: the route ends at a
+			// service that answers with what it gets.
+			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with the handshake it was sent, as echo does: it is not a secure channel listener (every node listens at /service/api)", req.To))
+		}
 		return api.ChannelInfo{}, err
 	}
 	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})

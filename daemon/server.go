@@ -45,6 +45,8 @@ func (d *Daemon) serveAPI() error {
 	// node owner's only (mode 0700 directory).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Prometheus metrics, for `ockam node metrics` or `curl --unix-socket`.
+	mux.Handle("/metrics", d.metricsHandler())
 	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	d.ln = ln
 	go d.srv.Serve(ln)

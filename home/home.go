@@ -256,6 +256,15 @@ type NodeSettings struct {
 	// LogMaxMiB is the size at which node.log is rotated (one old file is
 	// kept), DefaultLogMaxMiB when zero.
 	LogMaxMiB int `json:"log_max_mib,omitempty"`
+	// MetricsListen is a TCP address to serve Prometheus metrics on, as
+	// well as the control socket; empty for none.
+	MetricsListen string `json:"metrics_listen,omitempty"`
+}
+
+// IsZero reports whether no setting is set.
+func (s NodeSettings) IsZero() bool {
+	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
+		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == ""
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

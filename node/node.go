@@ -431,8 +431,11 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 		// Only when this message's own first hop is unknown: a worker that
 		// failed to deliver something further (a late credit for a finished
 		// flow) says nothing about the address the peer used.
-		if errors.Is(err, ErrNoWorker) && len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
-			!n.HasWorker(m.Onward[0].Value) && n.tr.Conn(m.Onward[0].Value) == nil {
+		// An address the sender may not reach counts as one nobody holds:
+		// a remote sender must not tell the two apart.
+		if len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
+			(errors.Is(err, ErrNoWorker) && !n.HasWorker(m.Onward[0].Value) && n.tr.Conn(m.Onward[0].Value) == nil ||
+				errors.Is(err, ErrRefused) && n.hiddenFrom(m, m.Onward[0].Value)) {
 			n.mu.RLock()
 			f := n.undeliverable
 			n.mu.RUnlock()
@@ -442,6 +445,15 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 		}
 		n.log.Debug("dropped message from peer", "conn", c.ID(), "err", err)
 	}
+}
+
+// hiddenFrom reports whether the worker at addr exists but m may not reach
+// it.
+func (n *Node) hiddenFrom(m *routing.Message, addr string) bool {
+	n.mu.RLock()
+	w, ok := n.workers[addr]
+	n.mu.RUnlock()
+	return ok && !n.reaches(m, w.access)
 }
 
 // Link is what workers may know of a connection to another node.

@@ -315,6 +315,10 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 // handshake runs the initiator's side of one handshake through c.route,
 // waiting at most timeout for each answer.
 func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		// The caller's deadline comes first: say that one in errors.
+		timeout = max(time.Until(dl).Round(100*time.Millisecond), 0)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hs, err := channel.NewInitiator(&channel.Config{Identity: c.mgr.cfg.Identity, Trust: c.trust})

@@ -33,6 +33,8 @@ func main() {
 	listen := flag.String("listen", "0.0.0.0:4000", "TCP address to accept sidecars on")
 	stateDir := flag.String("state-dir", "", "directory for the relay's state file (relay.json: pid, address, names)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	metricsListen := flag.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on this TCP address (e.g. 127.0.0.1:9464; default: none)")
+	logFormat := flag.String("log-format", "", "json or text (default: text on a terminal, json otherwise)")
 	var authorized idList
 	flag.Var(&authorized, "authorized", "identifier allowed to register names (repeatable; default: any identity, each name bound to the identity that holds it)")
 	var lim limits
@@ -45,6 +47,10 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
 		flag.PrintDefaults()
+	}
+	if err := flagsFromEnv(flag.CommandLine); err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
+		os.Exit(2)
 	}
 	flag.Parse()
 	if err := lim.check(); err != nil {
@@ -60,8 +66,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ockam-relay: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(*listen, *stateDir, authorized.policy(), lim, log); err != nil {
+	log, err := logger(*logFormat, level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(*listen, *stateDir, *metricsListen, authorized.policy(), lim, log); err != nil {
 		fmt.Fprintf(os.Stderr, "ockam-relay: %v\n", err)
 		os.Exit(1)
 	}
@@ -118,7 +128,7 @@ func (l *limits) check() error {
 	return nil
 }
 
-func run(listen, stateDir string, authorize func(identity.Identifier) error, lim limits, log *slog.Logger) error {
+func run(listen, stateDir, metricsListen string, authorize func(identity.Identifier) error, lim limits, log *slog.Logger) error {
 	n := node.New(node.Config{Logger: log, Limits: lim.node})
 	defer n.Close()
 	addr, err := n.Listen(listen)
@@ -130,6 +140,13 @@ func run(listen, stateDir string, authorize func(identity.Identifier) error, lim
 		return err
 	}
 	defer svc.Close()
+	if metricsListen != "" {
+		ms, err := serveMetrics(metricsListen, n, svc, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	log.Info("relay listening", "tcp", addr.String())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
