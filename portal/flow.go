@@ -59,20 +59,20 @@ type Flow struct {
 
 	opened chan Msg // Opened or Refused, to Dial
 
-	mu         sync.Mutex
-	cond       *sync.Cond
-	c          conn
-	queue      []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
-	queued     int       // bytes in queue
-	recvSeq    uint32
-	finRecv    bool // peer sent Fin and all data before it is queued
-	sendSeq    uint32
-	raw        syscall.RawConn // the local connection's, for writes that must not block
-	rawRead    syscall.RawConn // the same, read by fromLocal only
-	writing    bool            // toLocal is writing chunks it took from queue
-	resetErr   error           // set once the flow is reset
-	done       chan struct{}
-	closeOnce  sync.Once
+	mu        sync.Mutex
+	cond      *sync.Cond
+	c         conn
+	queue     []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
+	queued    int       // bytes in queue
+	recvSeq   uint32
+	finRecv   bool // peer sent Fin and all data before it is queued
+	sendSeq   uint32
+	raw       syscall.RawConn // the local connection's, for writes that must not block
+	rawRead   syscall.RawConn // the same, read by fromLocal only
+	writing   bool            // toLocal is writing chunks it took from queue
+	resetErr  error           // set once the flow is reset
+	done      chan struct{}
+	closeOnce sync.Once
 
 	// Receiving (window.go): the peer may send up to granted bytes in all.
 	win      int    // receive window: Window + what was drawn from the budget
