@@ -23,7 +23,7 @@ set -uo pipefail
 usage() {
 	cat <<EOF
 usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
-                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY]
+                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--loss PCT]
 
   --quick         brief measures, a smoke test (under 3 minutes)
   --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
@@ -39,6 +39,8 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --wan DELAY     also measure every path over an Internet-like path: DELAY (e.g. 25ms) added
                   each way by userspace delay lines (netbench delay) on the relay's legs, half
                   per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
+  --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
+                  packets dropped both ways (nftables), beside the same path without loss
   (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v)
 EOF
 }
@@ -49,7 +51,7 @@ root=$(dirname "$here")
 . "$root/scripts/netns.sh"
 
 mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
-results_dir="$root/bench/results" docs="$root/docs/benchmarks.md" keep=0 wan="" 
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" loss="" 
 while (($#)); do
 	case $1 in
 	--quick) mode=quick ;;
@@ -62,6 +64,7 @@ while (($#)); do
 	--docs) docs=$2; shift ;;
 	--keep) keep=1 ;;
 	--wan) wan=$2; shift ;;
+	--loss) loss=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -566,8 +569,8 @@ setup_wg_wan() {
 
 # ---------------------------------------------------------------- measures
 
-run_iperf() { # PATH ROUND FLOWS
-	local p=$1 r=$2 n=$3 m=iperf$3 f=$tmp/iperf-$1-$2-$3.json before after data err=""
+run_iperf() { # PATH ROUND FLOWS [SUFFIX]
+	local p=$1 r=$2 n=$3 m=iperf$3${4:-} f=$tmp/iperf-$1-$2-$3${4:-}.json before after data err=""
 	before=$(stat_roles "$p")
 	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
 		-t "$T" -P "$n" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
@@ -656,6 +659,19 @@ _echo_conns_below() {
 	(($(in_ns "$NS_SERVER" ss -Htn state established "( sport = :$P_ECHO )" | wc -l) < $1))
 }
 
+# loss_on PCT drops that share of the packets on the relay's two veths, both
+# ways (as scripts/faults.sh does, but not the relay's loopback, where the
+# delay lines talk to socat and to the relay node).
+loss_on() {
+	local rn=(in_ns "$NS_RELAY" nft) ifs="{ $NETNS_IF_RELAY_C, $NETNS_IF_RELAY_S }"
+	"${rn[@]}" add table inet benchloss &&
+		"${rn[@]}" add chain inet benchloss in '{ type filter hook input priority 0; }' &&
+		"${rn[@]}" add chain inet benchloss out '{ type filter hook output priority 0; }' &&
+		"${rn[@]}" add rule inet benchloss in iifname "$ifs" numgen random mod 100 '<' "$1" drop &&
+		"${rn[@]}" add rule inet benchloss out oifname "$ifs" numgen random mod 100 '<' "$1" drop
+}
+loss_off() { in_ns "$NS_RELAY" nft delete table inet benchloss 2>/dev/null; }
+
 measure_path() {
 	local p=$1 r=$2
 	log "round $r: $p"
@@ -663,6 +679,14 @@ measure_path() {
 	run_idle "$p" "$r"
 	run_iperf "$p" "$r" 1
 	run_iperf "$p" "$r" 8
+	if [[ -n $loss && ${p%@wan} != direct ]]; then
+		if loss_on "$loss"; then
+			run_iperf "$p" "$r" 1 loss
+		else
+			emit "$p" "$r" iperf1loss "" "" "" "nft: cannot add the loss rules"
+		fi
+		loss_off
+	fi
 	run_latency "$p" "$r" rr
 	run_latency "$p" "$r" crr
 	run_wrk "$p" "$r"
@@ -732,6 +756,7 @@ ver() { "$@" 2>&1 | head -1; }
 	echo "socat=$(socat -V 2>&1 | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
 	echo "idle_flows=$idle_flows"
 	echo "idle_flows_socat=$idle_socat"
+	[[ -n $loss ]] && echo "loss=$loss% of the relay's veth packets, both ways (nftables), 1 flow"
 	[[ -n $wan ]] && echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, userspace delay lines), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
 	echo "results=${json#"$root"/}"
 	cat "$tmp/meta" 2>/dev/null

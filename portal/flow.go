@@ -82,7 +82,9 @@ type Flow struct {
 	decaying bool   // the peer released credit: shrink to Window as bytes leave
 	pingOut  bool   // a BDP sample is running
 	pingID   uint32
-	sample   int // bytes received since the sample's Ping
+	sample   int       // bytes received since the sample's Ping
+	pingAt   time.Time // when it was sent
+	bwMax    float64   // the highest bandwidth a sample showed, bytes/s
 
 	// Sending.
 	credit     int // bytes we may still send

@@ -14,8 +14,8 @@ import (
 // the previous sample it sends a Ping, which the sender answers with a Pong
 // at once; the bytes that arrived between the two are what the path carried
 // in one round trip. When a sample reaches 2/3 of the window (the window, not
-// the path, was the limit) and the application keeps up (less than half a
-// window queued), the window doubles, up to the per-flow maximum and as far
+// the path, was the limit), shows more bandwidth than any before it, and the
+// application keeps up (less than half a window queued), the window doubles, up to the per-flow maximum and as far
 // as the node-wide budget allows. Growth is sent as extra Credit, so a
 // sender needs nothing new to use it.
 //
@@ -125,6 +125,7 @@ func (f *Flow) receivedLocked(n int) (ping uint32, send bool) {
 	}
 	f.pingOut = true
 	f.pingID++
+	f.pingAt = time.Now()
 	f.sample = n
 	return f.pingID, true
 }
@@ -138,6 +139,15 @@ func (f *Flow) pongedLocked(id uint32) int {
 	if f.finRecv || 3*f.sample < 2*f.win || 2*f.queued > f.win {
 		return 0
 	}
+	// Grow only for more bandwidth than ever seen (as gRPC-Go does): once
+	// the path, not the window, is the limit, a bigger window would only
+	// lengthen the queues that inflate the round trip.
+	rtt := max(time.Since(f.pingAt), time.Microsecond)
+	bw := float64(f.sample) / rtt.Seconds()
+	if bw <= f.bwMax {
+		return 0
+	}
+	f.bwMax = bw
 	want := min(2*f.win, f.budget.maxFlow) - f.win
 	got := f.budget.take(want)
 	if got == 0 {
@@ -163,5 +173,6 @@ func (f *Flow) releasedLocked(k int) bool {
 		f.shrinkLocked(f.win - max(committed, Window))
 	}
 	f.decaying = f.win > Window
+	f.bwMax = 0 // the next burst measures the path afresh
 	return true
 }

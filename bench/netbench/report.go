@@ -102,6 +102,7 @@ func roleDelta(s sample, role string, f func(usage) float64) float64 {
 var metrics = []metric{
 	{"iperf1", "1 flow Gbit/s", "Gbit/s", true, 2, dataField("iperf1", "gbps")},
 	{"iperf8", "8 flows Gbit/s", "Gbit/s", true, 2, dataField("iperf8", "gbps")},
+	{"iperf1loss", "1 flow Gbit/s, relay legs lossy", "Gbit/s", true, 2, dataField("iperf1loss", "gbps")},
 	{"rr50", "rr p50 µs", "µs", false, 0, dataField("rr", "p50_us")},
 	{"rr99", "rr p99 µs", "µs", false, 0, dataField("rr", "p99_us")},
 	{"crr50", "new conn + rr p50 µs", "µs", false, 0, dataField("crr", "p50_us")},
@@ -588,6 +589,29 @@ func wanSection(w func(string, ...any), meta map[string]string, med map[string]m
 			cell(p.id, "wrk", 0, 1), cell(wp, "wrk", 0, 1))
 	}
 	w("\nRTT for the last-but-one column: the rr p50 of direct@wan (%s ms).\n\n", format(rtt/1000, 1))
+	if meta["loss"] != "" {
+		w("### Loss on the relay legs\n\n")
+		w("One flow with loss (%s), in the same run, and its share of the same path without loss.\n\n", meta["loss"])
+		w("| path | LAN lossy Gbit/s | ÷ no loss | WAN lossy Gbit/s | ÷ no loss |\n|---|---:|---:|---:|---:|\n")
+		share := func(p string) string {
+			v, ok1 := med[p]["iperf1loss"]
+			r, ok2 := med[p]["iperf1"]
+			if ok1 && ok2 && r > 0 {
+				return fmt.Sprintf("%.2f", v/r)
+			}
+			return "–"
+		}
+		for _, p := range paths {
+			wp := p.id + "@wan"
+			if _, ok := med[p.id]["iperf1loss"]; !ok {
+				if _, ok := med[wp]["iperf1loss"]; !ok {
+					continue
+				}
+			}
+			w("| %s | %s | %s | %s | %s |\n", p.label, cell(p.id, "iperf1loss", 2, 1), share(p.id), cell(wp, "iperf1loss", 2, 1), share(wp))
+		}
+		w("\n")
+	}
 	for _, ref := range []struct{ id, label string }{{"socat@wan", "the plain TCP relay (socat) @ WAN"}, {"ssh@wan", "ssh -J @ WAN"}} {
 		if len(med[ref.id]) == 0 {
 			continue
