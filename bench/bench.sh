@@ -571,6 +571,10 @@ setup_wg_wan() {
 
 run_iperf() { # PATH ROUND FLOWS [SUFFIX]
 	local p=$1 r=$2 n=$3 m=iperf$3${4:-} f=$tmp/iperf-$1-$2-$3${4:-}.json before after data err=""
+	# Through a delay line the server may still be finishing the last
+	# test when the next one starts ("the server is busy"): wait for its
+	# connections to drain.
+	wait_until 30 "iperf3 server idle" _iperf_idle
 	before=$(stat_roles "$p")
 	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
 		-t "$T" -P "$n" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
@@ -649,6 +653,10 @@ hold_flows() { # PATH ROUND MEASURE N
 	rm -f "$fifo"
 	# Let the path tear the flows down before the next measure.
 	wait_until 120 "idle flows of $p closed" _echo_conns_below 10
+}
+
+_iperf_idle() {
+	[[ -z $(in_ns "$NS_SERVER" ss -Htn state established "( sport = :$P_IPERF )" 2>/dev/null) ]]
 }
 
 _hold_done() {
