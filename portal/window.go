@@ -34,9 +34,10 @@ import (
 
 const (
 	// DefaultMaxFlowWindow is the default most a flow's receive window grows
-	// to: 32 MiB carries 5.4 Gbit/s over a 50 ms round trip. One flow may
-	// take the whole budget.
-	DefaultMaxFlowWindow = 32 << 20
+	// to: 16 MiB carries 2.7 Gbit/s over a 50 ms round trip. Half the
+	// default budget: a flow whose reader stalls after its window grew
+	// holds that much, and leaves the other half to the flows that move.
+	DefaultMaxFlowWindow = 16 << 20
 	// DefaultWindowBudget is the default node-wide budget for receive
 	// windows above Window (the sum over all flows of window − Window).
 	DefaultWindowBudget = 32 << 20
