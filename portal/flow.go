@@ -87,8 +87,9 @@ type Flow struct {
 	bwMax    float64   // the highest bandwidth a sample showed, bytes/s
 
 	// Sending.
-	credit     int // bytes we may still send
-	peerWindow int // the window the peer announced: credit above it is released when idle
+	credit     int       // bytes we may still send
+	peerWindow int       // the window the peer announced: credit above it is released when idle
+	idleAt     time.Time // the read deadline armed to release credit (zero: none)
 
 	BytesIn, BytesOut atomic.Uint64
 	Opened            time.Time
@@ -223,6 +224,7 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.reset(errors.New("portal: peer granted more credit than any window"), true)
 			return nil
 		}
+		f.armIdleLocked(true)
 		f.cond.Broadcast()
 		f.mu.Unlock()
 	case KindFin:
@@ -245,6 +247,23 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
 	}
 	return nil
+}
+
+// armIdleLocked sets the local connection's read deadline when the flow
+// holds credit above the peer's initial window, so that fromLocal, blocked
+// in a read, wakes after IdleRelease without input and releases it. The
+// deadline moves at most every quarter of that (bulk reads do not pay a
+// timer each); onlyIfUnset is the credit handler's call. f.mu is held, so
+// the deadline and f.idleAt always agree.
+func (f *Flow) armIdleLocked(onlyIfUnset bool) {
+	if f.c == nil || f.credit <= f.peerWindow || onlyIfUnset && !f.idleAt.IsZero() {
+		return
+	}
+	now := time.Now()
+	if now.Add(IdleRelease * 3 / 4).After(f.idleAt) {
+		f.idleAt = now.Add(IdleRelease)
+		f.c.SetReadDeadline(f.idleAt)
+	}
 }
 
 // sendCtl sends a control message of the flow; a failure resets it.
@@ -356,7 +375,6 @@ func (f *Flow) finish() {
 // readable before taking one from the pool.
 func (f *Flow) fromLocal(c conn) {
 	defer f.exited()
-	var idleAt time.Time // the read deadline set for releasing credit, if any
 	for {
 		f.mu.Lock()
 		for f.credit <= 0 && f.resetErr == nil {
@@ -367,26 +385,15 @@ func (f *Flow) fromLocal(c conn) {
 			return
 		}
 		room := min(f.credit, MaxChunk)
-		excess := f.credit > f.peerWindow
+		f.armIdleLocked(false)
 		f.mu.Unlock()
 
-		// Credit above the peer's initial window is released after
-		// IdleRelease without input. The deadline moves at most every
-		// quarter of that, so bulk reads do not pay a timer each.
-		switch now := time.Now(); {
-		case excess && now.Add(IdleRelease*3/4).After(idleAt):
-			idleAt = now.Add(IdleRelease)
-			c.SetReadDeadline(idleAt)
-		case !excess && !idleAt.IsZero():
-			idleAt = time.Time{}
-			c.SetReadDeadline(idleAt)
-		}
 		bp, n, err := f.readChunk(c, room)
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			chunkPool.Put(bp)
-			idleAt = time.Time{}
-			c.SetReadDeadline(idleAt)
 			f.mu.Lock()
+			f.idleAt = time.Time{}
+			c.SetReadDeadline(f.idleAt)
 			k := f.credit - f.peerWindow
 			if k > 0 {
 				f.credit -= k
