@@ -23,7 +23,7 @@ set -uo pipefail
 usage() {
 	cat <<EOF
 usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
-                [--results DIR] [--docs FILE|-] [--keep]
+                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--loss PCT]
 
   --quick         brief measures, a smoke test (under 3 minutes)
   --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
@@ -36,6 +36,12 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --results DIR   where the raw JSON and the chart go (default bench/results)
   --docs FILE     Markdown page to write (default docs/benchmarks.md; - for none)
   --keep          keep the temp dir (logs) after the run
+  --wan DELAY     also measure every path over an Internet-like path: DELAY (e.g. 25ms) added
+                  each way by userspace delay lines (netbench delay) on the relay's legs, half
+                  per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
+  --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
+                  packets dropped both ways (nftables), beside the same path without loss
+  (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v)
 EOF
 }
 
@@ -45,7 +51,7 @@ root=$(dirname "$here")
 . "$root/scripts/netns.sh"
 
 mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
-results_dir="$root/bench/results" docs="$root/docs/benchmarks.md" keep=0
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" loss="" 
 while (($#)); do
 	case $1 in
 	--quick) mode=quick ;;
@@ -57,6 +63,8 @@ while (($#)); do
 	--results) results_dir=$2; shift ;;
 	--docs) docs=$2; shift ;;
 	--keep) keep=1 ;;
+	--wan) wan=$2; shift ;;
+	--loss) loss=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -71,6 +79,16 @@ else
 	: "${idle_flows:=10000}"
 fi
 idle_socat=$((idle_flows / 10))
+# The WAN profile: DELAY each way end to end, DELAY/2 on each relay leg.
+# Round trips cost 2 x DELAY: fewer of them, and no idle-flow measure (the
+# same code as on the LAN).
+if [[ -n $wan ]]; then
+	[[ $wan =~ ^([0-9]+)ms$ ]] || { echo "--wan wants a delay in ms, e.g. 25ms" >&2; exit 2; }
+	WAN_MS=${BASH_REMATCH[1]}
+	WAN_FULL=${WAN_MS}ms
+	WAN_HALF=$((WAN_MS * 500))us
+	if [[ $mode == quick ]]; then WAN_RR_N=50 WAN_CRR_N=20; else WAN_RR_N=200 WAN_CRR_N=100; fi
+fi
 ((rounds >= 1)) || { echo "--rounds must be at least 1" >&2; exit 2; }
 
 netns_require_root
@@ -321,6 +339,7 @@ setup_wg() {
 	local d=$tmp/wg t=${NETNS_TAG: -6}
 	mkdir -m 700 "$d"
 	wg_c=wgc$t wg_s=wgs$t # distinct names: the UAPI sockets share /var/run/wireguard
+	[[ ${NETNS_PREFIX:-ock} != ock ]] && wg_c=${NETNS_PREFIX}gc$t wg_s=${NETNS_PREFIX}gs$t
 	wg genkey >"$d/c.key" && wg pubkey <"$d/c.key" >"$d/c.pub" || return 1
 	wg genkey >"$d/s.key" && wg pubkey <"$d/s.key" >"$d/s.pub" || return 1
 	spawn "$NS_CLIENT" "$tmp/wg-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_c"
@@ -421,7 +440,7 @@ setup_tun() {
 	ockam_nodes || return 1
 	ockam "$NS_SERVER" tcp-outlet create --at /node/server_sidecar --from /service/outlet_tun \
 		--to 127.0.0.1 --ports "$P_IPERF,$P_ECHO,$P_HTTP" >&2 || return 1
-	ockam "$NS_CLIENT" tun create --at /node/client_sidecar --name "ockt${NETNS_TAG: -6}" >&2 || return 1
+	ockam "$NS_CLIENT" tun create --at /node/client_sidecar --name "${NETNS_PREFIX:-ock}t${NETNS_TAG: -6}" >&2 || return 1
 	local addr
 	addr=$(ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE" |
 		ockam "$NS_CLIENT" tun map --at /node/client_sidecar --to -/service/outlet_tun --name bench.ockam) || return 1
@@ -435,10 +454,127 @@ setup_tun() {
 	# ================= END HOOK =================
 }
 
+# ---------------------------------------------------------------- WAN variants
+
+# delay NS LISTEN TO DELAY starts a delay line (bench/netbench/delay.go).
+delay() {
+	spawn "$1" "$tmp/delay-${2//[:\/]/_}.log" "$NB" delay -listen "$2" -to "$3" -delay "$4"
+	local port=${2##*:}
+	wait_listen "$1" "$port" 10
+}
+
+# direct@wan: the client in the relay ns, one delay line (the full DELAY
+# each way) in front of the servers.
+setup_direct_wan() {
+	local p
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		delay "$NS_RELAY" "127.0.0.1:$((p + 4000))" "$SERVER_IP:$p" "$WAN_FULL" || return 1
+	done
+	EP_NS[direct@wan]=$NS_RELAY EP_HOST[direct@wan]=127.0.0.1
+	EP_IPERF[direct@wan]=$((P_IPERF + 4000)) EP_ECHO[direct@wan]=$((P_ECHO + 4000)) EP_HTTP[direct@wan]=$((P_HTTP + 4000))
+	ROLES[direct@wan]="" IDLE_N[direct@wan]=0
+}
+
+# socat@wan: client -> delay -> socat -> delay -> server.
+setup_socat_wan() {
+	local pids=() p
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		delay "$NS_RELAY" "$RELAY_CIP:$((p + 5000))" "127.0.0.1:$((p + 5000))" "$WAN_HALF" || return 1
+		delay "$NS_RELAY" "127.0.0.1:$((p + 5500))" "$SERVER_IP:$p" "$WAN_HALF" || return 1
+		spawn "$NS_RELAY" "$tmp/socat-wan-$p.log" socat \
+			-b 131072 "TCP-LISTEN:$((p + 5000)),bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:127.0.0.1:$((p + 5500)),nodelay"
+		pids+=("$SPAWNED")
+		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
+	done
+	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$RELAY_CIP
+	EP_IPERF[socat@wan]=$((P_IPERF + 5000)) EP_ECHO[socat@wan]=$((P_ECHO + 5000)) EP_HTTP[socat@wan]=$((P_HTTP + 5000))
+	ROLES[socat@wan]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat@wan]=0
+}
+
+# ssh@wan: the same sshds; the client reaches the relay's through a delay
+# line, and the relay's sshd reaches the server's through another.
+setup_ssh_wan() {
+	local d=$tmp/ssh
+	[[ -f $d/ssh_config ]] || { echo "needs the ssh path"; return 1; }
+	delay "$NS_RELAY" "$RELAY_CIP:2322" "127.0.0.1:2222" "$WAN_HALF" || return 1
+	delay "$NS_RELAY" "127.0.0.1:2324" "$SERVER_IP:2222" "$WAN_HALF" || return 1
+	{
+		printf 'Host relaywan\n  HostName %s\n  Port 2322\nHost serverwan\n  HostName 127.0.0.1\n  Port 2324\n' "$RELAY_CIP"
+		cat "$d/ssh_config"
+	} >"$d/ssh_config_wan"
+	printf '[%s]:2322 %s\n' "$RELAY_CIP" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >>"$d/known_hosts"
+	printf '[127.0.0.1]:2324 %s\n' "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
+	local cmd=(ssh -F "$d/ssh_config_wan" -c aes128-gcm@openssh.com -J relaywan -N
+		-L "127.0.0.1:$((P_IPERF + 7000)):127.0.0.1:$P_IPERF"
+		-L "127.0.0.1:$((P_ECHO + 7000)):127.0.0.1:$P_ECHO"
+		-L "127.0.0.1:$((P_HTTP + 7000)):127.0.0.1:$P_HTTP" serverwan)
+	spawn "$NS_CLIENT" "$tmp/ssh-client-wan.log" "${cmd[@]}"
+	local ssh_pid=$SPAWNED
+	wait_port "$NS_CLIENT" 127.0.0.1 $((P_HTTP + 7000)) 15 || { tail -3 "$tmp/ssh-client-wan.log"; return 1; }
+	wait_until 15 "HTTP through ssh@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 7000))/" || return 1
+	EP_NS[ssh@wan]=$NS_CLIENT EP_HOST[ssh@wan]=127.0.0.1
+	EP_IPERF[ssh@wan]=$((P_IPERF + 7000)) EP_ECHO[ssh@wan]=$((P_ECHO + 7000)) EP_HTTP[ssh@wan]=$((P_HTTP + 7000))
+	ROLES[ssh@wan]="client=$ssh_pid ${ROLES[ssh]#client=* }" IDLE_N[ssh@wan]=0
+}
+
+# ockam@wan: the same nodes and outlets; the server sidecar registers a
+# second relay name and the client opens a second channel, both through a
+# delay line in front of the relay node's listener.
+SC_ROUTE_WAN=/ip4/$RELAY_IP/tcp/4100/service/forward_to_server_wan/service/api
+ockam_wan_up=0
+ockam_wan() {
+	((ockam_wan_up)) && return 0
+	ockam_nodes || return 1
+	delay "$NS_RELAY" "$RELAY_IP:4100" "$RELAY_IP:4000" "$WAN_HALF" || return 1
+	ockam "$NS_SERVER" relay create server_wan --at "/ip4/$RELAY_IP/tcp/4100" --to /node/server_sidecar >&2 || return 1
+	ockam_wan_up=1
+}
+
+setup_ockam_wan() {
+	[[ -n ${EP_NS[ockam]:-} ]] || { echo "needs the ockam path"; return 1; }
+	ockam_wan || return 1
+	local svc port
+	for svc in iperf:$P_IPERF echo:$P_ECHO http:$P_HTTP; do
+		port=$((${svc#*:} + 8000))
+		ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE_WAN" |
+			ockam "$NS_CLIENT" tcp-inlet create --at /node/client_sidecar --from "127.0.0.1:$port" \
+				--to "-/service/outlet_${svc%%:*}" >&2 || return 1
+		wait_port "$NS_CLIENT" 127.0.0.1 "$port" 10 || return 1
+	done
+	wait_until 15 "HTTP through ockam@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 8000))/" || return 1
+	EP_NS[ockam@wan]=$NS_CLIENT EP_HOST[ockam@wan]=127.0.0.1
+	EP_IPERF[ockam@wan]=$((P_IPERF + 8000)) EP_ECHO[ockam@wan]=$((P_ECHO + 8000)) EP_HTTP[ockam@wan]=$((P_HTTP + 8000))
+	ROLES[ockam@wan]=$(ockam_roles) IDLE_N[ockam@wan]=0
+}
+
+setup_tun_wan() {
+	[[ -n ${EP_NS[tun]:-} ]] || { echo "needs the tun path"; return 3; }
+	ockam_wan || return 1
+	local addr
+	addr=$(ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE_WAN" |
+		ockam "$NS_CLIENT" tun map --at /node/client_sidecar --to -/service/outlet_tun --name benchwan.ockam) || return 1
+	addr=${addr%%[[:space:]]*}
+	[[ $addr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "tun map printed '$addr', not an IPv4 address"; return 1; }
+	wait_until 15 "HTTP through ockam tun@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://$addr:$P_HTTP/" || return 1
+	EP_NS[tun@wan]=$NS_CLIENT EP_HOST[tun@wan]=$addr
+	EP_IPERF[tun@wan]=$P_IPERF EP_ECHO[tun@wan]=$P_ECHO EP_HTTP[tun@wan]=$P_HTTP
+	ROLES[tun@wan]=$(ockam_roles) IDLE_N[tun@wan]=0
+}
+
+setup_wg_wan() {
+	echo "no UDP delay line wired for wireguard yet (netbench delay -udp exists)"
+	return 3
+}
+
 # ---------------------------------------------------------------- measures
 
-run_iperf() { # PATH ROUND FLOWS
-	local p=$1 r=$2 n=$3 m=iperf$3 f=$tmp/iperf-$1-$2-$3.json before after data err=""
+run_iperf() { # PATH ROUND FLOWS [SUFFIX]
+	local p=$1 r=$2 n=$3 m=iperf$3${4:-} f=$tmp/iperf-$1-$2-$3${4:-}.json before after data err=""
+	# Through a delay line the server may still be finishing the last
+	# test when the next one starts ("the server is busy"): wait for its
+	# connections to drain.
+	wait_until 30 "iperf3 server idle" _iperf_idle
 	before=$(stat_roles "$p")
 	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
 		-t "$T" -P "$n" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
@@ -460,12 +596,14 @@ run_iperf() { # PATH ROUND FLOWS
 run_latency() { # PATH ROUND rr|crr
 	local p=$1 r=$2 k=$3 n data
 	[[ $k == rr ]] && n=$RR_N || n=$CRR_N
+	if [[ $p == *@wan ]]; then [[ $k == rr ]] && n=$WAN_RR_N || n=$WAN_CRR_N; fi
 	if data=$(in_ns "${EP_NS[$p]}" timeout 120 "$NB" "$k" -addr "${EP_HOST[$p]}:${EP_ECHO[$p]}" -n "$n" 2>&1); then
 		emit "$p" "$r" "$k" "$data"
 	else
 		emit "$p" "$r" "$k" "" "" "" "$data"
 	fi
 }
+
 
 run_wrk() {
 	local p=$1 r=$2 out rps errs
@@ -517,6 +655,10 @@ hold_flows() { # PATH ROUND MEASURE N
 	wait_until 120 "idle flows of $p closed" _echo_conns_below 10
 }
 
+_iperf_idle() {
+	[[ -z $(in_ns "$NS_SERVER" ss -Htn state established "( sport = :$P_IPERF )" 2>/dev/null) ]]
+}
+
 _hold_done() {
 	grep -q '^ready' "$1" || ! kill -0 "$2" 2>/dev/null
 }
@@ -525,6 +667,19 @@ _echo_conns_below() {
 	(($(in_ns "$NS_SERVER" ss -Htn state established "( sport = :$P_ECHO )" | wc -l) < $1))
 }
 
+# loss_on PCT drops that share of the packets on the relay's two veths, both
+# ways (as scripts/faults.sh does, but not the relay's loopback, where the
+# delay lines talk to socat and to the relay node).
+loss_on() {
+	local rn=(in_ns "$NS_RELAY" nft) ifs="{ $NETNS_IF_RELAY_C, $NETNS_IF_RELAY_S }"
+	"${rn[@]}" add table inet benchloss &&
+		"${rn[@]}" add chain inet benchloss in '{ type filter hook input priority 0; }' &&
+		"${rn[@]}" add chain inet benchloss out '{ type filter hook output priority 0; }' &&
+		"${rn[@]}" add rule inet benchloss in iifname "$ifs" numgen random mod 100 '<' "$1" drop &&
+		"${rn[@]}" add rule inet benchloss out oifname "$ifs" numgen random mod 100 '<' "$1" drop
+}
+loss_off() { in_ns "$NS_RELAY" nft delete table inet benchloss 2>/dev/null; }
+
 measure_path() {
 	local p=$1 r=$2
 	log "round $r: $p"
@@ -532,6 +687,14 @@ measure_path() {
 	run_idle "$p" "$r"
 	run_iperf "$p" "$r" 1
 	run_iperf "$p" "$r" 8
+	if [[ -n $loss && ${p%@wan} != direct ]]; then
+		if loss_on "$loss"; then
+			run_iperf "$p" "$r" 1 loss
+		else
+			emit "$p" "$r" iperf1loss "" "" "" "nft: cannot add the loss rules"
+		fi
+		loss_off
+	fi
 	run_latency "$p" "$r" rr
 	run_latency "$p" "$r" crr
 	run_wrk "$p" "$r"
@@ -555,6 +718,23 @@ for p in direct socat ssh wg ockam tun; do
 		emit "$p" 0 setup "" "" "" "setup failed: $msg"
 	fi
 done
+if [[ -n $wan ]]; then
+	for p in direct socat ssh wg ockam tun; do
+		[[ ,$want_paths, == *,$p,* ]] || continue
+		log "setting up $p@wan"
+		setup_${p}_wan >"$tmp/setup-$p-wan.out" 2>"$tmp/setup-$p-wan.err"
+		rc=$?
+		msg=$(cat "$tmp/setup-$p-wan.out" "$tmp/setup-$p-wan.err" | grep -v '^ *\[.*\] \$ ' | tail -3)
+		if ((rc == 0)); then
+			active+=("$p@wan")
+			echo "path_$p@wan=1" >>"$tmp/meta"
+		elif ((rc == 3)); then
+			skip_path "$p@wan" "$(cat "$tmp/setup-$p-wan.out")"
+		else
+			emit "$p@wan" 0 setup "" "" "" "setup failed: $msg"
+		fi
+	done
+fi
 log "paths: ${active[*]}"
 ((${#active[@]})) || exit 1
 
@@ -584,6 +764,8 @@ ver() { "$@" 2>&1 | head -1; }
 	echo "socat=$(socat -V 2>&1 | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
 	echo "idle_flows=$idle_flows"
 	echo "idle_flows_socat=$idle_socat"
+	[[ -n $loss ]] && echo "loss=$loss% of the relay's veth packets, both ways (nftables), 1 flow"
+	[[ -n $wan ]] && echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, userspace delay lines), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
 	echo "results=${json#"$root"/}"
 	cat "$tmp/meta" 2>/dev/null
 } >"$tmp/meta.all"

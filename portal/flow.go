@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,9 +23,10 @@ import (
 )
 
 const (
-	// Window is the receive window each side of a flow announces: the most
-	// stream bytes that may be in flight towards it, queued or on the way.
-	Window = 1 << 20
+	// Window is the receive window each side of a flow announces at open:
+	// the most stream bytes that may be in flight towards it, queued or on
+	// the way. It grows with the path (window.go).
+	Window = 256 << 10
 	// OpenTimeout bounds opening a flow (the outlet's connect included).
 	OpenTimeout = 10 * time.Second
 )
@@ -47,37 +49,54 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, DataHeader+MaxChun
 
 // Flow is one carried TCP connection, on either side.
 type Flow struct {
-	n    *node.Node
-	log  *slog.Logger
-	addr string // our worker address
+	n      *node.Node
+	log    *slog.Logger
+	budget *budget
+	addr   string // our worker address
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
 
 	opened chan Msg // Opened or Refused, to Dial
 
-	mu         sync.Mutex
-	cond       *sync.Cond
-	c          conn
-	queue      []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
-	queued     int       // bytes in queue
-	recvSeq    uint32
-	finRecv    bool // peer sent Fin and all data before it is queued
-	credit     int  // bytes we may still send
-	sendSeq    uint32
-	raw        syscall.RawConn // the local connection's, for writes that must not block
-	rawRead    syscall.RawConn // the same, read by fromLocal only
-	writing    bool            // toLocal is writing chunks it took from queue
-	uncredited int             // bytes written to the socket, not yet credited
-	resetErr   error           // set once the flow is reset
-	done       chan struct{}
-	closeOnce  sync.Once
+	mu        sync.Mutex
+	cond      *sync.Cond
+	c         conn
+	queue     []*[]byte // chunks from the peer, DataHeader offset, waiting for the socket
+	queued    int       // bytes in queue
+	recvSeq   uint32
+	finRecv   bool // peer sent Fin and all data before it is queued
+	sendSeq   uint32
+	raw       syscall.RawConn // the local connection's, for writes that must not block
+	rawRead   syscall.RawConn // the same, read by fromLocal only
+	writing   bool            // toLocal is writing chunks it took from queue
+	resetErr  error           // set once the flow is reset
+	done      chan struct{}
+	closeOnce sync.Once
+
+	// Receiving (window.go): the peer may send up to granted bytes in all.
+	win      int    // receive window: Window + what was drawn from the budget
+	granted  uint64 // bytes the peer may send in all (window + credits − releases)
+	rx       uint64 // bytes received
+	consumed uint64 // bytes written to the local socket (or dropped at reset)
+	decaying bool   // the peer released credit: shrink to Window as bytes leave
+	pingOut  bool   // a BDP sample is running
+	pingID   uint32
+	sample   int       // bytes received since the sample's Ping
+	pingAt   time.Time // when it was sent
+	bwMax    float64   // the highest bandwidth a sample showed, bytes/s
+
+	// Sending.
+	credit     int       // bytes we may still send
+	peerWindow int       // the window the peer announced: credit above it is released when idle
+	idleAt     time.Time // the read deadline armed to release credit (zero: none)
 
 	BytesIn, BytesOut atomic.Uint64
 	Opened            time.Time
 	Client, Target    string
 
 	running atomic.Int32 // directions still running
+	early   int          // bytes sent with Open, before the outlet's window
 
 	peer    string // identifier of the channel peer the flow belongs to
 	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
@@ -104,11 +123,12 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 	return f.peer == peer
 }
 
-func newFlow(n *node.Node, log *slog.Logger) (*Flow, error) {
-	f := &Flow{n: n, log: log, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+func newFlow(p *Portals) (*Flow, error) {
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
 	f.cond = sync.NewCond(&f.mu)
+	f.win, f.granted = Window, Window
 	var err error
-	f.addr, err = n.RegisterRandom("flow_", node.Channel, f.handle)
+	f.addr, err = p.n.RegisterRandom("flow_", node.Channel, f.handle)
 	return f, err
 }
 
@@ -147,7 +167,13 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.mu.Lock()
 			if f.remote == nil {
 				f.remote = m.Return.Clone()
-				f.credit = int(pm.Window)
+				f.peerWindow = int(pm.Window)
+				f.credit = int(pm.Window) - f.early
+				if f.credit < 0 {
+					f.mu.Unlock()
+					f.reset(errors.New("portal: the outlet's window is smaller than our early data"), true)
+					return nil
+				}
 			}
 			f.mu.Unlock()
 		}
@@ -166,13 +192,14 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.mu.Unlock()
 			f.reset(fmt.Errorf("portal: data out of order (got %d, want %d)", pm.Seq, f.recvSeq), true)
 			return nil
-		case f.queued+len(pm.Data) > Window:
+		case f.rx+uint64(len(pm.Data)) > f.granted:
 			f.mu.Unlock()
 			f.reset(errors.New("portal: peer sent beyond its credit"), true)
 			return nil
 		}
 		f.recvSeq++
 		data := pm.Data
+		ping, sendPing := f.receivedLocked(len(data))
 		credit := 0
 		if f.raw != nil && !f.writing && len(f.queue) == 0 {
 			// Nothing waits for the socket: write now, without blocking,
@@ -180,24 +207,44 @@ func (f *Flow) handle(m *routing.Message) error {
 			// for every small message (request/response latency).
 			n := writeNow(f.raw, data)
 			f.BytesIn.Add(uint64(n))
-			f.uncredited += n
 			data = data[n:]
-			if f.uncredited >= Window/4 {
-				credit, f.uncredited = f.uncredited, 0
-			}
+			credit = f.wroteLocked(n)
 		}
 		if len(data) > 0 {
-			bp := chunkPool.Get().(*[]byte)
-			*bp = append((*bp)[:0], data...)
-			f.queue = append(f.queue, bp)
+			// Small chunks share a buffer: what a peer can make us hold
+			// is its bytes, not a pool buffer per message.
+			if k := len(f.queue); k > 0 && cap(*f.queue[k-1])-len(*f.queue[k-1]) >= len(data) {
+				*f.queue[k-1] = append(*f.queue[k-1], data...)
+			} else {
+				bp := chunkPool.Get().(*[]byte)
+				*bp = append((*bp)[:0], data...)
+				f.queue = append(f.queue, bp)
+			}
 			f.queued += len(data)
 			f.cond.Broadcast()
 		}
 		f.mu.Unlock()
+		if sendPing {
+			f.sendCtl(Msg{Kind: KindPing, ID: ping})
+		}
 		if credit > 0 {
-			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit)})); err != nil {
-				f.reset(fmt.Errorf("portal: sending: %w", err), false)
-			}
+			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit)})
+		}
+	case KindPing:
+		f.sendCtl(Msg{Kind: KindPong, ID: pm.ID})
+	case KindPong:
+		f.mu.Lock()
+		credit := f.pongedLocked(pm.ID)
+		f.mu.Unlock()
+		if credit > 0 {
+			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit)})
+		}
+	case KindRelease:
+		f.mu.Lock()
+		ok := f.releasedLocked(int(pm.Credit))
+		f.mu.Unlock()
+		if !ok {
+			f.reset(errors.New("portal: peer released credit it did not hold"), true)
 		}
 	case KindCredit:
 		f.mu.Lock()
@@ -207,6 +254,7 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.reset(errors.New("portal: peer granted more credit than any window"), true)
 			return nil
 		}
+		f.armIdleLocked(true)
 		f.cond.Broadcast()
 		f.mu.Unlock()
 	case KindFin:
@@ -217,6 +265,10 @@ func (f *Flow) handle(m *routing.Message) error {
 			return nil
 		}
 		f.finRecv = true
+		// No data comes after Fin: the window's growth goes back to the
+		// budget as the queued bytes leave.
+		f.shrinkLocked(f.win - max(Window, f.queued))
+		f.decaying = f.win > Window
 		f.cond.Broadcast()
 		f.mu.Unlock()
 	case KindReset:
@@ -225,6 +277,37 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
 	}
 	return nil
+}
+
+// armIdleLocked sets the local connection's read deadline when the flow
+// holds credit above the peer's initial window, so that fromLocal, blocked
+// in a read, wakes after IdleRelease without input and releases it. The
+// deadline moves at most every quarter of that (bulk reads do not pay a
+// timer each); onlyIfUnset is the credit handler's call. f.mu is held, so
+// the deadline and f.idleAt always agree.
+func (f *Flow) armIdleLocked(onlyIfUnset bool) {
+	if f.c == nil || f.credit <= f.peerWindow || onlyIfUnset && !f.idleAt.IsZero() {
+		return
+	}
+	now := time.Now()
+	if now.Add(IdleRelease * 3 / 4).After(f.idleAt) {
+		f.idleAt = now.Add(IdleRelease)
+		f.c.SetReadDeadline(f.idleAt)
+	}
+}
+
+// sendCtl sends a control message of the flow; a failure resets it.
+func (f *Flow) sendCtl(m Msg) {
+	f.mu.Lock()
+	stop := f.resetErr != nil
+	f.mu.Unlock()
+	if stop {
+		return
+	}
+	var b [8]byte
+	if err := f.send(Append(b[:0], m)); err != nil {
+		f.reset(fmt.Errorf("portal: sending: %w", err), false)
+	}
 }
 
 // reset aborts the flow: the local connection is closed with a TCP reset
@@ -308,6 +391,7 @@ func (f *Flow) finish() {
 			chunkPool.Put(bp)
 		}
 		f.queue, f.queued = nil, 0
+		f.shrinkLocked(f.win - Window) // the window's growth back to the budget
 		f.mu.Unlock()
 		if c != nil {
 			c.Close()
@@ -331,9 +415,25 @@ func (f *Flow) fromLocal(c conn) {
 			return
 		}
 		room := min(f.credit, MaxChunk)
+		f.armIdleLocked(false)
 		f.mu.Unlock()
 
 		bp, n, err := f.readChunk(c, room)
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			chunkPool.Put(bp)
+			f.mu.Lock()
+			f.idleAt = time.Time{}
+			c.SetReadDeadline(f.idleAt)
+			k := f.credit - f.peerWindow
+			if k > 0 {
+				f.credit -= k
+			}
+			f.mu.Unlock()
+			if k > 0 {
+				f.sendCtl(Msg{Kind: KindRelease, Credit: uint32(k)})
+			}
+			continue
+		}
 		buf := (*bp)[:cap(*bp)]
 		if n > 0 {
 			f.mu.Lock()
@@ -423,11 +523,7 @@ func (f *Flow) toLocal(c conn) {
 		f.BytesIn.Add(uint64(n))
 		f.mu.Lock()
 		f.writing = false
-		f.uncredited += n
-		credit := 0
-		if f.uncredited >= Window/4 {
-			credit, f.uncredited = f.uncredited, 0
-		}
+		credit := f.wroteLocked(n)
 		f.mu.Unlock()
 		if credit > 0 {
 			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit)})); err != nil {

@@ -14,7 +14,12 @@ import (
 func TestFlowIgnoresOtherIdentities(t *testing.T) {
 	n := node.New(node.Config{})
 	defer n.Close()
-	f, err := newFlow(n, nil)
+	p, err := New(n, Config{Allowed: func(string) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := newFlow(p)
 	if err != nil {
 		t.Fatal(err)
 	}

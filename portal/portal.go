@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -30,6 +32,16 @@ type Config struct {
 	// Allowed decides whether a secure channel peer (its identifier) may
 	// use outlets that name no identities of their own. Required.
 	Allowed func(peer string) error
+	// MaxFlowWindow caps each flow's receive window (0: DefaultMaxFlowWindow;
+	// at least Window, at most MaxWindow).
+	MaxFlowWindow int
+	// WindowBudget is the node-wide budget for receive windows above Window
+	// (0: DefaultWindowBudget; negative: none, windows stay at Window).
+	WindowBudget int
+	// EarlyWait is how long an inlet waits for the application's first
+	// bytes to send them with the open (0: DefaultEarlyWait; negative: do
+	// not wait, send only what has already arrived).
+	EarlyWait time.Duration
 }
 
 // Portals owns the inlets, outlets and flows of one node.
@@ -37,6 +49,8 @@ type Portals struct {
 	n   *node.Node
 	cfg Config
 	log *slog.Logger
+
+	budget budget
 
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
@@ -54,6 +68,16 @@ func New(n *node.Node, cfg Config) (*Portals, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.budget.maxFlow = cfg.MaxFlowWindow
+	if p.budget.maxFlow == 0 {
+		p.budget.maxFlow = DefaultMaxFlowWindow
+	}
+	p.budget.maxFlow = min(max(p.budget.maxFlow, Window), MaxWindow)
+	p.budget.limit = cfg.WindowBudget
+	if p.budget.limit == 0 {
+		p.budget.limit = DefaultWindowBudget
+	}
+	p.budget.limit = max(p.budget.limit, 0)
 	return p, nil
 }
 
@@ -61,6 +85,17 @@ func New(n *node.Node, cfg Config) (*Portals, error) {
 // outlet's own). It returns once the outlet has connected to its target, or
 // with the outlet's reason for refusing. The flow carries nothing until Run.
 func (p *Portals) Dial(ctx context.Context, route routing.Route, port uint16) (*Flow, error) {
+	return p.DialEarly(ctx, route, port, nil)
+}
+
+// DialEarly is Dial with the stream's first bytes (at most MaxEarly) sent
+// with the open: the outlet writes them to its connection as soon as it has
+// one, so a request gets its answer one round trip after the open, not two.
+// The caller keeps early; it must not send those bytes again.
+func (p *Portals) DialEarly(ctx context.Context, route routing.Route, port uint16, early []byte) (*Flow, error) {
+	if len(early) > MaxEarly {
+		return nil, fmt.Errorf("portal: %d early bytes, at most %d", len(early), MaxEarly)
+	}
 	ctx, cancel := context.WithTimeout(ctx, OpenTimeout)
 	defer cancel()
 	var pathEnd <-chan struct{}
@@ -70,13 +105,15 @@ func (p *Portals) Dial(ctx context.Context, route routing.Route, port uint16) (*
 			return nil, err
 		}
 	}
-	f, err := newFlow(p.n, p.log)
+	f, err := newFlow(p)
 	if err != nil {
 		return nil, err
 	}
 	f.pathEnd = pathEnd
 	f.Target = route.String()
-	open := Append(nil, Msg{Kind: KindOpen, Window: Window, Port: port})
+	f.early = len(early)
+	f.BytesOut.Add(uint64(len(early)))
+	open := Append(make([]byte, 0, OpenHeader+len(early)), Msg{Kind: KindOpen, Window: Window, Port: port, Data: early})
 	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open}); err != nil {
 		p.n.Unregister(f.addr)
 		return nil, fmt.Errorf("portal: opening a flow to %s: %w", route, err)
@@ -111,6 +148,14 @@ func (f *Flow) Run(c net.Conn) error {
 	return nil
 }
 
+// Queued returns the bytes received from the peer that wait for the local
+// connection (all of them, before Run).
+func (f *Flow) Queued() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.queued
+}
+
 // Abort ends a flow that will not Run, telling the outlet.
 func (f *Flow) Abort(reason string) {
 	f.reset(errors.New(reason), true)
@@ -141,6 +186,8 @@ type FlowInfo struct {
 	BytesIn  uint64
 	BytesOut uint64
 	Opened   time.Time
+	Window   int // receive window now
+	Queued   int // bytes received, waiting for the local socket
 }
 
 // CreateInlet listens on addr and carries each connection to route.
@@ -207,7 +254,15 @@ func (in *Inlet) carry(c net.Conn) {
 		}
 		cancel()
 	}()
-	f, err := in.p.Dial(ctx, in.route, 0)
+	early, err := in.p.readEarly(c)
+	if err != nil {
+		cancel()
+		in.lastErr.Store(err.Error())
+		in.p.log.Info("inlet connection failed before its flow opened", "inlet", in.name, "err", err)
+		abort(c)
+		return
+	}
+	f, err := in.p.DialEarly(ctx, in.route, 0, early)
 	cancel()
 	if err != nil {
 		in.lastErr.Store(err.Error())
@@ -229,6 +284,28 @@ func (in *Inlet) carry(c net.Conn) {
 	in.mu.Lock()
 	delete(in.flows, f)
 	in.mu.Unlock()
+}
+
+// readEarly returns the application's first bytes on c, waiting up to
+// EarlyWait for them (none if it sent nothing by then, or closed).
+func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
+	wait := p.cfg.EarlyWait
+	if wait == 0 {
+		wait = DefaultEarlyWait
+	}
+	deadline := time.Now().Add(max(wait, 0))
+	if wait < 0 {
+		deadline = time.Now() // only what is there already
+	}
+	buf := make([]byte, MaxEarly)
+	c.SetReadDeadline(deadline)
+	n, err := c.Read(buf)
+	c.SetReadDeadline(time.Time{})
+	if err != nil && n == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	// EOF stays for the flow to read again and send as Fin.
+	return buf[:n], nil
 }
 
 // Addr returns the inlet's listening address.
@@ -259,7 +336,10 @@ func (in *Inlet) Flows() []FlowInfo {
 func flowInfos(m map[*Flow]struct{}) []FlowInfo {
 	out := make([]FlowInfo, 0, len(m))
 	for f := range m {
-		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened})
+		f.mu.Lock()
+		win, queued := f.win, f.queued
+		f.mu.Unlock()
+		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Opened.Before(out[j].Opened) })
 	return out
@@ -469,15 +549,16 @@ func (o *Outlet) open(m *routing.Message) error {
 	ret := m.Return.Clone()
 	peer := m.Peer
 	window := pm.Window
+	early := slices.Clone(pm.Data)
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
-		o.connect(ret, peer, window, port)
+		o.connect(ret, peer, window, port, early)
 	}()
 	return nil
 }
 
-func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uint16) {
+func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uint16, early []byte) {
 	target := net.JoinHostPort(o.host, strconv.Itoa(int(port)))
 	ctx, cancel := context.WithTimeout(context.Background(), OpenTimeout)
 	defer cancel()
@@ -515,13 +596,28 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		o.refuse(&routing.Message{Return: ret}, fmt.Sprintf("connecting to %s: %v", target, err))
 		return
 	}
-	f, err := newFlow(o.p.n, o.p.log)
+	if len(early) > 0 {
+		// The stream's first bytes, before anything else; a fresh socket
+		// takes MaxEarly without blocking for long.
+		c.SetWriteDeadline(time.Now().Add(OpenTimeout))
+		_, err := c.Write(early)
+		c.SetWriteDeadline(time.Time{})
+		if err != nil {
+			c.Close()
+			o.refuse(&routing.Message{Return: ret}, fmt.Sprintf("writing to %s: %v", target, err))
+			return
+		}
+	}
+	f, err := newFlow(o.p)
 	if err != nil {
 		c.Close()
 		return
 	}
+	f.rx, f.consumed = uint64(len(early)), uint64(len(early))
+	f.BytesIn.Add(uint64(len(early)))
 	f.remote = ret
 	f.credit = int(window)
+	f.peerWindow = int(window)
 	f.pathEnd = pathEnd
 	f.Client = peer
 	f.peer, f.hasPeer = peer, true

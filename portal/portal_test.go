@@ -42,6 +42,13 @@ func trustAll(identity.Identifier) error { return nil }
 
 func newWorld(t testing.TB, target string) *world {
 	t.Helper()
+	return newWorldConfig(t, target, portal.Config{}, portal.Config{})
+}
+
+// newWorldConfig is newWorld with the client's and the server's portal
+// configurations (Path and Allowed are filled in).
+func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *world {
+	t.Helper()
 	w := &world{}
 	w.relayN = node.New(node.Config{})
 	ra, err := w.relayN.Listen("127.0.0.1:0")
@@ -59,8 +66,10 @@ func newWorld(t testing.TB, target string) *world {
 	if _, err := w.sm.Listen("api", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	w.cp, _ = portal.New(w.client, portal.Config{Path: w.cm, Allowed: func(string) error { return nil }})
-	w.sp, _ = portal.New(w.server, portal.Config{Path: w.sm, Allowed: func(string) error { return nil }})
+	ccfg.Path, ccfg.Allowed = w.cm, func(string) error { return nil }
+	scfg.Path, scfg.Allowed = w.sm, func(string) error { return nil }
+	w.cp, _ = portal.New(w.client, ccfg)
+	w.sp, _ = portal.New(w.server, scfg)
 	if _, err := w.sp.CreateOutlet(portal.OutletConfig{Address: "outlet", Target: target}); err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +405,7 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 			stalledIn = f.BytesIn
 		}
 	}
-	if stalledOut > stalledIn+portal.Window {
+	if stalledOut > stalledIn+portal.DefaultMaxFlowWindow {
 		t.Errorf("outlet sent %d bytes, inlet wrote %d: more than a window in flight", stalledOut, stalledIn)
 	}
 }

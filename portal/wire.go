@@ -9,13 +9,18 @@ import (
 
 // Kind is the first byte of every portal message. The values are on the wire.
 //
-//	Open     kind(1)=1 | version(1) | window(4) | port(2)   a new flow; port 0 = the outlet's own
+//	Open     kind(1)=1 | version(1) | window(4) | port(2) | early bytes (≤ MaxEarly)
+//	                                                        a new flow; port 0 = the outlet's own;
+//	                                                        early bytes are the stream's first
 //	Opened   kind(1)=2 | window(4)                          the outlet connected
 //	Refused  kind(1)=3 | reason (UTF-8, ≤ MaxReason)        the flow could not open
 //	Data     kind(1)=4 | seq(4) | bytes (≤ MaxChunk)        the next chunk of the stream
 //	Credit   kind(1)=5 | bytes(4)                           the receiver consumed this much
 //	Fin      kind(1)=6 | seq(4)                             no more data after seq-1 (half-close)
 //	Reset    kind(1)=7 | reason (UTF-8, ≤ MaxReason)        the flow is aborted, both ways
+//	Ping     kind(1)=8 | id(4)                              receiver → sender: answer Pong at once
+//	Pong     kind(1)=9 | id(4)                              the answer (one round trip: a BDP sample)
+//	Release  kind(1)=10 | bytes(4)                          sender → receiver: unused credit given back
 //
 // All integers are big-endian.
 type Kind uint8
@@ -28,6 +33,9 @@ const (
 	KindCredit  Kind = 5
 	KindFin     Kind = 6
 	KindReset   Kind = 7
+	KindPing    Kind = 8
+	KindPong    Kind = 9
+	KindRelease Kind = 10
 )
 
 func (k Kind) String() string {
@@ -46,12 +54,19 @@ func (k Kind) String() string {
 		return "fin"
 	case KindReset:
 		return "reset"
+	case KindPing:
+		return "ping"
+	case KindPong:
+		return "pong"
+	case KindRelease:
+		return "release"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Version is the portal protocol version carried by Open.
-const Version = 1
+// Version is the portal protocol version carried by Open. Version 2 added
+// early data in Open, Ping/Pong (window autotuning) and Release.
+const Version = 2
 
 const (
 	// MaxChunk is the most stream bytes one Data message carries. It keeps
@@ -64,6 +79,11 @@ const (
 	MaxWindow = 64 << 20
 	// DataHeader is the size of a Data message's header.
 	DataHeader = 5
+	// MaxEarly bounds the early bytes of an Open: enough for a request's
+	// headers or a TLS ClientHello, and never more than a window.
+	MaxEarly = 16 << 10
+	// OpenHeader is the size of an Open message before its early bytes.
+	OpenHeader = 8
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -75,9 +95,10 @@ type Msg struct {
 	Window uint32 // Open, Opened
 	Port   uint16 // Open
 	Seq    uint32 // Data, Fin
-	Credit uint32 // Credit
+	Credit uint32 // Credit, Release
+	ID     uint32 // Ping, Pong
 	Reason string // Refused, Reset
-	Data   []byte // Data
+	Data   []byte // Data; Open: the early bytes
 }
 
 // Decode parses a portal message. It never allocates for Data.
@@ -90,16 +111,19 @@ func Decode(b []byte) (Msg, error) {
 	b = b[1:]
 	switch m.Kind {
 	case KindOpen:
-		if len(b) != 7 {
-			return m, fmt.Errorf("%w: open of %d bytes", ErrMalformed, len(b))
-		}
-		if b[0] != Version {
+		if len(b) >= 1 && b[0] != Version {
 			return m, fmt.Errorf("portal: peer speaks portal version %d, we speak %d", b[0], Version)
+		}
+		if len(b) < 7 || len(b) > 7+MaxEarly {
+			return m, fmt.Errorf("%w: open of %d bytes", ErrMalformed, len(b))
 		}
 		m.Window = binary.BigEndian.Uint32(b[1:])
 		m.Port = binary.BigEndian.Uint16(b[5:])
 		if m.Window == 0 || m.Window > MaxWindow {
 			return m, fmt.Errorf("%w: window %d", ErrMalformed, m.Window)
+		}
+		if len(b) > 7 {
+			m.Data = b[7:]
 		}
 	case KindOpened:
 		if len(b) != 4 {
@@ -120,11 +144,16 @@ func Decode(b []byte) (Msg, error) {
 		}
 		m.Seq = binary.BigEndian.Uint32(b)
 		m.Data = b[4:]
-	case KindCredit:
+	case KindCredit, KindRelease:
 		if len(b) != 4 {
-			return m, fmt.Errorf("%w: credit of %d bytes", ErrMalformed, len(b))
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.Credit = binary.BigEndian.Uint32(b)
+	case KindPing, KindPong:
+		if len(b) != 4 {
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
+		}
+		m.ID = binary.BigEndian.Uint32(b)
 	case KindFin:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: fin of %d bytes", ErrMalformed, len(b))
@@ -146,6 +175,7 @@ func Append(dst []byte, m Msg) []byte {
 		dst = append(dst, Version)
 		dst = binary.BigEndian.AppendUint32(dst, m.Window)
 		dst = binary.BigEndian.AppendUint16(dst, m.Port)
+		dst = append(dst, m.Data...)
 	case KindOpened:
 		dst = binary.BigEndian.AppendUint32(dst, m.Window)
 	case KindRefused, KindReset:
@@ -157,8 +187,10 @@ func Append(dst []byte, m Msg) []byte {
 	case KindData:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 		dst = append(dst, m.Data...)
-	case KindCredit:
+	case KindCredit, KindRelease:
 		dst = binary.BigEndian.AppendUint32(dst, m.Credit)
+	case KindPing, KindPong:
+		dst = binary.BigEndian.AppendUint32(dst, m.ID)
 	case KindFin:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 	}

@@ -35,9 +35,13 @@
 : "${RELAY_IP:=$RELAY_SIP}"
 
 NETNS_TAG="${NETNS_TAG:-$$}"
-NS_CLIENT="ock-c-$NETNS_TAG"
-NS_RELAY="ock-r-$NETNS_TAG"
-NS_SERVER="ock-s-$NETNS_TAG"
+# Prefixes of the namespaces' and interfaces' names (a caller sharing the
+# machine may want its own).
+NETNS_PREFIX="${NETNS_PREFIX:-ock}"
+NETNS_IFPREFIX="${NETNS_IFPREFIX:-v}"
+NS_CLIENT="$NETNS_PREFIX-c-$NETNS_TAG"
+NS_RELAY="$NETNS_PREFIX-r-$NETNS_TAG"
+NS_SERVER="$NETNS_PREFIX-s-$NETNS_TAG"
 NETNS_PIDS=()
 NETNS_CREATED=()
 
@@ -76,23 +80,23 @@ netns_up() {
 		in_ns "$ns" ip link set lo up || return 1
 	done
 	# Interface names are at most 15 bytes: keep the tag short.
-	local t=${NETNS_TAG: -6}
-	ip link add "vc$t" netns "$NS_CLIENT" type veth peer name "vrc$t" netns "$NS_RELAY" || return 1
-	ip link add "vs$t" netns "$NS_SERVER" type veth peer name "vrs$t" netns "$NS_RELAY" || return 1
-	in_ns "$NS_CLIENT" ip addr add "$CLIENT_IP/24" dev "vc$t"
-	in_ns "$NS_RELAY" ip addr add "$RELAY_CIP/24" dev "vrc$t"
-	in_ns "$NS_RELAY" ip addr add "$RELAY_SIP/24" dev "vrs$t"
-	in_ns "$NS_SERVER" ip addr add "$SERVER_IP/24" dev "vs$t"
-	in_ns "$NS_CLIENT" ip link set "vc$t" up
-	in_ns "$NS_RELAY" ip link set "vrc$t" up
-	in_ns "$NS_RELAY" ip link set "vrs$t" up
-	in_ns "$NS_SERVER" ip link set "vs$t" up
+	local t=${NETNS_TAG: -6} i=${NETNS_IFPREFIX:0:4}
+	ip link add "${i}c$t" netns "$NS_CLIENT" type veth peer name "${i}rc$t" netns "$NS_RELAY" || return 1
+	ip link add "${i}s$t" netns "$NS_SERVER" type veth peer name "${i}rs$t" netns "$NS_RELAY" || return 1
+	in_ns "$NS_CLIENT" ip addr add "$CLIENT_IP/24" dev "${i}c$t"
+	in_ns "$NS_RELAY" ip addr add "$RELAY_CIP/24" dev "${i}rc$t"
+	in_ns "$NS_RELAY" ip addr add "$RELAY_SIP/24" dev "${i}rs$t"
+	in_ns "$NS_SERVER" ip addr add "$SERVER_IP/24" dev "${i}s$t"
+	in_ns "$NS_CLIENT" ip link set "${i}c$t" up
+	in_ns "$NS_RELAY" ip link set "${i}rc$t" up
+	in_ns "$NS_RELAY" ip link set "${i}rs$t" up
+	in_ns "$NS_SERVER" ip link set "${i}s$t" up
 	in_ns "$NS_RELAY" sysctl -qw net.ipv4.ip_forward=0
 	# The relay's other address is local to it: reachable without forwarding.
 	in_ns "$NS_CLIENT" ip route add "$RELAY_SIP/32" via "$RELAY_CIP" || return 1
 	in_ns "$NS_SERVER" ip route add "$RELAY_CIP/32" via "$RELAY_SIP" || return 1
-	NETNS_IF_CLIENT="vc$t" NETNS_IF_SERVER="vs$t"
-	NETNS_IF_RELAY_C="vrc$t" NETNS_IF_RELAY_S="vrs$t"
+	NETNS_IF_CLIENT="${i}c$t" NETNS_IF_SERVER="${i}s$t"
+	NETNS_IF_RELAY_C="${i}rc$t" NETNS_IF_RELAY_S="${i}rs$t"
 
 	# Each end reaches the relay ...
 	wait_until 5 "client reaches relay" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$RELAY_CIP" >/dev/null || return 1

@@ -10,6 +10,7 @@
 //	netbench stat  PID...                    CPU seconds and PSS of each process tree
 //	netbench iperf FILE                      summary of an iperf3 -J result
 //	netbench report -in RUN.json -md FILE -svg FILE
+//	netbench delay -listen ADDR -to ADDR -delay D [-udp] a delay line (delay.go)
 //
 // Results are JSON on standard output; errors go to standard error with exit
 // status 1.
@@ -33,6 +34,7 @@ func main() {
 		"stat":   stat,
 		"iperf":  iperfSummary,
 		"report": report,
+		"delay":  delayLine,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

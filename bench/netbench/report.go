@@ -102,6 +102,7 @@ func roleDelta(s sample, role string, f func(usage) float64) float64 {
 var metrics = []metric{
 	{"iperf1", "1 flow Gbit/s", "Gbit/s", true, 2, dataField("iperf1", "gbps")},
 	{"iperf8", "8 flows Gbit/s", "Gbit/s", true, 2, dataField("iperf8", "gbps")},
+	{"iperf1loss", "1 flow Gbit/s, relay legs lossy", "Gbit/s", true, 2, dataField("iperf1loss", "gbps")},
 	{"rr50", "rr p50 µs", "µs", false, 0, dataField("rr", "p50_us")},
 	{"rr99", "rr p99 µs", "µs", false, 0, dataField("rr", "p99_us")},
 	{"crr50", "new conn + rr p50 µs", "µs", false, 0, dataField("crr", "p50_us")},
@@ -429,9 +430,10 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 	if svgRef != "" {
 		w("## Chart\n\n![throughput, latency and HTTP rate by path](%s)\n\n", svgRef)
 	}
+	wanSection(w, meta, med, skipped)
 	w("## Every round\n\n")
 	w("| path | metric | values |\n|---|---|---|\n")
-	for _, p := range paths {
+	for _, p := range append(slices.Clone(paths), wanPaths()...) {
 		for _, m := range metrics {
 			if v := values[p.id][m.id]; len(v) > 0 {
 				s := make([]string, len(v))
@@ -527,4 +529,111 @@ func chart(med map[string]map[string]float64, meta map[string]string) string {
 	}
 	w("</svg>\n")
 	return b.String()
+}
+
+// wanPaths are the paths measured through the WAN profile's delay lines.
+func wanPaths() []struct{ id, label string } {
+	var out []struct{ id, label string }
+	for _, p := range paths {
+		out = append(out, struct{ id, label string }{p.id + "@wan", p.label + " @ WAN"})
+	}
+	return out
+}
+
+// wanSection writes the WAN profile beside the LAN one, and the WAN
+// ratios against the plain TCP relay and ssh through the same delay.
+func wanSection(w func(string, ...any), meta map[string]string, med map[string]map[string]float64, skipped map[string]string) {
+	any := false
+	for _, p := range paths {
+		if len(med[p.id+"@wan"]) > 0 {
+			any = true
+		}
+	}
+	if !any {
+		return
+	}
+	w("## LAN and WAN side by side\n\n")
+	w("WAN: %s. The delay lines are split-TCP proxies: kernel TCP through them sees the\n", meta["wan"])
+	w("delay as latency but the lines' buffers (64 MiB) as its window, so the TCP relay rows are an upper bound\n")
+	w("of real TCP at that RTT; windows run end to end (ssh channels, our flows) see the full RTT.\n\n")
+	w("| path | 1 flow Gbit/s LAN | WAN | 8 flows LAN | WAN | rr p50 LAN µs | WAN ms | new conn + rr p50 LAN µs | WAN ms | WAN new conn + rr ÷ RTT | HTTP req/s LAN | WAN |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	rtt := 0.0
+	if d := med["direct@wan"]["rr50"]; d > 0 {
+		rtt = d
+	}
+	cell := func(p, id string, prec int, scale float64) string {
+		if v, ok := med[p][id]; ok {
+			return format(v*scale, prec)
+		}
+		if r, ok := skipped[p]; ok {
+			_ = r
+			return "skipped"
+		}
+		return "–"
+	}
+	for _, p := range paths {
+		wp := p.id + "@wan"
+		if len(med[p.id]) == 0 && len(med[wp]) == 0 {
+			continue
+		}
+		ratio := "–"
+		if v, ok := med[wp]["crr50"]; ok && rtt > 0 {
+			ratio = fmt.Sprintf("%.2f", v/rtt)
+		}
+		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.label,
+			cell(p.id, "iperf1", 2, 1), cell(wp, "iperf1", 2, 1),
+			cell(p.id, "iperf8", 2, 1), cell(wp, "iperf8", 2, 1),
+			cell(p.id, "rr50", 0, 1), cell(wp, "rr50", 1, 1e-3),
+			cell(p.id, "crr50", 0, 1), cell(wp, "crr50", 1, 1e-3), ratio,
+			cell(p.id, "wrk", 0, 1), cell(wp, "wrk", 0, 1))
+	}
+	w("\nRTT for the last-but-one column: the rr p50 of direct@wan (%s ms).\n\n", format(rtt/1000, 1))
+	if meta["loss"] != "" {
+		w("### Loss on the relay legs\n\n")
+		w("One flow with loss (%s), in the same run, and its share of the same path without loss.\n\n", meta["loss"])
+		w("| path | LAN lossy Gbit/s | ÷ no loss | WAN lossy Gbit/s | ÷ no loss |\n|---|---:|---:|---:|---:|\n")
+		share := func(p string) string {
+			v, ok1 := med[p]["iperf1loss"]
+			r, ok2 := med[p]["iperf1"]
+			if ok1 && ok2 && r > 0 {
+				return fmt.Sprintf("%.2f", v/r)
+			}
+			return "–"
+		}
+		for _, p := range paths {
+			wp := p.id + "@wan"
+			if _, ok := med[p.id]["iperf1loss"]; !ok {
+				if _, ok := med[wp]["iperf1loss"]; !ok {
+					continue
+				}
+			}
+			w("| %s | %s | %s | %s | %s |\n", p.label, cell(p.id, "iperf1loss", 2, 1), share(p.id), cell(wp, "iperf1loss", 2, 1), share(wp))
+		}
+		w("\n")
+	}
+	for _, ref := range []struct{ id, label string }{{"socat@wan", "the plain TCP relay (socat) @ WAN"}, {"ssh@wan", "ssh -J @ WAN"}} {
+		if len(med[ref.id]) == 0 {
+			continue
+		}
+		w("### WAN, relative to %s\n\n", ref.label)
+		w("| path | 1 flow | 8 flows | new conn + rr p50 | HTTP req/s |\n|---|---:|---:|---:|---:|\n")
+		for _, p := range wanPaths() {
+			if len(med[p.id]) == 0 {
+				continue
+			}
+			w("| %s |", p.label)
+			for _, c := range []string{"iperf1", "iperf8", "crr50", "wrk"} {
+				v, ok1 := med[p.id][c]
+				r, ok2 := med[ref.id][c]
+				if ok1 && ok2 && r != 0 {
+					w(" %.2f× |", v/r)
+				} else {
+					w(" – |")
+				}
+			}
+			w("\n")
+		}
+		w("\n")
+	}
 }
