@@ -28,7 +28,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/internal/identity"
 )
 
 // DefaultAttestationTTL is used when Config.AttestationTTL is zero. A

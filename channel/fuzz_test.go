@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/internal/identity"
 )
 
 // fuzzSecrets are generated once: identity generation is not what is fuzzed.

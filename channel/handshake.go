@@ -8,7 +8,7 @@ import (
 	"github.com/flynn/noise"
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/internal/identity"
 )
 
 var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/internal/identity"
 )
 
 var testNow = time.Unix(1_700_000_000, 0)

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ockam-go/ockam/identity"
+	"github.com/ockam-go/ockam/internal/identity"
 )
 
 // RekeyInterval is the number of messages sealed under one key. Nonce n is

@@ -1,8 +1,8 @@
 package channel
 
 import (
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/wire"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/wire"
 )
 
 // MessageType is the first byte of every channel message; the types, their

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/daemon"
+	"github.com/ockam-go/ockam/internal/node"
 )
 
 // Ports of the servers that answer with the address they see.
@@ -83,7 +83,7 @@ func TestOutletNetstack(t *testing.T) {
 			}
 		}
 		id := w.ockam("", "", "identity", "show", name)
-		want[name] = daemon.VirtualSource(id, false)
+		want[name] = node.VirtualSource(id, false)
 		t.Logf("%s: identifier %s, virtual source %s", name, id, want[name])
 	}
 	if want["client_a"] == want["client_b"] {
@@ -123,7 +123,7 @@ func TestOutletNetstack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w6 := daemon.VirtualSource(id, true); got.Addr() != w6 {
+		if w6 := node.VirtualSource(id, true); got.Addr() != w6 {
 			t.Errorf("the IPv6 server saw %s, want %s", got.Addr(), w6)
 		}
 		t.Logf("client_b to [%s]: the server saw %s", srv6, got.Addr())

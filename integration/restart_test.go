@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/daemon"
+	"github.com/ockam-go/ockam/internal/node"
 )
 
 // TestRestartRestoresEverything creates one resource of each kind on two
@@ -100,7 +100,7 @@ func TestRestartRestoresEverything(t *testing.T) {
 	w.ockam("", "", "socks", "create", "--at", at("client_sidecar"), "--from", "127.0.0.1:16102")
 	w.ockam("", "", "forwarder", "create", "client_sidecar", "--at", "/ip4/"+srvIP+"/tcp/4000", "--to", at("client_sidecar"))
 	clientID := w.ockam("", "", "identity", "show", "client_sidecar")
-	wantSrc := daemon.VirtualSource(clientID, false)
+	wantSrc := node.VirtualSource(clientID, false)
 
 	echoOn := func(c net.Conn, err error) error {
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/ockam-go/ockam/socks"
+	"github.com/ockam-go/ockam/internal/socks"
 )
 
 // UDP through the interface, on a client namespace with IPv6 disabled

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
 )
 
 // BenchmarkRelayForward measures one relay node forwarding 63 KiB messages
@@ -21,7 +21,7 @@ import (
 // measure drops, not forwarding.
 func BenchmarkRelayForward(b *testing.B) {
 	const window, ackEvery = 64, 16
-	rn := node.New(node.Config{})
+	rn := router.New(router.Config{})
 	defer rn.Close()
 	ra, err := rn.Listen("127.0.0.1:0")
 	if err != nil {
@@ -29,12 +29,12 @@ func BenchmarkRelayForward(b *testing.B) {
 	}
 	svc, _ := relay.NewService(rn, relay.Config{})
 	defer svc.Close()
-	sink := node.New(node.Config{})
+	sink := router.New(router.Config{})
 	defer sink.Close()
 	var got atomic.Int64
 	done := make(chan struct{}, 1)
 	var want int64
-	sink.Register("sink", node.Public, func(m *routing.Message) error {
+	sink.Register("sink", router.Public, func(m *routing.Message) error {
 		n := got.Add(1)
 		if n%ackEvery == 0 {
 			sink.Reply(m, "sink", nil)
@@ -52,13 +52,13 @@ func BenchmarkRelayForward(b *testing.B) {
 	if err := reg.WaitReady(ctx); err != nil {
 		b.Fatal(err)
 	}
-	sender := node.New(node.Config{})
+	sender := router.New(router.Config{})
 	defer sender.Close()
 	credit := make(chan struct{}, window)
 	for range window {
 		credit <- struct{}{}
 	}
-	sender.Register("bench", node.Public, func(*routing.Message) error {
+	sender.Register("bench", router.Public, func(*routing.Message) error {
 		for range ackEvery {
 			credit <- struct{}{}
 		}

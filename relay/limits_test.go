@@ -7,17 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
 )
 
 // TestNamesPerIdentity: one identity cannot fill the relay's name table;
 // past its limit it gets a clear refusal, and another identity still
 // registers.
 func TestNamesPerIdentity(t *testing.T) {
-	rn := node.New(node.Config{})
+	rn := router.New(router.Config{})
 	defer rn.Close()
 	svc, err := relay.NewService(rn, relay.Config{MaxNamesPerIdentity: 3})
 	if err != nil {
@@ -30,7 +30,7 @@ func TestNamesPerIdentity(t *testing.T) {
 	}
 	at := routing.Route{routing.TCPAddr(addr.String())}
 	register := func(id *identity.Secret, name string, wait time.Duration) error {
-		b := node.New(node.Config{})
+		b := router.New(router.Config{})
 		t.Cleanup(func() { b.Close() })
 		reg, err := relay.Register(b, at, name, id, nil)
 		if err != nil {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
-	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 )
 
 // Default timings of a registration; RegistrationConfig fields of zero
@@ -82,7 +82,7 @@ type Status struct {
 // relay with pings, and when the path fails registers again with
 // exponential backoff and jitter.
 type Registration struct {
-	n    *node.Node
+	n    *router.Node
 	log  *slog.Logger
 	cfg  RegistrationConfig
 	at   routing.Route
@@ -101,12 +101,12 @@ type Registration struct {
 // route to the relay node, e.g. its TCP address). It returns at once; use
 // WaitReady to wait for the first registration. It is RegisterConfig with
 // default timings.
-func Register(n *node.Node, at routing.Route, name string, me *identity.Secret, log *slog.Logger) (*Registration, error) {
+func Register(n *router.Node, at routing.Route, name string, me *identity.Secret, log *slog.Logger) (*Registration, error) {
 	return RegisterConfig(n, at, name, me, RegistrationConfig{Logger: log})
 }
 
 // RegisterConfig is Register with the timings of cfg.
-func RegisterConfig(n *node.Node, at routing.Route, name string, me *identity.Secret, cfg RegistrationConfig) (*Registration, error) {
+func RegisterConfig(n *router.Node, at routing.Route, name string, me *identity.Secret, cfg RegistrationConfig) (*Registration, error) {
 	if me == nil {
 		return nil, errors.New("relay: a registrant needs an identity")
 	}
@@ -223,32 +223,32 @@ func (r *Registration) request(ctx context.Context, req Request) (*routing.Messa
 
 // register returns the connection the registration went over and the route
 // of the forwarder, as seen from this node.
-func (r *Registration) register(ctx context.Context) (node.Link, routing.Route, error) {
+func (r *Registration) register(ctx context.Context) (router.Link, routing.Route, error) {
 	_, ch, err := r.request(ctx, Request{Op: "challenge"})
 	if err != nil {
-		return node.Link{}, nil, err
+		return router.Link{}, nil, err
 	}
 	if len(ch.Challenge) != ChallengeSize {
-		return node.Link{}, nil, errors.New("relay: bad challenge")
+		return router.Link{}, nil, errors.New("relay: bad challenge")
 	}
 	sig := r.me.Sign(SignContext, append(ch.Challenge, r.name...))
 	m, resp, err := r.request(ctx, Request{Op: "register", Name: r.name, Identity: r.me.Identity().Export(), Sig: sig})
 	if err != nil {
-		return node.Link{}, nil, err
+		return router.Link{}, nil, err
 	}
 	if len(m.Return) == 0 || m.Return[0].Type != routing.Local {
-		return node.Link{}, nil, errors.New("relay: reply did not come over a connection")
+		return router.Link{}, nil, errors.New("relay: reply did not come over a connection")
 	}
 	conn, ok := r.n.Link(m.Return[0].Value)
 	if !ok {
-		return node.Link{}, nil, errors.New("relay: connection closed right after registering")
+		return router.Link{}, nil, errors.New("relay: connection closed right after registering")
 	}
 	return conn, r.at.Join(routing.Route{routing.LocalAddr(resp.Address)}), nil
 }
 
 // watch returns when the registration is lost: the connection closed, or
 // cfg.MaxMissedPings pings in a row went unanswered.
-func (r *Registration) watch(ctx context.Context, conn node.Link) error {
+func (r *Registration) watch(ctx context.Context, conn router.Link) error {
 	t := time.NewTicker(r.cfg.PingInterval)
 	defer t.Stop()
 	misses := 0

@@ -22,10 +22,10 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
-	"github.com/ockam-go/ockam/routing"
-	"github.com/ockam-go/ockam/wire"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/wire"
 )
 
 // ServiceAddress is where a node's forwarding service listens.
@@ -136,7 +136,7 @@ func (s *Service) held(owner identity.Identifier) int {
 
 // Service is the forwarding service of a relay node.
 type Service struct {
-	n   *node.Node
+	n   *router.Node
 	log *slog.Logger
 	cfg Config
 
@@ -148,13 +148,13 @@ type Service struct {
 }
 
 // NewService registers the forwarding service on n.
-func NewService(n *node.Node, cfg Config) (*Service, error) {
+func NewService(n *router.Node, cfg Config) (*Service, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{n: n, log: log, cfg: cfg, byName: make(map[string]*forwarder), challenges: make(map[string][]byte)}
-	if err := n.Register(ServiceAddress, node.Public, s.handle); err != nil {
+	if err := n.Register(ServiceAddress, router.Public, s.handle); err != nil {
 		return nil, err
 	}
 	s.stop = n.OnLinkClosed(s.connClosed)
@@ -226,13 +226,13 @@ func (s *Service) challenge(ret routing.Route) ([]byte, error) {
 	return nonce, nil
 }
 
-func (s *Service) connOf(ret routing.Route) (node.Link, error) {
+func (s *Service) connOf(ret routing.Route) (router.Link, error) {
 	if len(ret) < 2 || ret[0].Type != routing.Local {
-		return node.Link{}, errors.New("relay: registration must arrive over a connection")
+		return router.Link{}, errors.New("relay: registration must arrive over a connection")
 	}
 	c, ok := s.n.Link(ret[0].Value)
 	if !ok {
-		return node.Link{}, errors.New("relay: registration must arrive over a connection")
+		return router.Link{}, errors.New("relay: registration must arrive over a connection")
 	}
 	return c, nil
 }
@@ -301,7 +301,7 @@ func (s *Service) register(req Request, ret routing.Route) (string, error) {
 		route: route,
 		conn:  conn,
 	}
-	if err := s.n.Register(addr, node.Public, s.forward(f)); err != nil {
+	if err := s.n.Register(addr, router.Public, s.forward(f)); err != nil {
 		return "", err
 	}
 	s.byName[name] = f
@@ -312,7 +312,7 @@ func (s *Service) register(req Request, ret routing.Route) (string, error) {
 // forward returns the handler of a forwarder: it replaces its own hop with
 // the route to the registrant. The return route is left as it is, so replies
 // go straight back to the sender, not through the forwarder.
-func (s *Service) forward(f *forwarder) node.Handler {
+func (s *Service) forward(f *forwarder) router.Handler {
 	return func(m *routing.Message) error {
 		s.mu.Lock()
 		route := f.route

@@ -11,15 +11,15 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
 )
 
-func newNode(t *testing.T, listen string) (*node.Node, string) {
+func newNode(t *testing.T, listen string) (*router.Node, string) {
 	t.Helper()
-	n := node.New(node.Config{})
+	n := router.New(router.Config{})
 	t.Cleanup(func() { n.Close() })
 	if listen == "" {
 		return n, ""
@@ -124,7 +124,7 @@ func TestForwardThroughRelay(t *testing.T) {
 	}
 	// The reply came back directly over a's connection to the relay, then
 	// from b's echo service: the forwarder is not on the return path.
-	if len(m.Return) != 3 || m.Return[2].Value != node.EchoAddress {
+	if len(m.Return) != 3 || m.Return[2].Value != router.EchoAddress {
 		t.Fatalf("reply return route = %v", m.Return)
 	}
 
@@ -212,7 +212,7 @@ func TestReRegisterAfterRelayRestart(t *testing.T) {
 		t.Errorf("status says connected while the relay is down")
 	}
 
-	rn2 := node.New(node.Config{})
+	rn2 := router.New(router.Config{})
 	defer rn2.Close()
 	if _, err := rn2.Listen(raddr); err != nil {
 		t.Fatal(err)

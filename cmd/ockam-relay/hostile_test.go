@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
 )
 
 // relayProc is a running ockam-relay binary.
@@ -116,7 +116,7 @@ func poll(t *testing.T, what string, cond func() bool) {
 // registrant is a node registered at the relay as "b", with its echo.
 func registrant(t *testing.T, p *relayProc) {
 	t.Helper()
-	b := node.New(node.Config{})
+	b := router.New(router.Config{})
 	t.Cleanup(func() { b.Close() })
 	id, _ := identity.Generate(nil)
 	reg, err := relay.Register(b, routing.Route{routing.TCPAddr(p.addr)}, "b", id, nil)
@@ -135,7 +135,7 @@ func registrant(t *testing.T, p *relayProc) {
 // relay, returning how long the reply took.
 func sender(t *testing.T, p *relayProc) func() (time.Duration, error) {
 	t.Helper()
-	a := node.New(node.Config{})
+	a := router.New(router.Config{})
 	t.Cleanup(func() { a.Close() })
 	echo, _ := routing.ParseRoute("/tcp/"+p.addr+"/service/forward_to_b/service/echo", nil)
 	ping := func() (time.Duration, error) {
@@ -193,7 +193,7 @@ func TestRelayNeverReadingClient(t *testing.T) {
 
 	evil := rawConn(t, p.addr, 4096)
 	req := frame(t, &routing.Message{
-		Onward:  routing.Route{routing.LocalAddr("forward_to_b"), routing.LocalAddr(node.EchoAddress)},
+		Onward:  routing.Route{routing.LocalAddr("forward_to_b"), routing.LocalAddr(router.EchoAddress)},
 		Return:  routing.Route{routing.LocalAddr("evil")},
 		Payload: bytes.Repeat([]byte("x"), 200<<10),
 	})
@@ -298,7 +298,7 @@ func TestRelayRefusesOnwardTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	evil := node.New(node.Config{})
+	evil := router.New(router.Config{})
 	defer evil.Close()
 	for _, r := range []string{
 		"/tcp/" + p.addr + "/tcp/" + sink.Addr().String() + "/service/x",

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
-	"github.com/ockam-go/ockam/routing"
 )
 
 // TestIdleConnectionsAndGarbage runs the relay binary, opens 10,000 idle
@@ -44,7 +44,7 @@ func TestIdleConnectionsAndGarbage(t *testing.T) {
 	p := startRelay(t, "--log-level", "warn", "--max-conns-per-ip", "20000", "--max-conns", "20000")
 	addr, cmd := p.addr, p.cmd
 	// A registrant and a sender, to check forwarding under load.
-	b := node.New(node.Config{})
+	b := router.New(router.Config{})
 	defer b.Close()
 	id, _ := identity.Generate(nil)
 	reg, _ := relay.Register(b, routing.Route{routing.TCPAddr(addr)}, "b", id, nil)
@@ -54,7 +54,7 @@ func TestIdleConnectionsAndGarbage(t *testing.T) {
 	if err := reg.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a := node.New(node.Config{})
+	a := router.New(router.Config{})
 	defer a.Close()
 	echo, _ := routing.ParseRoute("/tcp/"+addr+"/service/forward_to_b/service/echo", nil)
 	ping := func() error {

@@ -24,8 +24,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ockam-go/ockam/identity"
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/relay"
 )
 
@@ -38,11 +38,11 @@ func main() {
 	var authorized idList
 	flag.Var(&authorized, "authorized", "identifier allowed to register names (repeatable; default: any identity, each name bound to the identity that holds it)")
 	var lim limits
-	flag.IntVar(&lim.node.MaxConns, "max-conns", node.DefaultMaxConns, "connections the relay holds at once")
-	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "connections accepted from one IP address")
-	flag.Int64Var(&lim.queueMiB, "max-queue-mib", node.DefaultMaxQueueBytes>>20, "MiB queued towards one connection; what other connections pass on beyond it is dropped")
-	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", node.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; what is passed on beyond it is dropped")
-	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", node.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
+	flag.IntVar(&lim.node.MaxConns, "max-conns", router.DefaultMaxConns, "connections the relay holds at once")
+	flag.IntVar(&lim.node.MaxConnsPerIP, "max-conns-per-ip", router.DefaultMaxConnsPerIP, "connections accepted from one IP address")
+	flag.Int64Var(&lim.queueMiB, "max-queue-mib", router.DefaultMaxQueueBytes>>20, "MiB queued towards one connection; what other connections pass on beyond it is dropped")
+	flag.Int64Var(&lim.totalQueueMiB, "total-queue-mib", router.DefaultTotalQueueBytes>>20, "MiB queued towards all connections; what is passed on beyond it is dropped")
+	flag.Int64Var(&lim.readBufMiB, "read-buffer-mib", router.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	flag.IntVar(&lim.names, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ockam-relay [--listen HOST:PORT] [--state-dir DIR] [--log-level LEVEL]\n")
@@ -104,7 +104,7 @@ func (l idList) policy() func(identity.Identifier) error {
 
 // limits are the relay's resource limits, from flags.
 type limits struct {
-	node                                node.Limits
+	node                                router.Limits
 	queueMiB, totalQueueMiB, readBufMiB int64
 	names                               int
 }
@@ -129,7 +129,7 @@ func (l *limits) check() error {
 }
 
 func run(listen, stateDir, metricsListen string, authorize func(identity.Identifier) error, lim limits, log *slog.Logger) error {
-	n := node.New(node.Config{Logger: log, Limits: lim.node})
+	n := router.New(router.Config{Logger: log, Limits: lim.node})
 	defer n.Close()
 	addr, err := n.Listen(listen)
 	if err != nil {

@@ -21,10 +21,10 @@ func TestRelayLinksNoDecryption(t *testing.T) {
 	}
 	forbidden := []string{
 		"github.com/ockam-go/ockam/channel",
-		"github.com/ockam-go/ockam/securechannel",
-		"github.com/ockam-go/ockam/vault",
-		"github.com/ockam-go/ockam/portal",
-		"github.com/ockam-go/ockam/daemon",
+		"github.com/ockam-go/ockam/internal/secure",
+		"github.com/ockam-go/ockam/internal/vault",
+		"github.com/ockam-go/ockam/internal/portal",
+		"github.com/ockam-go/ockam/internal/node",
 		"github.com/ockam-go/ockam/netstack",
 		"github.com/flynn/noise",
 		"golang.org/x/crypto/",

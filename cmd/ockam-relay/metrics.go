@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/relay"
 )
 
@@ -33,7 +33,7 @@ const metricsConns = 8
 
 type metricsServer struct {
 	ln    net.Listener
-	n     *node.Node
+	n     *router.Node
 	svc   *relay.Service
 	log   *slog.Logger
 	start time.Time
@@ -41,7 +41,7 @@ type metricsServer struct {
 	wg    sync.WaitGroup
 }
 
-func serveMetrics(addr string, n *node.Node, svc *relay.Service, log *slog.Logger) (*metricsServer, error) {
+func serveMetrics(addr string, n *router.Node, svc *relay.Service, log *slog.Logger) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen %s: %w", addr, err)

@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ockam-go/ockam/node"
+	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/relay"
 )
 
 // FuzzMetricsRequest: whatever a client sends to --metrics-listen, the
 // relay answers at most one well-formed HTTP response, or nothing.
 func FuzzMetricsRequest(f *testing.F) {
-	n := node.New(node.Config{})
+	n := router.New(router.Config{})
 	defer n.Close()
 	svc, err := relay.NewService(n, relay.Config{})
 	if err != nil {

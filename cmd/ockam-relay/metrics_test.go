@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/ockam-go/ockam/node"
-	"github.com/ockam-go/ockam/routing"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
 )
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
@@ -90,7 +90,7 @@ func TestRelayMetricsAndHealth(t *testing.T) {
 		t.Fatalf("hosted names before any registration: %v", v)
 	}
 	registrant(t, p)
-	a := node.New(node.Config{})
+	a := router.New(router.Config{})
 	defer a.Close()
 	echo, _ := routing.ParseRoute("/tcp/"+p.addr+"/service/forward_to_b/service/echo", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

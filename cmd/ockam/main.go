@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/ockam-go/ockam/cli"
+	"github.com/ockam-go/ockam/internal/cli"
 )
 
 func main() {

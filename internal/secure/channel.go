@@ -1,0 +1,601 @@
+package secure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ockam-go/ockam/channel"
+	"github.com/ockam-go/ockam/internal/identity"
+	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/wire"
+)
+
+// Channel is one end of a secure channel. Local workers send to its address;
+// its current link (one handshake's session) carries the messages.
+type Channel struct {
+	mgr   *Manager
+	addr  string // encryptor: /service/<addr>
+	role  string
+	route routing.Route // initiator: the listener's route
+	trust func(identity.Identifier) error
+
+	cur         atomic.Pointer[link]
+	established atomic.Bool
+
+	mu       sync.Mutex
+	up       chan struct{} // closed while a link is up; replaced when it goes down
+	closed   bool
+	lastErr  string
+	epochs   uint64
+	sent     atomic.Uint64
+	received atomic.Uint64
+	rejected atomic.Uint64
+	stop     chan struct{}
+	kick     chan struct{} // cap 1: a link went down, maintain acts now
+}
+
+// link is one established session of a channel.
+type link struct {
+	sess     *channel.Session
+	dec      string        // decryptor address
+	remote   routing.Route // route to the peer's decryptor
+	epoch    uint64
+	done     chan struct{}
+	once     sync.Once
+	lastRecv atomic.Int64 // unix nanos
+	lastSend atomic.Int64
+}
+
+// Done is closed when the link has ended.
+func (l *link) Done() <-chan struct{} { return l.done }
+
+// Address is the channel's local address (the encryptor).
+func (c *Channel) Address() string { return c.addr }
+
+// Route is the channel's local route, /service/<address>.
+func (c *Channel) Route() routing.Route { return routing.Route{routing.LocalAddr(c.addr)} }
+
+// Role is "initiator" or "responder".
+func (c *Channel) Role() string { return c.role }
+
+// ListenerRoute is the route the initiator opened the channel to.
+func (c *Channel) ListenerRoute() routing.Route { return c.route }
+
+// Peer returns the peer's identifier (zero while down before any link).
+func (c *Channel) Peer() identity.Identifier {
+	if l := c.cur.Load(); l != nil {
+		return l.sess.Peer()
+	}
+	return identity.Identifier{}
+}
+
+// State describes the channel: "up", "down" or "closed".
+func (c *Channel) State() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return "closed"
+	case c.cur.Load() != nil:
+		return "up"
+	}
+	return "down"
+}
+
+// Stats are the channel's counters.
+type Stats struct {
+	Epoch                    uint64
+	Sent, Received, Rejected uint64
+	LastError                string
+}
+
+// Stats returns the channel's counters.
+func (c *Channel) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), LastError: c.lastErr}
+}
+
+// Session is the current link: flows bind to one and end when its Done
+// closes. It returns nil while the channel is down.
+func (c *Channel) Session() *Link {
+	l := c.cur.Load()
+	if l == nil {
+		return nil
+	}
+	return &Link{l: l}
+}
+
+// Link is a handle on one session of a channel.
+type Link struct{ l *link }
+
+// Done is closed when the session ends (path lost, peer closed, rekey
+// failure): whatever was bound to it must end.
+func (k *Link) Done() <-chan struct{} { return k.l.done }
+
+// Epoch numbers the sessions of a channel.
+func (k *Link) Epoch() uint64 { return k.l.epoch }
+
+// WaitUp waits until the channel has a session.
+func (c *Channel) WaitUp(ctx context.Context) (*Link, error) {
+	for {
+		c.mu.Lock()
+		up, closed, lastErr := c.up, c.closed, c.lastErr
+		c.mu.Unlock()
+		if closed {
+			return nil, fmt.Errorf("securechannel: channel %s is closed", c.addr)
+		}
+		if l := c.cur.Load(); l != nil {
+			return &Link{l: l}, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			if lastErr != "" {
+				return nil, fmt.Errorf("%w: %s", ErrDown, lastErr)
+			}
+			return nil, ErrDown
+		}
+	}
+}
+
+func (c *Channel) setLink(l *link) {
+	c.mu.Lock()
+	c.epochs++
+	l.epoch = c.epochs
+	c.cur.Store(l)
+	c.lastErr = ""
+	close(c.up)
+	c.mu.Unlock()
+	c.established.Store(true)
+}
+
+// linkDown ends link l (if it is still current) for reason.
+func (c *Channel) linkDown(l *link, reason error) {
+	c.mu.Lock()
+	if c.cur.Load() != l {
+		c.mu.Unlock()
+		return
+	}
+	c.cur.Store(nil)
+	c.lastErr = reason.Error()
+	c.up = make(chan struct{})
+	closed := c.closed
+	c.mu.Unlock()
+	l.close(c, false)
+	if !closed {
+		c.mgr.log.Warn("secure channel down", "channel", c.addr, "role", c.role, "reason", reason)
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	if c.role == "responder" {
+		// A responder cannot re-establish: the initiator does.
+		c.Close()
+	}
+}
+
+// close unregisters the link's decryptor and, if tell, sends the peer an
+// authenticated close.
+func (l *link) close(c *Channel, tell bool) {
+	l.once.Do(func() {
+		if tell {
+			if b, err := l.sess.SealClose(nil); err == nil {
+				c.mgr.n.Send(context.Background(), &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: b})
+			}
+		}
+		c.mgr.n.Unregister(l.dec)
+		close(l.done)
+	})
+}
+
+// Close closes the channel, telling the peer, and stops re-establishing it.
+func (c *Channel) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	close(c.stop)
+	l := c.cur.Swap(nil)
+	c.mu.Unlock()
+	if l != nil {
+		l.close(c, true)
+	}
+	c.mgr.n.Unregister(c.addr)
+	c.mgr.mu.Lock()
+	delete(c.mgr.channels, c.addr)
+	c.mgr.mu.Unlock()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, channel.MaxMessage); return &b }}
+
+// encrypt is the encryptor: it seals everything after its own hop and sends
+// it to the peer's decryptor. It runs on the sender's goroutine.
+func (c *Channel) encrypt(m *routing.Message) error {
+	l := c.cur.Load()
+	if l == nil {
+		return ErrDown
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	// Lay the plaintext after room for the channel header so that it is
+	// sealed in place.
+	buf := (*bp)[:channel.HeaderLen]
+	inner := routing.Message{Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
+	if routing.EncodedLen(&inner) > channel.MaxPayload {
+		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", routing.EncodedLen(&inner), channel.MaxPayload)
+	}
+	buf, err := routing.AppendMessage(buf, &inner)
+	if err != nil {
+		return err
+	}
+	ct, err := l.sess.Seal(buf[:0], buf[channel.HeaderLen:])
+	if err != nil {
+		return err
+	}
+	*bp = ct[:0]
+	out := routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}
+	if err := c.mgr.n.Send(context.Background(), &out); err != nil {
+		return err
+	}
+	l.lastSend.Store(time.Now().UnixNano())
+	c.sent.Add(1)
+	return nil
+}
+
+// decrypt is the decryptor of link l: it opens a message from the peer (in
+// place, in the transport's buffer) and routes what it carried.
+func (c *Channel) decrypt(l *link, m *routing.Message) error {
+	msg := m.Payload
+	if len(msg) == wire.UnknownLen && wire.Type(msg[0]) == wire.Unknown {
+		if c.role == "initiator" {
+			c.linkDown(l, errors.New("the peer does not know this channel (its node restarted)"))
+		}
+		return nil
+	}
+	if len(msg) > 0 && channel.MessageType(msg[0]) != channel.Data && channel.MessageType(msg[0]) != channel.Close {
+		c.rejected.Add(1)
+		return fmt.Errorf("securechannel: unexpected %v message on an established channel", channel.MessageType(msg[0]))
+	}
+	if len(msg) < channel.Overhead {
+		// Checked here, not only by Open: slicing the in-place destination
+		// below needs HeaderLen bytes of capacity, which only some senders'
+		// buffers happen to have.
+		c.rejected.Add(1)
+		return fmt.Errorf("securechannel: %d-byte message is shorter than a channel message", len(msg))
+	}
+	pt, err := l.sess.Open(msg[channel.HeaderLen:channel.HeaderLen], msg)
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			// The peer closed this session: it is stopping, or it
+			// dropped its end. The initiator owns the channel and
+			// re-establishes it (with backoff) until it is itself
+			// closed, so a peer node that stops and starts again
+			// (`ockam node stop; ockam node start`) heals, as a crash
+			// does; a responder ends (linkDown).
+			c.linkDown(l, errors.New("closed by peer"))
+			return nil
+		}
+		c.rejected.Add(1)
+		c.mu.Lock()
+		c.lastErr = err.Error()
+		c.mu.Unlock()
+		return err
+	}
+	l.lastRecv.Store(time.Now().UnixNano())
+	var inner routing.Message
+	if err := routing.DecodeMessage(&inner, pt); err != nil {
+		c.rejected.Add(1)
+		return err
+	}
+	if len(inner.Onward) == 0 {
+		return nil // keepalive
+	}
+	c.received.Add(1)
+	if len(inner.Return) >= routing.MaxRouteLen {
+		return errors.New("securechannel: return route too long")
+	}
+	inner.Return = append(inner.Return, routing.Address{})
+	copy(inner.Return[1:], inner.Return)
+	inner.Return[0] = routing.LocalAddr(c.addr)
+	inner.Peer = l.sess.Peer().String()
+	return c.mgr.n.Send(context.Background(), &inner)
+}
+
+// handshake runs the initiator's side of one handshake through c.route,
+// waiting at most timeout for each answer.
+func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		// The caller's deadline comes first: say that one in errors.
+		timeout = max(time.Until(dl).Round(100*time.Millisecond), 0)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hs, err := channel.NewInitiator(&channel.Config{Identity: c.mgr.cfg.Identity, Trust: c.trust})
+	if err != nil {
+		return nil, err
+	}
+	msg1, err := hs.Step(nil)
+	if err != nil {
+		return nil, err
+	}
+	l := &link{done: make(chan struct{})}
+	got := make(chan *routing.Message, 1)
+	unknown := make(chan struct{}, 1)
+	confirmed := make(chan error, 1)
+	var established, confirmedOnce atomic.Bool
+	l.dec, err = c.mgr.n.RegisterRandom("", router.Public, func(m *routing.Message) error {
+		if established.Load() {
+			if !confirmedOnce.Load() && len(m.Payload) > 0 && wire.Type(m.Payload[0]) == wire.Refusal {
+				confirmed <- refusalError(m.Payload)
+				confirmedOnce.Store(true)
+				return nil
+			}
+			err := c.decrypt(l, m)
+			if err == nil && confirmedOnce.CompareAndSwap(false, true) {
+				confirmed <- nil
+			}
+			return err
+		}
+		if len(m.Payload) == wire.UnknownLen && wire.Type(m.Payload[0]) == wire.Unknown {
+			// The listener's address is not held (its node is stopping
+			// or starting, or a relay name has no registrant): fail now.
+			select {
+			case unknown <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		cp := &routing.Message{Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...)}
+		select {
+		case got <- cp:
+		default:
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*link, error) {
+		c.mgr.n.Unregister(l.dec)
+		return nil, err
+	}
+	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: c.route, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg1}); err != nil {
+		return fail(fmt.Errorf("securechannel: sending to %s: %w", c.route, err))
+	}
+	var msg2 *routing.Message
+	select {
+	case msg2 = <-got:
+	case <-unknown:
+		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
+	case <-ctx.Done():
+		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
+	}
+	msg3, err := hs.Step(msg2.Payload)
+	if err != nil {
+		return fail(err)
+	}
+	l.sess, err = hs.Session()
+	if err != nil {
+		return fail(err)
+	}
+	l.remote = msg2.Return
+	now := time.Now().UnixNano()
+	l.lastRecv.Store(now)
+	l.lastSend.Store(now)
+	established.Store(true)
+	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg3}); err != nil {
+		return fail(err)
+	}
+	// The responder answers the third message with an authenticated
+	// keepalive when it accepts us, or a refusal naming why.
+	select {
+	case err := <-confirmed:
+		if err != nil {
+			return fail(err)
+		}
+	case <-ctx.Done():
+		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
+	}
+	return l, nil
+}
+
+// A refusal is the one unauthenticated message a responder sends after a
+// failed third handshake message: wire.Refusal || reason (UTF-8, at most
+// wire.MaxRefusal bytes). It can only make a channel fail, which anyone on
+// the path can do by dropping messages anyway.
+func refusalError(b []byte) error {
+	reason := b[1:]
+	if len(reason) > wire.MaxRefusal {
+		reason = reason[:wire.MaxRefusal]
+	}
+	return fmt.Errorf("securechannel: refused by the listener: %s", strings.ToValidUTF8(string(reason), "?"))
+}
+
+// refusal is what a listener tells a peer it refuses: why, without what
+// only the listener's operator should read (its trust configuration).
+func refusal(err error) []byte {
+	s := "handshake failed"
+	if u := (*channel.UntrustedError)(nil); errors.As(err, &u) {
+		s = "identity " + u.Peer.String() + " is not trusted by this listener"
+	}
+	if len(s) > wire.MaxRefusal {
+		s = s[:wire.MaxRefusal]
+	}
+	return append([]byte{byte(wire.Refusal)}, s...)
+}
+
+// completeResponder handles the third handshake message at a responder's
+// decryptor, and after it every data message.
+func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
+	if l := c.cur.Load(); l != nil {
+		return c.decrypt(l, m)
+	}
+	if c.established.Load() {
+		return ErrDown
+	}
+	if _, err := r.hs.Step(m.Payload); err != nil {
+		c.mgr.n.Unregister(r.dec)
+		r.timer.Stop()
+		c.mgr.log.Info("secure channel refused", "err", err)
+		c.mgr.n.Send(context.Background(), &routing.Message{Onward: r.remote, Return: routing.Route{routing.LocalAddr(r.dec)}, Payload: refusal(err)})
+		return err
+	}
+	sess, err := r.hs.Session()
+	if err != nil {
+		return err
+	}
+	r.timer.Stop()
+	l := &link{sess: sess, dec: r.dec, remote: r.remote, done: make(chan struct{})}
+	now := time.Now().UnixNano()
+	l.lastRecv.Store(now)
+	l.lastSend.Store(now)
+	addr, err := c.mgr.n.RegisterRandom("", router.Private, c.encrypt)
+	if err != nil {
+		return err
+	}
+	c.addr = addr
+	c.mgr.mu.Lock()
+	if c.mgr.closed {
+		c.mgr.mu.Unlock()
+		c.mgr.n.Unregister(addr)
+		c.mgr.n.Unregister(r.dec)
+		return net.ErrClosed
+	}
+	c.mgr.channels[addr] = c
+	c.mgr.wg.Add(1)
+	c.mgr.mu.Unlock()
+	c.setLink(l)
+	c.keepalive(l) // confirms the channel to the initiator
+	go c.maintain()
+	c.mgr.log.Info("secure channel accepted", "channel", addr, "peer", sess.Peer().Short())
+	return nil
+}
+
+// maintain keeps the channel alive: keepalives when idle, a link declared
+// down when the peer is silent, and for an initiator, re-establishment with
+// exponential backoff and jitter.
+//
+// A re-establishing handshake first waits only a second for each answer
+// (firstAttempt), doubling up to HandshakeTimeout each time an attempt goes
+// unanswered: a first message lost by a peer node that is stopping or not
+// yet listening costs a second, not HandshakeTimeout, and a slow path still
+// gets the full timeout after a few tries. Attempts refused at once (no TCP
+// listener) do not grow it.
+func (c *Channel) maintain() {
+	defer c.mgr.wg.Done()
+	t := time.NewTicker(c.mgr.cfg.Keepalive / 2)
+	defer t.Stop()
+	backoff := c.mgr.cfg.BackoffMin
+	shortest := min(firstAttempt, c.mgr.cfg.HandshakeTimeout)
+	attempt := shortest
+	var downSince time.Time      // first failed attempt of this outage
+	first := c.cur.Load() == nil // restored: try at once
+	for {
+		if !first {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			case <-c.kick:
+			}
+		}
+		first = false
+		l := c.cur.Load()
+		if l != nil {
+			now := time.Now().UnixNano()
+			if time.Duration(now-l.lastRecv.Load()) > c.mgr.cfg.DeadAfter {
+				c.linkDown(l, fmt.Errorf("peer silent for %v", c.mgr.cfg.DeadAfter))
+				continue
+			}
+			if time.Duration(now-l.lastSend.Load()) >= c.mgr.cfg.Keepalive {
+				c.keepalive(l)
+			}
+			continue
+		}
+		if c.role != "initiator" {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		began := time.Now()
+		nl, err := c.handshake(ctx, attempt)
+		cancel()
+		if err != nil {
+			if time.Since(began) >= attempt {
+				attempt = min(2*attempt, c.mgr.cfg.HandshakeTimeout)
+			}
+			c.mu.Lock()
+			c.lastErr = err.Error()
+			c.mu.Unlock()
+			if downSince.IsZero() {
+				downSince = time.Now()
+			}
+			// A peer back within a minute is found within BackoffMax;
+			// one gone for longer is tried less often (slowBackoff
+			// times BackoffMax), so a dead or refusing peer costs
+			// little.
+			ceiling := c.mgr.cfg.BackoffMax
+			if time.Since(downSince) > slowAfter {
+				ceiling *= slowBackoff
+			}
+			wait := jitter(backoff)
+			backoff = min(2*backoff, ceiling)
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		backoff, attempt, downSince = c.mgr.cfg.BackoffMin, shortest, time.Time{}
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			nl.close(c, true)
+			return
+		}
+		c.setLink(nl)
+		c.mgr.log.Info("secure channel re-established", "channel", c.addr, "peer", nl.sess.Peer().Short())
+	}
+}
+
+// firstAttempt bounds the wait for each answer of the first handshake that
+// re-establishes a channel.
+const firstAttempt = time.Second
+
+// After slowAfter of failed attempts, the backoff ceiling is slowBackoff
+// times BackoffMax (about 6 s by default).
+const (
+	slowAfter   = time.Minute
+	slowBackoff = 8
+)
+
+func (c *Channel) keepalive(l *link) {
+	var b [channel.HeaderLen + 2 + channel.TagLen]byte
+	pt := b[channel.HeaderLen : channel.HeaderLen+2] // empty onward and return routes
+	ct, err := l.sess.Seal(b[:0], pt)
+	if err != nil {
+		return
+	}
+	if c.mgr.n.Send(context.Background(), &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}) == nil {
+		l.lastSend.Store(time.Now().UnixNano())
+	}
+}
