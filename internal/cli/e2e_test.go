@@ -655,8 +655,9 @@ func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	best := func() time.Duration { return min(download(), download(), download()) } // 2 shared cores: best of three
-	download()                                                                      // warm up
+	// 2 shared cores, three processes and the test: best of five.
+	best := func() time.Duration { return min(download(), download(), download(), download(), download()) }
+	download() // warm up
 	alone := best()
 	stalled, err := net.Dial("tcp", inlet)
 	if err != nil {
