@@ -331,3 +331,51 @@ func TestCorkedFlushCutShort(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectWriteAfterWriterDeadline: the writer's deadline on a batch must
+// not outlive it. A sender's direct (raw, non-waiting) write long after the
+// writer last wrote used to fail with "i/o timeout" and close the
+// connection (seen as channels going down every 30 s on the WAN bench).
+func TestDirectWriteAfterWriterDeadline(t *testing.T) {
+	got := make(chan string, 4)
+	srv := New(Config{OnMessage: func(c *Conn, m *routing.Message) { got <- string(m.Payload) }})
+	defer srv.Close()
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 50 * time.Millisecond
+	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}, WriteTimeout: timeout})
+	defer cli.Close()
+	c, err := cli.Dial(context.Background(), addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(s string) *routing.Message {
+		return &routing.Message{Onward: routing.Route{routing.LocalAddr("x")}, Payload: []byte(s)}
+	}
+	// Hold the socket so that the first message is queued for the writer,
+	// which sets its deadline when it writes it.
+	c.wmu.Lock()
+	if err := c.Send(msg("queued")); err != nil {
+		t.Fatal(err)
+	}
+	c.wmu.Unlock()
+	if m := <-got; m != "queued" {
+		t.Fatalf("got %q", m)
+	}
+	time.Sleep(3 * timeout) // past the writer's deadline: the condition under test
+	if err := c.Send(msg("direct")); err != nil {
+		t.Fatalf("direct write after the writer's deadline: %v", err)
+	}
+	select {
+	case m := <-got:
+		if m != "direct" {
+			t.Fatalf("got %q", m)
+		}
+	case <-c.Done():
+		t.Fatalf("connection closed: %v", c.Err())
+	case <-time.After(5 * time.Second):
+		t.Fatal("direct message never arrived")
+	}
+}

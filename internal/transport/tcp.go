@@ -137,15 +137,18 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Limits bound connections, queues and buffers.
 	Limits Limits
+	// WriteTimeout overrides WriteTimeout when non-zero.
+	WriteTimeout time.Duration
 }
 
 // Transport owns a set of TCP connections and listeners.
 type Transport struct {
-	cfg       Config
-	log       *slog.Logger
-	keepalive time.Duration
-	idle      time.Duration
-	lim       Limits
+	cfg          Config
+	log          *slog.Logger
+	keepalive    time.Duration
+	idle         time.Duration
+	writeTimeout time.Duration
+	lim          Limits
 
 	queuedTotal atomic.Int64 // bytes queued on every connection
 	readBufs    atomic.Int64 // read-buffer bytes beyond readBufMin, all connections
@@ -186,6 +189,10 @@ func New(cfg Config) *Transport {
 	}
 	t.shedLog = newRateLog(t.log)
 	t.closeLog = newRateLog(t.log)
+	t.writeTimeout = cfg.WriteTimeout
+	if t.writeTimeout <= 0 {
+		t.writeTimeout = WriteTimeout
+	}
 	if t.keepalive <= 0 {
 		t.keepalive = DefaultKeepalive
 	}
@@ -980,8 +987,11 @@ func (c *Conn) writeLoop() {
 				bufs = append(bufs, *bp)
 			}
 			c.wmu.Lock()
-			c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			c.nc.SetWriteDeadline(time.Now().Add(c.t.writeTimeout))
 			_, err := bufs.WriteTo(c.nc)
+			// Cleared at once: the direct writes of senders (raw writes
+			// that never wait) would otherwise fail on it later.
+			c.nc.SetWriteDeadline(time.Time{})
 			c.BytesOut.Add(uint64(size))
 			c.queued.Add(-int64(size))
 			c.t.queuedTotal.Add(-int64(size))
@@ -999,7 +1009,7 @@ func (c *Conn) writeLoop() {
 			}
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					err = fmt.Errorf("transport: peer took nothing for %v (not reading)", WriteTimeout)
+					err = fmt.Errorf("transport: peer took nothing for %v (not reading)", c.t.writeTimeout)
 				}
 				c.closeWith(err)
 				c.drain()
@@ -1013,8 +1023,9 @@ func (c *Conn) writeLoop() {
 				continue
 			}
 			c.wmu.Lock()
-			c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			c.nc.SetWriteDeadline(time.Now().Add(c.t.writeTimeout))
 			_, err := c.nc.Write(zero[:])
+			c.nc.SetWriteDeadline(time.Time{})
 			c.lastWrite.Store(time.Now().UnixNano())
 			c.wmu.Unlock()
 			if err != nil {
