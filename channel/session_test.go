@@ -156,8 +156,9 @@ func TestReplayAndReorder(t *testing.T) {
 	}
 	wantRefused(t, b, msgs[5], ErrReplayed)
 	wantRefused(t, b, msgs[ReplayWindow-1], ErrReplayed)
-	// Jump ahead to 1123: unseen 1024..1122 are in the window, 100 is in the
-	// window but seen, 99 and older are too old.
+	// Jump ahead to ReplayWindow+99: the unseen ones after ReplayWindow-1
+	// are in the window, 100 is in the window but seen, 99 and older are too
+	// old.
 	last := len(msgs) - 1
 	wantOpen(t, b, msgs[last], fmt.Sprint(last))
 	for i := last - 1; i >= ReplayWindow; i-- {
@@ -174,13 +175,14 @@ func TestReplayAndReorder(t *testing.T) {
 
 func TestWindowEdge(t *testing.T) {
 	a, b := sessionPair(t)
-	msgs := make([][]byte, 1101)
+	const top = ReplayWindow + 76
+	msgs := make([][]byte, top+1)
 	for i := range msgs {
 		msgs[i] = seal(t, a, fmt.Sprint(i))
 	}
-	wantOpen(t, b, msgs[1100], "1100")
-	wantOpen(t, b, msgs[1100-ReplayWindow+1], fmt.Sprint(1100-ReplayWindow+1))
-	wantRefused(t, b, msgs[1100-ReplayWindow], ErrTooOld)
+	wantOpen(t, b, msgs[top], fmt.Sprint(top))
+	wantOpen(t, b, msgs[top-ReplayWindow+1], fmt.Sprint(top-ReplayWindow+1))
+	wantRefused(t, b, msgs[top-ReplayWindow], ErrTooOld)
 }
 
 func TestReplayFilterRandom(t *testing.T) {
