@@ -137,15 +137,22 @@ func TestReadBufferBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}})
-	defer cli.Close()
-	c1, err := cli.Dial(context.Background(), addr.String())
+	// A connection holding a partial 250 KiB frame (a complete one could
+	// shrink its buffer back before the second connection asks) takes
+	// most of the 300 KiB budget.
+	holder, err := net.Dial("tcp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 200 KiB fits the 300 KiB budget.
-	if err := c1.Send(msgOf(200 << 10)); err != nil {
-		t.Fatal(err)
+	defer holder.Close()
+	holder.Write([]byte{ProtocolVersion, 0, 3, 0xe8, 0}) // a 250 KiB frame
+	holder.Write(make([]byte, 200<<10))
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.readBufs.Load() < 200<<10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the holder's partial frame reserved %d bytes", srv.readBufs.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	// A raw connection starting a second big frame does not fit.
 	raw, err := net.Dial("tcp", addr.String())
