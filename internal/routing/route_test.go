@@ -129,6 +129,9 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 0})
 	f.Add([]byte{33})
+	e := &Message{Kind: KindError, Onward: Route{LocalAddr("c")}, Payload: AppendUnreachable(nil, LocalAddr("nope"))}
+	b, _ = AppendMessage(nil, e)
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Message
 		if err := DecodeMessage(&m, b); err != nil {
