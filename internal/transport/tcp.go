@@ -30,7 +30,10 @@ import (
 )
 
 // ProtocolVersion is the byte each side writes when a connection opens.
-const ProtocolVersion byte = 1
+// Version 2 frames carry routing messages of version 2 (error replies, see
+// routing.KindError); a version-1 peer would close a connection on the
+// first one, so the two are refused at connect with a one-line reason.
+const ProtocolVersion byte = 2
 
 const (
 	// MaxFrameSize bounds the body of one frame. It is checked before any
