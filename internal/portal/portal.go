@@ -510,6 +510,15 @@ func (o *Outlet) refuse(m *routing.Message, reason string) error {
 // open handles an Open at the outlet's address: access control, then the
 // connect on a goroutine of its own (this handler must not block).
 func (o *Outlet) open(m *routing.Message) error {
+	if len(m.Payload) == 0 {
+		// A route check (tcp-inlet create): answered as a refusal, and
+		// not recorded as a refused flow.
+		o.p.n.Send(context.Background(), &routing.Message{
+			Onward: m.Return.Clone(), Return: routing.Route{routing.LocalAddr(o.addr)},
+			Payload: Append(nil, Msg{Kind: KindRefused, Reason: "expected an open message"}),
+		})
+		return nil
+	}
 	pm, err := Decode(m.Payload)
 	if err != nil || pm.Kind != KindOpen {
 		return o.refuse(m, "expected an open message")

@@ -231,7 +231,7 @@ func (c *Channel) encrypt(m *routing.Message) error {
 	// Lay the plaintext after room for the channel header so that it is
 	// sealed in place.
 	buf := (*bp)[:channel.HeaderLen]
-	inner := routing.Message{Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
+	inner := routing.Message{Kind: m.Kind, Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
 	if routing.EncodedLen(&inner) > channel.MaxPayload {
 		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", routing.EncodedLen(&inner), channel.MaxPayload)
 	}
@@ -332,9 +332,27 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	l := &link{done: make(chan struct{})}
 	got := make(chan *routing.Message, 1)
 	unknown := make(chan struct{}, 1)
+	missing := make(chan routing.Address, 1)
 	confirmed := make(chan error, 1)
 	var established, confirmedOnce atomic.Bool
 	l.dec, err = c.mgr.n.RegisterRandom("", router.Public, func(m *routing.Message) error {
+		if m.Kind == routing.KindError {
+			// A node on the route has no such hop: the handshake
+			// fails now, and a link's path is gone (like Unknown).
+			u, err := routing.DecodeUnreachable(m.Payload)
+			if err != nil {
+				return err
+			}
+			if !established.Load() {
+				select {
+				case missing <- u.Hop:
+				default:
+				}
+			} else if c.role == "initiator" {
+				c.linkDown(l, fmt.Errorf("a node on the route to the peer has no %s", u.Hop))
+			}
+			return nil
+		}
 		if established.Load() {
 			if !confirmedOnce.Load() && len(m.Payload) > 0 && wire.Type(m.Payload[0]) == wire.Refusal {
 				confirmed <- refusalError(m.Payload)
@@ -366,6 +384,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	if err != nil {
 		return nil, err
 	}
+	c.mgr.n.AcceptErrors(l.dec)
 	fail := func(err error) (*link, error) {
 		c.mgr.n.Unregister(l.dec)
 		return nil, err
@@ -378,6 +397,8 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	case msg2 = <-got:
 	case <-unknown:
 		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
+	case hop := <-missing:
+		return fail(fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", c.route, hop))
 	case <-ctx.Done():
 		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
 	}
@@ -464,6 +485,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 	if err != nil {
 		return err
 	}
+	c.mgr.n.AcceptErrors(addr)
 	c.addr = addr
 	c.mgr.mu.Lock()
 	if c.mgr.closed {

@@ -202,6 +202,7 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 	if err != nil {
 		return nil, err
 	}
+	m.n.AcceptErrors(c.addr) // error replies go through to the peer
 	l, err := c.handshake(ctx, m.cfg.HandshakeTimeout)
 	if err != nil {
 		m.n.Unregister(c.addr)
@@ -246,6 +247,7 @@ func (m *Manager) Restore(addr string, route routing.Route, authorized []identit
 	if err := m.n.Register(addr, router.Private, c.encrypt); err != nil {
 		return nil, err
 	}
+	m.n.AcceptErrors(addr)
 	c.lastErr = "not yet established"
 	m.channels[addr] = c
 	m.wg.Add(1)
