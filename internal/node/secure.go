@@ -94,6 +94,7 @@ func channelInfo(c *secure.Channel) api.ChannelInfo {
 	info := api.ChannelInfo{
 		Address: c.Route().String(), Role: c.Role(), State: c.State(), Epoch: st.Epoch,
 		Sent: st.Sent, Received: st.Received, Rejected: st.Rejected, LastError: st.LastError,
+		BytesOut: st.BytesOut, BytesIn: st.BytesIn, UpSince: st.UpSince,
 	}
 	if p := c.Peer(); !p.IsZero() {
 		info.Peer = p.String()

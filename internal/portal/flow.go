@@ -52,7 +52,8 @@ type Flow struct {
 	n      *router.Node
 	log    *slog.Logger
 	budget *budget
-	addr   string // our worker address
+	stalls *atomic.Uint64 // Portals.Stalls
+	addr   string         // our worker address
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
@@ -124,7 +125,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -407,6 +408,9 @@ func (f *Flow) fromLocal(c conn) {
 	defer f.exited()
 	for {
 		f.mu.Lock()
+		if f.credit <= 0 && f.resetErr == nil {
+			f.stalls.Add(1) // blocked on the peer's window
+		}
 		for f.credit <= 0 && f.resetErr == nil {
 			f.cond.Wait()
 		}

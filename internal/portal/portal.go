@@ -52,6 +52,11 @@ type Portals struct {
 
 	budget budget
 
+	// Stalls counts the times a flow had data to send and no credit: it
+	// waited for the peer's window (a slow reader at the other end, or a
+	// window smaller than the path needs).
+	Stalls atomic.Uint64
+
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
 	outlets map[string]*Outlet

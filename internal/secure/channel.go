@@ -37,6 +37,9 @@ type Channel struct {
 	sent     atomic.Uint64
 	received atomic.Uint64
 	rejected atomic.Uint64
+	bytesOut atomic.Uint64 // channel messages sent, as on the wire
+	bytesIn  atomic.Uint64 // channel messages opened, as on the wire
+	upSince  time.Time     // when the current link came up; under mu
 	stop     chan struct{}
 	kick     chan struct{} // cap 1: a link went down, maintain acts now
 }
@@ -93,6 +96,8 @@ func (c *Channel) State() string {
 type Stats struct {
 	Epoch                    uint64
 	Sent, Received, Rejected uint64
+	BytesOut, BytesIn        uint64    // channel messages (ciphertext) sent and opened
+	UpSince                  time.Time // zero while down
 	LastError                string
 }
 
@@ -100,7 +105,12 @@ type Stats struct {
 func (c *Channel) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), LastError: c.lastErr}
+	st := Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(),
+		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(), LastError: c.lastErr}
+	if c.cur.Load() != nil {
+		st.UpSince = c.upSince
+	}
+	return st
 }
 
 // Session is the current link: flows bind to one and end when its Done
@@ -150,6 +160,7 @@ func (c *Channel) setLink(l *link) {
 	c.mu.Lock()
 	c.epochs++
 	l.epoch = c.epochs
+	c.upSince = time.Now()
 	c.cur.Store(l)
 	c.lastErr = ""
 	close(c.up)
@@ -250,6 +261,7 @@ func (c *Channel) encrypt(m *routing.Message) error {
 	}
 	l.lastSend.Store(time.Now().UnixNano())
 	c.sent.Add(1)
+	c.bytesOut.Add(uint64(len(out.Payload)))
 	return nil
 }
 
@@ -302,6 +314,7 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		return nil // keepalive
 	}
 	c.received.Add(1)
+	c.bytesIn.Add(uint64(len(msg)))
 	if len(inner.Return) >= routing.MaxRouteLen {
 		return errors.New("securechannel: return route too long")
 	}
@@ -385,30 +398,31 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 		return nil, err
 	}
 	c.mgr.n.AcceptErrors(l.dec)
-	fail := func(err error) (*link, error) {
+	fail := func(reason string, err error) (*link, error) {
 		c.mgr.n.Unregister(l.dec)
+		c.mgr.failed(reason)
 		return nil, err
 	}
 	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: c.route, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg1}); err != nil {
-		return fail(fmt.Errorf("securechannel: sending to %s: %w", c.route, err))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: sending to %s: %w", c.route, err))
 	}
 	var msg2 *routing.Message
 	select {
 	case msg2 = <-got:
 	case <-unknown:
-		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
 	case hop := <-missing:
-		return fail(fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", c.route, hop))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", c.route, hop))
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
 	}
 	msg3, err := hs.Step(msg2.Payload)
 	if err != nil {
-		return fail(err)
+		return fail(failReason(err), err)
 	}
 	l.sess, err = hs.Session()
 	if err != nil {
-		return fail(err)
+		return fail(FailMalformed, err)
 	}
 	l.remote = msg2.Return
 	now := time.Now().UnixNano()
@@ -416,17 +430,17 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	l.lastSend.Store(now)
 	established.Store(true)
 	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg3}); err != nil {
-		return fail(err)
+		return fail(FailUnreachable, err)
 	}
 	// The responder answers the third message with an authenticated
 	// keepalive when it accepts us, or a refusal naming why.
 	select {
 	case err := <-confirmed:
 		if err != nil {
-			return fail(err)
+			return fail(FailRefused, err)
 		}
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
 	}
 	return l, nil
 }
@@ -468,6 +482,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 	if _, err := r.hs.Step(m.Payload); err != nil {
 		c.mgr.n.Unregister(r.dec)
 		r.timer.Stop()
+		c.mgr.failed(failReason(err))
 		c.mgr.log.Info("secure channel refused", "err", err)
 		c.mgr.n.Send(context.Background(), &routing.Message{Onward: r.remote, Return: routing.Route{routing.LocalAddr(r.dec)}, Payload: refusal(err)})
 		return err

@@ -108,6 +108,7 @@ type Manager struct {
 	channels  map[string]*Channel // by encryptor address
 	listeners map[string]*Listener
 	hs        handshakes
+	fails     failures
 	closed    bool
 	stopWatch func()
 	wg        sync.WaitGroup
@@ -331,6 +332,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 		m.log.Info("shedding secure channel handshakes", "listener", l.addr, "reason", fmt.Sprintf("%d in progress, the limit: %d oldest gave way to newer ones", MaxPendingHandshakes, evicted))
 	}
 	if err != nil {
+		m.failed(FailShed)
 		if m.hs.firstShed(src) {
 			m.log.Info("shedding secure channel handshakes", "listener", l.addr, "source", src, "reason", err)
 		}
@@ -344,6 +346,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 	out, err := hs.Step(msg.Payload)
 	if err != nil {
 		m.hs.done(p)
+		m.failed(failReason(err))
 		m.log.Info("secure channel refused", "listener", l.addr, "err", err)
 		return err
 	}
@@ -370,6 +373,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 	r.timer = time.AfterFunc(m.cfg.HandshakeTimeout, func() {
 		if m.hs.done(p) {
 			abandon()
+			m.failed(FailTimeout)
 			m.log.Info("secure channel handshake timed out", "listener", l.addr)
 		}
 	})
