@@ -336,7 +336,7 @@ func TestBadInputOneLineError(t *testing.T) {
 		{"unreachable", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/tcp/" + freePort(t) + "/service/echo"}, "connection refused"},
 		{"empty pipe", []string{"tcp-inlet", "create", "--at", "/node/a", "--to", "-/service/outlet"}, "standard input is empty"},
 		{"bad output", []string{"node", "list", "--output", "yaml"}, "the only format is json"},
-		{"unknown service", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/node/a/service/nothing", "--timeout", "300ms"}, "no reply"},
+		{"unknown service", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/node/a/service/nothing", "--timeout", "300ms"}, "no /service/nothing on the route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
@@ -52,6 +53,28 @@ func TestUnknownHopsAnswerAtOnce(t *testing.T) {
 	if got := e.must("message", "send", "still up", "--to", ch+"/service/echo"); got != "still up" {
 		t.Fatalf("the channel after an error reply: %q", got)
 	}
+
+	// Ockam's /secure/NAME segment: a channel to the listener NAME at the
+	// end of the route before it, reused if this node has one up, made for
+	// the message (and closed after it) if not.
+	channels := func() int {
+		var l []any
+		if err := json.Unmarshal([]byte(e.must("secure-channel", "list", "--output", "json")), &l); err != nil {
+			t.Fatal(err)
+		}
+		return len(l)
+	}
+	before := channels()
+	fastError(t, e, "no /service/nope on the route /node/n1/secure/api/service/nope", "message", "send", "hello", "--to", "/node/n1/secure/api/service/nope")
+	for _, to := range []string{"/node/n1/secure/api/service/echo", "/node/relay/service/forward_to_n1/secure/api/service/uppercase"} {
+		if got := e.must("message", "send", "hi", "--to", to); got != "hi" && got != "HI" {
+			t.Fatalf("message send --to %s: %q", to, got)
+		}
+	}
+	if n := channels(); n != before {
+		t.Fatalf("%d secure channels after /secure/ routes, want %d (made ones closed, the existing one reused)", n, before)
+	}
+	fastError(t, e, "has no /service/nope", "message", "send", "hello", "--to", "/node/n1/secure/nope/service/echo")
 
 	// A channel aimed at a missing listener, directly and through the relay.
 	fastError(t, e, "has no /service/nope", "secure-channel", "create", "--to", "/node/n1/service/nope")

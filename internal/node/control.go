@@ -50,12 +50,13 @@ func (d *Daemon) Shutdown(context.Context) error {
 
 // Send sends a message and waits for the reply.
 func (d *Daemon) Send(ctx context.Context, req api.SendMessage) (api.MessageReply, error) {
-	route, err := d.resolve(req.To)
-	if err != nil {
-		return api.MessageReply{}, badRequest(err)
-	}
 	ctx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
+	route, done, err := d.secureRoute(ctx, req.To)
+	if err != nil {
+		return api.MessageReply{}, err
+	}
+	defer done()
 	m, err := d.node.Request(ctx, route, []byte(req.Payload))
 	if u := (*router.UnreachableError)(nil); errors.As(err, &u) {
 		// Nodes answer a missing and a refused address alike (telling
