@@ -76,6 +76,9 @@ func TestUnknownHopsAnswerAtOnce(t *testing.T) {
 	}
 	fastError(t, e, "has no /service/nope", "message", "send", "hello", "--to", "/node/n1/secure/nope/service/echo")
 
+	// A channel aimed at a service that is not a listener.
+	fastError(t, e, "not a secure channel listener", "secure-channel", "create", "--to", "/node/n1/service/forwarding_service")
+
 	// A channel aimed at a missing listener, directly and through the relay.
 	fastError(t, e, "has no /service/nope", "secure-channel", "create", "--to", "/node/n1/service/nope")
 	fastError(t, e, "has no /service/nope", "secure-channel", "create", "--to", "/node/relay/service/forward_to_n1/service/nope")

@@ -129,6 +129,9 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 			// service that answers with what it gets.
 			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with the handshake it was sent, as echo does: it is not a secure channel listener (every node listens at /service/api)", req.To))
 		}
+		if strings.Contains(err.Error(), "want handshake2") {
+			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with something other than a handshake: it is not a secure channel listener (every node listens at /service/api)", req.To))
+		}
 		return api.ChannelInfo{}, err
 	}
 	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
