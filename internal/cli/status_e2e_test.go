@@ -18,8 +18,14 @@ func TestStatusAndMetricsOfTraffic(t *testing.T) {
 	e.must("node", "create", "relay")
 	e.must("node", "create", "server")
 	e.must("node", "create")
-	stuck := make(chan net.Conn, 1)
-	target := tcpServer(t, func(c net.Conn) { stuck <- c }) // never reads
+	release := make(chan struct{})
+	target := tcpServer(t, func(c net.Conn) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(16 << 10) // fills sooner
+		}
+		<-release // holds the connection open, never reading
+	})
+	t.Cleanup(func() { close(release) }) // before tcpServer's cleanup waits for it
 	e.must("tcp-outlet", "create", "--at", "/node/server", "--to", target)
 	e.must("relay", "create", "server", "--at", "/node/relay", "--to", "/node/server")
 	ch := e.must("secure-channel", "create", "--to", "/node/relay/service/forward_to_server/service/api")
@@ -33,7 +39,7 @@ func TestStatusAndMetricsOfTraffic(t *testing.T) {
 	defer c.Close()
 	go func() {
 		buf := make([]byte, 64<<10)
-		c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		c.SetWriteDeadline(time.Now().Add(90 * time.Second))
 		for {
 			if _, err := c.Write(buf); err != nil {
 				return
@@ -41,11 +47,11 @@ func TestStatusAndMetricsOfTraffic(t *testing.T) {
 		}
 	}()
 	var stalls float64
-	for deadline := time.Now().Add(30 * time.Second); stalls < 1; {
+	for deadline := time.Now().Add(60 * time.Second); stalls < 1; {
 		if time.Now().After(deadline) {
 			t.Fatal("no window stall counted for a flow whose reader never reads")
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond)
 		stalls, _ = sampleValue(parseMetrics(t, e.must("node", "metrics")), "ockam_portal_window_stalls_total")
 	}
 
