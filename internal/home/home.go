@@ -259,12 +259,18 @@ type NodeSettings struct {
 	// MetricsListen is a TCP address to serve Prometheus metrics on, as
 	// well as the control socket; empty for none.
 	MetricsListen string `json:"metrics_listen,omitempty"`
+	// WindowBudgetMiB is the node-wide budget for flows' receive windows
+	// above their initial size, MaxFlowWindowMiB the most one flow's window
+	// grows to (portal.Config; their defaults when zero).
+	WindowBudgetMiB  int `json:"window_budget_mib,omitempty"`
+	MaxFlowWindowMiB int `json:"max_flow_window_mib,omitempty"`
 }
 
 // IsZero reports whether no setting is set.
 func (s NodeSettings) IsZero() bool {
 	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
-		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == ""
+		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" &&
+		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

@@ -39,7 +39,8 @@ var (
 	mFlowsAll    = prometheus.NewDesc("ockam_portal_flows_started", "TCP connections the portals that exist have carried since they were created, by kind.", []string{"kind"}, nil)
 	mFlowBytes   = prometheus.NewDesc("ockam_portal_flow_bytes", "Bytes of the open flows, by kind and direction.", []string{"kind", "direction"}, nil)
 	mPortals     = prometheus.NewDesc("ockam_portals", "Inlets and outlets, by kind.", []string{"kind"}, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals}
+	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
+	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -98,6 +99,11 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mChanMsgs, float64(recv), "received")
 		g(mChanMsgs, float64(rej), "rejected")
 		g(mChanEpochs, float64(epochs))
+	}
+	if d.portals != nil {
+		used, limit := d.portals.WindowBudget()
+		g(mWinBudget, float64(used), "used")
+		g(mWinBudget, float64(limit), "limit")
 	}
 	for _, kind := range []string{"inlet", "outlet"} {
 		ps, err := d.Inlets(ctx)
