@@ -41,6 +41,7 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
                   per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
   --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
                   packets dropped both ways (nftables), beside the same path without loss
+  (BENCH_NODE_FLAGS: extra flags of the sidecars' node create, e.g. --window-budget-mib 64)
   (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v)
 EOF
 }
@@ -128,11 +129,13 @@ cleanup() {
 	[[ -n ${hold_fd:-} ]] && exec {hold_fd}>&-
 	netns_kill
 	netns_down
-	rm -f /var/run/wireguard/"${wg_c:-none}".sock /var/run/wireguard/"${wg_s:-none}".sock
+	local w
+	for w in "${wg_socks[@]}"; do rm -f /var/run/wireguard/"$w".sock; done
 	((made_run_sshd)) && rmdir /run/sshd 2>/dev/null
 	if ((keep)); then log "kept $tmp"; else rm -rf "$tmp"; fi
 	exit "$rc"
 }
+wg_socks=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -334,28 +337,39 @@ setup_ssh() {
 }
 
 WG_PORT=51820 WG_CIP=10.99.0.1 WG_SIP=10.99.0.2
-setup_wg() {
-	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
-	local d=$tmp/wg t=${NETNS_TAG: -6}
+# wg_pair TAG PORT CIP SIP CLIENT_ENDPOINT: a wireguard-go interface in the
+# client ns and one in the server ns (names ending in TAG, UDP port PORT,
+# addresses CIP and SIP); the client sends to CLIENT_ENDPOINT, the server
+# answers wherever the client's packets came from (wireguard roaming).
+# Sets WG_PIDS.
+wg_pair() {
+	local tag=$1 port=$2 cip=$3 sip=$4 ep=$5 d=$tmp/wg$1 t=${NETNS_TAG: -6} c s
 	mkdir -m 700 "$d"
-	wg_c=wgc$t wg_s=wgs$t # distinct names: the UAPI sockets share /var/run/wireguard
-	[[ ${NETNS_PREFIX:-ock} != ock ]] && wg_c=${NETNS_PREFIX}gc$t wg_s=${NETNS_PREFIX}gs$t
+	c=wgc$tag$t s=wgs$tag$t # distinct names: the UAPI sockets share /var/run/wireguard
+	[[ ${NETNS_PREFIX:-ock} != ock ]] && c=${NETNS_PREFIX}gc$tag$t s=${NETNS_PREFIX}gs$tag$t
+	wg_socks+=("$c" "$s")
 	wg genkey >"$d/c.key" && wg pubkey <"$d/c.key" >"$d/c.pub" || return 1
 	wg genkey >"$d/s.key" && wg pubkey <"$d/s.key" >"$d/s.pub" || return 1
-	spawn "$NS_CLIENT" "$tmp/wg-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_c"
+	spawn "$NS_CLIENT" "$tmp/wg$tag-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$c"
 	local pc=$SPAWNED
-	spawn "$NS_SERVER" "$tmp/wg-server.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_s"
+	spawn "$NS_SERVER" "$tmp/wg$tag-server.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$s"
 	local ps=$SPAWNED
-	wait_until 10 "wireguard-go client socket" test -S "/var/run/wireguard/$wg_c.sock" || return 1
-	wait_until 10 "wireguard-go server socket" test -S "/var/run/wireguard/$wg_s.sock" || return 1
-	in_ns "$NS_CLIENT" wg set "$wg_c" private-key "$d/c.key" listen-port $WG_PORT \
-		peer "$(cat "$d/s.pub")" endpoint "$SERVER_IP:$WG_PORT" allowed-ips "$WG_SIP/32" || return 1
-	in_ns "$NS_SERVER" wg set "$wg_s" private-key "$d/s.key" listen-port $WG_PORT \
-		peer "$(cat "$d/c.pub")" endpoint "$CLIENT_IP:$WG_PORT" allowed-ips "$WG_CIP/32" || return 1
-	in_ns "$NS_CLIENT" ip addr add "$WG_CIP/24" dev "$wg_c" || return 1
-	in_ns "$NS_SERVER" ip addr add "$WG_SIP/24" dev "$wg_s" || return 1
-	in_ns "$NS_CLIENT" ip link set "$wg_c" mtu 1420 up || return 1
-	in_ns "$NS_SERVER" ip link set "$wg_s" mtu 1420 up || return 1
+	wait_until 10 "wireguard-go client socket" test -S "/var/run/wireguard/$c.sock" || return 1
+	wait_until 10 "wireguard-go server socket" test -S "/var/run/wireguard/$s.sock" || return 1
+	in_ns "$NS_CLIENT" wg set "$c" private-key "$d/c.key" listen-port "$port" \
+		peer "$(cat "$d/s.pub")" endpoint "$ep" allowed-ips "$sip/32" || return 1
+	in_ns "$NS_SERVER" wg set "$s" private-key "$d/s.key" listen-port "$port" \
+		peer "$(cat "$d/c.pub")" allowed-ips "$cip/32" || return 1
+	in_ns "$NS_CLIENT" ip addr add "$cip/24" dev "$c" || return 1
+	in_ns "$NS_SERVER" ip addr add "$sip/24" dev "$s" || return 1
+	in_ns "$NS_CLIENT" ip link set "$c" mtu 1420 up || return 1
+	in_ns "$NS_SERVER" ip link set "$s" mtu 1420 up || return 1
+	wait_until 10 "ping through wireguard" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$sip" >/dev/null || return 1
+	WG_PIDS="client=$pc server=$ps"
+}
+
+setup_wg() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
 	# The relay routes the wireguard UDP and nothing else: policy rules give
 	# each end a route to the other's veth address for UDP to port 51820 only.
 	in_ns "$NS_RELAY" sysctl -qw net.ipv4.ip_forward=1
@@ -367,10 +381,25 @@ setup_wg() {
 		echo "client reaches the server's veth over TCP: the relay routes more than wireguard"
 		return 1
 	fi
-	wait_until 10 "ping through wireguard" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$WG_SIP" >/dev/null || return 1
+	wg_pair "" $WG_PORT $WG_CIP $WG_SIP "$SERVER_IP:$WG_PORT" || return 1
 	EP_NS[wg]=$NS_CLIENT EP_HOST[wg]=$WG_SIP
 	EP_IPERF[wg]=$P_IPERF EP_ECHO[wg]=$P_ECHO EP_HTTP[wg]=$P_HTTP
-	ROLES[wg]="client=$pc server=$ps" IDLE_N[wg]=$idle_flows
+	ROLES[wg]=$WG_PIDS IDLE_N[wg]=$idle_flows
+}
+
+# wg@wan: a second wireguard pair whose UDP goes through a packet delay line
+# in the relay ns (netbench delay -udp, the full DELAY each way), so its
+# round trip grows by 2 x DELAY like every other @wan path.
+WG_WAN_PORT=51821 WG_WAN_CIP=10.98.0.1 WG_WAN_SIP=10.98.0.2
+setup_wg_wan() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
+	spawn "$NS_RELAY" "$tmp/delay-wg-wan.log" "$NB" delay -udp -listen "$RELAY_CIP:$WG_WAN_PORT" \
+		-to "$SERVER_IP:$WG_WAN_PORT" -delay "$WAN_FULL"
+	local dl=$SPAWNED
+	wg_pair w $WG_WAN_PORT $WG_WAN_CIP $WG_WAN_SIP "$RELAY_CIP:$WG_WAN_PORT" || return 1
+	EP_NS[wg@wan]=$NS_CLIENT EP_HOST[wg@wan]=$WG_WAN_SIP
+	EP_IPERF[wg@wan]=$P_IPERF EP_ECHO[wg@wan]=$P_ECHO EP_HTTP[wg@wan]=$P_HTTP
+	ROLES[wg@wan]="$WG_PIDS relay=$dl" IDLE_N[wg@wan]=0
 }
 
 # ockam runs ockam ARGS in namespace NS, printing the command and its output.
@@ -395,9 +424,11 @@ ockam_nodes() {
 	ockam "$NS_RELAY" node create relay --tcp-listener-address "$RELAY_IP:4000" >&2 || return 1
 	wait_port "$NS_SERVER" "$RELAY_IP" 4000 10 || return 1
 	wait_port "$NS_CLIENT" "$RELAY_IP" 4000 10 || return 1
-	ockam "$NS_SERVER" node create server_sidecar >&2 || return 1
+	# shellcheck disable=SC2086 # BENCH_NODE_FLAGS is a list of flags
+	ockam "$NS_SERVER" node create server_sidecar ${BENCH_NODE_FLAGS:-} >&2 || return 1
 	ockam "$NS_SERVER" relay create server_sidecar --at "/ip4/$RELAY_IP/tcp/4000" --to /node/server_sidecar >&2 || return 1
-	ockam "$NS_CLIENT" node create client_sidecar >&2 || return 1
+	# shellcheck disable=SC2086
+	ockam "$NS_CLIENT" node create client_sidecar ${BENCH_NODE_FLAGS:-} >&2 || return 1
 	ockam_nodes_up=1
 }
 
@@ -562,10 +593,6 @@ setup_tun_wan() {
 	ROLES[tun@wan]=$(ockam_roles) IDLE_N[tun@wan]=0
 }
 
-setup_wg_wan() {
-	echo "no UDP delay line wired for wireguard yet (netbench delay -udp exists)"
-	return 3
-}
 
 # ---------------------------------------------------------------- measures
 

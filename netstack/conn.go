@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -100,6 +101,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 	n, err := c.TCPConn.Write(b)
 	c.st.stats.bytesOut.Add(uint64(n))
 	return n, err
+}
+
+// SetLinger is net.TCPConn's: with sec 0, Close answers the application
+// with a reset instead of a FIN, so a flow that failed does not look like a
+// stream that ended (a download cut short must not read as complete).
+func (c *Conn) SetLinger(sec int) error {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: sec >= 0, Timeout: time.Duration(max(sec, 0)) * time.Second})
+	return nil
 }
 
 // Close implements net.Conn. It is idempotent.

@@ -43,7 +43,8 @@ var (
 	mChanBytes   = prometheus.NewDesc("ockam_secure_channel_bytes", "Bytes (ciphertext) of the open secure channels, by direction.", []string{"direction"}, nil)
 	mHsFailures  = prometheus.NewDesc("ockam_secure_channel_handshake_failures_total", "Secure channel handshakes that failed, either side, by reason (timeout, unreachable, refused, untrusted, malformed, shed).", []string{"reason"}, nil)
 	mStalls      = prometheus.NewDesc("ockam_portal_window_stalls_total", "Times a flow had data to send and no credit: it waited for the peer's window.", nil, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls}
+	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
+	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -72,10 +73,14 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	cnt(mRefused, d.node.Refused.Load())
 	cnt(mErrReplies, d.node.ErrorReplies.Load(), "sent")
 	cnt(mErrReplies, d.node.ErrorRepliesLimited.Load(), "limited")
-	for reason, n := range d.sc.HandshakeFailures() {
-		cnt(mHsFailures, n, reason)
+	if d.sc != nil {
+		for reason, n := range d.sc.HandshakeFailures() {
+			cnt(mHsFailures, n, reason)
+		}
 	}
-	cnt(mStalls, d.portals.Stalls.Load())
+	if d.portals != nil {
+		cnt(mStalls, d.portals.Stalls.Load())
+	}
 
 	if r, err := d.Relays(ctx); err == nil {
 		g(mHosted, float64(len(r.Hosted)))
@@ -112,6 +117,11 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mChanEpochs, float64(epochs))
 		g(mChanBytes, float64(bin), "in")
 		g(mChanBytes, float64(bout), "out")
+	}
+	if d.portals != nil {
+		used, limit := d.portals.WindowBudget()
+		g(mWinBudget, float64(used), "used")
+		g(mWinBudget, float64(limit), "limit")
 	}
 	for _, kind := range []string{"inlet", "outlet"} {
 		ps, err := d.Inlets(ctx)

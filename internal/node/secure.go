@@ -42,8 +42,10 @@ func (d *Daemon) startSecure() error {
 		return err
 	}
 	d.portals, err = portal.New(d.node, portal.Config{
-		Logger: d.log,
-		Path:   d.sc,
+		Logger:        d.log,
+		Path:          d.sc,
+		WindowBudget:  d.conf.Settings.WindowBudgetMiB << 20,
+		MaxFlowWindow: d.conf.Settings.MaxFlowWindowMiB << 20,
 		Allowed: func(peer string) error {
 			id, err := identity.ParseIdentifier(peer)
 			if err != nil {

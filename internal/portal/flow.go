@@ -339,8 +339,15 @@ func (f *Flow) reset(err error, tell bool) {
 
 // abort closes c so that its peer sees a reset, not an orderly close.
 func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	Abort(c)
+}
+
+// Abort closes c with a reset where c can send one (a *net.TCPConn, a
+// netstack conn: anything with SetLinger), so the application sees
+// "connection reset", not an end of stream.
+func Abort(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(sec int) error }); ok {
+		l.SetLinger(0)
 	}
 	c.Close()
 }

@@ -291,8 +291,11 @@ func (in *Inlet) carry(c net.Conn) {
 	in.mu.Unlock()
 }
 
-// readEarly returns the application's first bytes on c, waiting up to
-// EarlyWait for them (none if it sent nothing by then, or closed).
+// ReadEarly returns the application's first bytes on c, waiting up to
+// EarlyWait for them (none if it sent nothing by then, or closed), for
+// DialEarly. The caller owns the returned slice.
+func (p *Portals) ReadEarly(c net.Conn) ([]byte, error) { return p.readEarly(c) }
+
 func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	wait := p.cfg.EarlyWait
 	if wait == 0 {
@@ -306,7 +309,9 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	c.SetReadDeadline(deadline)
 	n, err := c.Read(buf)
 	c.SetReadDeadline(time.Time{})
-	if err != nil && n == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+	var ne net.Error // gVisor's gonet times out with its own error, not os.ErrDeadlineExceeded
+	timeout := errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	if err != nil && n == 0 && !timeout && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	// EOF stays for the flow to read again and send as Fin.

@@ -34,13 +34,16 @@ import (
 
 const (
 	// DefaultMaxFlowWindow is the default most a flow's receive window grows
-	// to: 16 MiB carries 2.7 Gbit/s over a 50 ms round trip. Half the
+	// to: 32 MiB carries 5 Gbit/s over a 50 ms round trip. Half the
 	// default budget: a flow whose reader stalls after its window grew
 	// holds that much, and leaves the other half to the flows that move.
-	DefaultMaxFlowWindow = 16 << 20
+	DefaultMaxFlowWindow = 32 << 20
 	// DefaultWindowBudget is the default node-wide budget for receive
 	// windows above Window (the sum over all flows of window − Window).
-	DefaultWindowBudget = 32 << 20
+	// What a node queues for its flows is at most flows × Window + this;
+	// a relay's per-connection queue (router.DefaultMaxQueueBytes, 64 MiB)
+	// holds one sidecar's whole budget in flight.
+	DefaultWindowBudget = 64 << 20
 	// IdleRelease is how long a sender goes without reading its socket
 	// before it gives back credit above the peer's initial window.
 	IdleRelease = time.Second
