@@ -51,6 +51,8 @@ type link struct {
 	once     sync.Once
 	lastRecv atomic.Int64 // unix nanos
 	lastSend atomic.Int64
+	ret      routing.Route // our decryptor, the return route of what we send
+	q        sendQueue
 }
 
 // Done is closed when the link has ended.
@@ -93,14 +95,21 @@ func (c *Channel) State() string {
 type Stats struct {
 	Epoch                    uint64
 	Sent, Received, Rejected uint64
-	LastError                string
+	// Late counts messages of the current session that arrived behind a
+	// later one (accepted, but sent or carried out of order).
+	Late      uint64
+	LastError string
 }
 
 // Stats returns the channel's counters.
 func (c *Channel) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), LastError: c.lastErr}
+	st := Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), LastError: c.lastErr}
+	if l := c.cur.Load(); l != nil {
+		st.Late = l.sess.Stats().Late
+	}
+	return st
 }
 
 // Session is the current link: flows bind to one and end when its Done
@@ -220,37 +229,14 @@ func (c *Channel) Close() {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, channel.MaxMessage); return &b }}
 
 // encrypt is the encryptor: it seals everything after its own hop and sends
-// it to the peer's decryptor. It runs on the sender's goroutine.
+// it to the peer's decryptor (send.go). It runs on the sender's goroutine.
 func (c *Channel) encrypt(m *routing.Message) error {
 	l := c.cur.Load()
 	if l == nil {
 		return ErrDown
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// Lay the plaintext after room for the channel header so that it is
-	// sealed in place.
-	buf := (*bp)[:channel.HeaderLen]
 	inner := routing.Message{Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
-	if routing.EncodedLen(&inner) > channel.MaxPayload {
-		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", routing.EncodedLen(&inner), channel.MaxPayload)
-	}
-	buf, err := routing.AppendMessage(buf, &inner)
-	if err != nil {
-		return err
-	}
-	ct, err := l.sess.Seal(buf[:0], buf[channel.HeaderLen:])
-	if err != nil {
-		return err
-	}
-	*bp = ct[:0]
-	out := routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}
-	if err := c.mgr.n.Send(context.Background(), &out); err != nil {
-		return err
-	}
-	l.lastSend.Store(time.Now().UnixNano())
-	c.sent.Add(1)
-	return nil
+	return c.send(l, &inner)
 }
 
 // decrypt is the decryptor of link l: it opens a message from the peer (in
@@ -390,6 +376,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 		return fail(err)
 	}
 	l.remote = msg2.Return
+	l.ret = routing.Route{routing.LocalAddr(l.dec)}
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -456,7 +443,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 		return err
 	}
 	r.timer.Stop()
-	l := &link{sess: sess, dec: r.dec, remote: r.remote, done: make(chan struct{})}
+	l := &link{sess: sess, dec: r.dec, remote: r.remote, ret: routing.Route{routing.LocalAddr(r.dec)}, done: make(chan struct{})}
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -589,13 +576,5 @@ const (
 )
 
 func (c *Channel) keepalive(l *link) {
-	var b [channel.HeaderLen + 2 + channel.TagLen]byte
-	pt := b[channel.HeaderLen : channel.HeaderLen+2] // empty onward and return routes
-	ct, err := l.sess.Seal(b[:0], pt)
-	if err != nil {
-		return
-	}
-	if c.mgr.n.Send(context.Background(), &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}) == nil {
-		l.lastSend.Store(time.Now().UnixNano())
-	}
+	c.send(l, nil)
 }
