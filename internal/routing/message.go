@@ -105,9 +105,56 @@ func DecodeMessage(m *Message, b []byte) error {
 	return nil
 }
 
+// Interner hands out one string per address value it has seen, so that
+// decoding a stream of messages between the same few addresses does not
+// allocate a string per address. It holds at most MaxInterned values of at
+// most MaxInternedLen bytes (longer ones are not kept), starting afresh when
+// full: what a peer sending random addresses can make it hold is bounded.
+// Not safe for concurrent use; the zero value is ready, and a nil
+// *Interner allocates every time.
+type Interner struct{ m map[string]string }
+
+// Bounds of an Interner.
+const (
+	MaxInterned    = 64
+	MaxInternedLen = 64
+)
+
+func (in *Interner) intern(b []byte) string {
+	if in == nil || len(b) > MaxInternedLen {
+		return string(b)
+	}
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	if in.m == nil || len(in.m) >= MaxInterned {
+		in.m = make(map[string]string)
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
+}
+
+// DecodeMessageInterned is DecodeMessage taking address strings from in.
+func DecodeMessageInterned(m *Message, b []byte, in *Interner) error {
+	var err error
+	if m.Onward, b, err = decodeRoute(m.Onward[:0], b, in); err != nil {
+		return err
+	}
+	if m.Return, b, err = decodeRoute(m.Return[:0], b, in); err != nil {
+		return err
+	}
+	m.Payload = b
+	m.Peer = ""
+	m.Via = ""
+	return nil
+}
+
 // DecodeRoute appends the route at the start of b to dst and returns the
 // rest of b.
-func DecodeRoute(dst Route, b []byte) (Route, []byte, error) {
+func DecodeRoute(dst Route, b []byte) (Route, []byte, error) { return decodeRoute(dst, b, nil) }
+
+func decodeRoute(dst Route, b []byte, in *Interner) (Route, []byte, error) {
 	if len(b) < 1 {
 		return dst, b, fmt.Errorf("%w: truncated route", ErrMalformed)
 	}
@@ -127,7 +174,7 @@ func DecodeRoute(dst Route, b []byte) (Route, []byte, error) {
 		if len(b) < 2+l {
 			return dst, b, fmt.Errorf("%w: truncated address", ErrMalformed)
 		}
-		dst = append(dst, Address{Type: t, Value: string(b[2 : 2+l])})
+		dst = append(dst, Address{Type: t, Value: in.intern(b[2 : 2+l])})
 		b = b[2+l:]
 	}
 	return dst, b, nil
