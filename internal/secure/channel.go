@@ -53,6 +53,13 @@ type link struct {
 	lastSend atomic.Int64
 	ret      routing.Route // our decryptor, the return route of what we send
 	q        sendQueue
+	peer     string // sess.Peer().String(), for Message.Peer
+
+	rx struct { // decrypt's, see there
+		mu  sync.Mutex
+		msg routing.Message
+		in  routing.Interner
+	}
 }
 
 // Done is closed when the link has ended.
@@ -279,8 +286,17 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		return err
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
-	var inner routing.Message
-	if err := routing.DecodeMessage(&inner, pt); err != nil {
+	// The decoded message and its routes are reused from one message to
+	// the next (a handler owns a message only for the duration of the
+	// call), and address strings come from the link's interner; a second
+	// reader decrypting for the link at the same time decodes afresh.
+	inner := &routing.Message{}
+	var in *routing.Interner
+	if l.rx.mu.TryLock() {
+		defer l.rx.mu.Unlock()
+		inner, in = &l.rx.msg, &l.rx.in
+	}
+	if err := routing.DecodeMessageInterned(inner, pt, in); err != nil {
 		c.rejected.Add(1)
 		return err
 	}
@@ -294,8 +310,8 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	inner.Return = append(inner.Return, routing.Address{})
 	copy(inner.Return[1:], inner.Return)
 	inner.Return[0] = routing.LocalAddr(c.addr)
-	inner.Peer = l.sess.Peer().String()
-	return c.mgr.n.Send(context.Background(), &inner)
+	inner.Peer = l.peer
+	return c.mgr.n.Send(context.Background(), inner)
 }
 
 // handshake runs the initiator's side of one handshake through c.route,
@@ -377,6 +393,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	}
 	l.remote = msg2.Return
 	l.ret = routing.Route{routing.LocalAddr(l.dec)}
+	l.peer = l.sess.Peer().String()
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -443,7 +460,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 		return err
 	}
 	r.timer.Stop()
-	l := &link{sess: sess, dec: r.dec, remote: r.remote, ret: routing.Route{routing.LocalAddr(r.dec)}, done: make(chan struct{})}
+	l := &link{sess: sess, dec: r.dec, remote: r.remote, ret: routing.Route{routing.LocalAddr(r.dec)}, peer: sess.Peer().String(), done: make(chan struct{})}
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
