@@ -41,8 +41,9 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
                   per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
   --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
                   packets dropped both ways (nftables), beside the same path without loss
-  (BENCH_NODE_FLAGS: extra flags of the sidecars' node create, e.g. --window-budget-mib 64)
-  (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v)
+  (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v;
+   BENCH_NODE_FLAGS adds flags to the sidecars' node create, e.g. --window-budget-mib 64;
+   BENCH_PROFILE=DIR saves CPU profiles of the ockam nodes during wrk, BENCH_WRK_D=S sets wrk's seconds)
 EOF
 }
 
@@ -73,10 +74,10 @@ while (($#)); do
 done
 
 if [[ $mode == quick ]]; then
-	T=2 RR_N=2000 CRR_N=200 WRK_D=2
+	T=2 RR_N=2000 CRR_N=200 WRK_D=${BENCH_WRK_D:-2}
 	: "${idle_flows:=500}"
 else
-	T=10 RR_N=10000 CRR_N=1000 WRK_D=10
+	T=10 RR_N=10000 CRR_N=1000 WRK_D=${BENCH_WRK_D:-10}
 	: "${idle_flows:=10000}"
 fi
 idle_socat=$((idle_flows / 10))
@@ -632,10 +633,29 @@ run_latency() { # PATH ROUND rr|crr
 }
 
 
+# profile_nodes PATH ROUND SECONDS: with BENCH_PROFILE=DIR, CPU profiles of
+# the three ockam nodes while wrk runs, to DIR/PATH-rROUND-NODE.pprof
+# (`go tool pprof -top DIR/ockam-r1-relay.pprof`). Backgrounded; the caller
+# waits for PROF_PIDS.
+PROF_PIDS=()
+profile_nodes() {
+	PROF_PIDS=()
+	[[ -n ${BENCH_PROFILE:-} && ${1%@wan} == @(ockam|tun) ]] || return 0
+	mkdir -p "$BENCH_PROFILE"
+	local n
+	for n in client_sidecar relay server_sidecar; do
+		curl -sf --unix-socket "$OCKAM_HOME/run/$n.sock" -o "$BENCH_PROFILE/$1-r$2-$n.pprof" \
+			"http://node/debug/pprof/profile?seconds=$3" &
+		PROF_PIDS+=($!)
+	done
+}
+
 run_wrk() {
 	local p=$1 r=$2 out rps errs
+	profile_nodes "$p" "$r" $((WRK_D > 2 ? WRK_D - 1 : 1))
 	out=$(in_ns "${EP_NS[$p]}" timeout $((WRK_D + 30)) wrk -t2 -c32 -d"${WRK_D}s" --timeout 5s \
 		"http://${EP_HOST[$p]}:${EP_HTTP[$p]}/" 2>&1)
+	((${#PROF_PIDS[@]})) && wait "${PROF_PIDS[@]}"
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 	errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
 	if [[ -n $rps && -z $errs ]]; then

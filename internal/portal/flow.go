@@ -76,16 +76,17 @@ type Flow struct {
 	closeOnce sync.Once
 
 	// Receiving (window.go): the peer may send up to granted bytes in all.
-	win      int    // receive window: Window + what was drawn from the budget
-	granted  uint64 // bytes the peer may send in all (window + credits − releases)
-	rx       uint64 // bytes received
-	consumed uint64 // bytes written to the local socket (or dropped at reset)
-	decaying bool   // the peer released credit: shrink to Window as bytes leave
-	pingOut  bool   // a BDP sample is running
-	pingID   uint32
-	sample   int       // bytes received since the sample's Ping
-	pingAt   time.Time // when it was sent
-	bwMax    float64   // the highest bandwidth a sample showed, bytes/s
+	win         int    // receive window: Window + what was drawn from the budget
+	granted     uint64 // bytes the peer may send in all (window + credits − releases)
+	rx          uint64 // bytes received
+	consumed    uint64 // bytes written to the local socket (or dropped at reset)
+	decaying    bool   // the peer released credit: shrink to Window as bytes leave
+	pingOut     bool   // a BDP sample is running
+	pingID      uint32
+	sample      int       // bytes received since the sample's Ping
+	sinceSample int       // bytes received since the last sample ended
+	pingAt      time.Time // when it was sent
+	bwMax       float64   // the highest bandwidth a sample showed, bytes/s
 
 	// Sending.
 	credit     int       // bytes we may still send

@@ -122,6 +122,16 @@ func (f *Flow) shrinkLocked(d int) {
 	f.budget.give(d)
 }
 
+// sampleEvery is the fraction of the window (1/sampleEvery) that must
+// arrive after a BDP sample ends before the next one starts. A sample can
+// only grow the window when it carried 2/3 of it, so a flow that moves less
+// than this between samples (request/response traffic: a small Data each
+// way per exchange) gains nothing from one; sampling at every first Data
+// would cost a Ping and a Pong per message, tripling the messages of
+// request/response traffic on every hop. A bulk flow starts its first
+// sample after win/8 bytes.
+const sampleEvery = 8
+
 // receivedLocked accounts for n bytes of Data and says whether to send a
 // Ping (a new BDP sample). f.mu is held.
 func (f *Flow) receivedLocked(n int) (ping uint32, send bool) {
@@ -133,6 +143,10 @@ func (f *Flow) receivedLocked(n int) (ping uint32, send bool) {
 	if f.win >= f.budget.maxFlow {
 		return 0, false
 	}
+	if f.sinceSample += n; f.sinceSample < f.win/sampleEvery {
+		return 0, false
+	}
+	f.sinceSample = 0
 	f.pingOut = true
 	f.pingID++
 	f.pingAt = time.Now()

@@ -362,6 +362,56 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 	return fmt.Errorf("node: cannot route to %s", next)
 }
 
+// SendAll sends messages that share their first hop, ms[0].Onward[0], in
+// order. When that hop is a TCP connection, they are queued together and
+// written with one syscall (transport.Conn.SendBatch, which waits for room
+// only with wait); otherwise each is sent as Send would. The caller keeps ms;
+// the messages are encoded (or handled) before SendAll returns.
+func (n *Node) SendAll(ctx context.Context, ms []routing.Message, wait bool) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	var c *transport.Conn
+	if len(ms[0].Onward) > 0 && ms[0].Via == "" && ms[0].Peer == "" {
+		next := ms[0].Onward[0]
+		switch next.Type {
+		case routing.Local:
+			n.mu.RLock()
+			_, worker := n.workers[next.Value]
+			n.mu.RUnlock()
+			if !worker {
+				c = n.tr.Conn(next.Value)
+			}
+		case routing.TCP:
+			c = n.tr.Outbound(next.Value)
+		}
+	}
+	for i := range ms {
+		if c == nil || len(ms[i].Onward) == 0 || ms[i].Onward[0] != ms[0].Onward[0] || ms[i].Via != "" || ms[i].Peer != "" {
+			c = nil
+			break
+		}
+	}
+	if c == nil {
+		for i := range ms {
+			if err := n.Send(ctx, &ms[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	saved := make([]routing.Route, len(ms))
+	for i := range ms {
+		saved[i] = ms[i].Onward
+		ms[i].Onward = ms[i].Onward[1:]
+	}
+	err := c.SendBatch(ms, wait)
+	for i := range ms {
+		ms[i].Onward = saved[i]
+	}
+	return err
+}
+
 // dialThenSend connects to addr in the background and sends a copy of m
 // once connected. At most MaxBackgroundDials run at once; beyond that the
 // message is dropped.

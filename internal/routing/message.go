@@ -134,21 +134,25 @@ func appendRoute(dst []byte, r Route) ([]byte, error) {
 
 // DecodeMessage decodes b into m, reusing m's route slices. m.Payload aliases
 // b: the caller that reuses b must not keep m.Payload.
-func DecodeMessage(m *Message, b []byte) error {
+func DecodeMessage(m *Message, b []byte) error { return decodeMessage(m, b, nil) }
+
+func decodeMessage(m *Message, b []byte, in *Interner) error {
 	var err error
 	m.Kind = KindData
-	if len(b) > 0 && b[0]&errorFlag != 0 {
+	if len(b) < 1 {
+		return fmt.Errorf("%w: truncated route", ErrMalformed)
+	}
+	// The kind flag is read here; the hops see the bare count. b is the
+	// caller's buffer: read the count without writing to it.
+	n := b[0]
+	if n&errorFlag != 0 {
 		m.Kind = KindError
-		// The flag is read here; DecodeRoute sees the bare count. b is
-		// the caller's buffer: read the count without writing to it.
-		n := b[0] &^ errorFlag
-		if m.Onward, b, err = decodeRoute(m.Onward[:0], n, b[1:]); err != nil {
-			return err
-		}
-	} else if m.Onward, b, err = DecodeRoute(m.Onward[:0], b); err != nil {
+		n &^= errorFlag
+	}
+	if m.Onward, b, err = decodeHops(m.Onward[:0], n, b[1:], in); err != nil {
 		return err
 	}
-	if m.Return, b, err = DecodeRoute(m.Return[:0], b); err != nil {
+	if m.Return, b, err = decodeRoute(m.Return[:0], b, in); err != nil {
 		return err
 	}
 	m.Payload = b
@@ -157,17 +161,52 @@ func DecodeMessage(m *Message, b []byte) error {
 	return nil
 }
 
+// Interner hands out one string per address value it has seen, so that
+// decoding a stream of messages between the same few addresses does not
+// allocate a string per address. It holds at most MaxInterned values of at
+// most MaxInternedLen bytes (longer ones are not kept), starting afresh when
+// full: what a peer sending random addresses can make it hold is bounded.
+// Not safe for concurrent use; the zero value is ready, and a nil
+// *Interner allocates every time.
+type Interner struct{ m map[string]string }
+
+// Bounds of an Interner.
+const (
+	MaxInterned    = 64
+	MaxInternedLen = 64
+)
+
+func (in *Interner) intern(b []byte) string {
+	if in == nil || len(b) > MaxInternedLen {
+		return string(b)
+	}
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	if in.m == nil || len(in.m) >= MaxInterned {
+		in.m = make(map[string]string)
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
+}
+
+// DecodeMessageInterned is DecodeMessage taking address strings from in.
+func DecodeMessageInterned(m *Message, b []byte, in *Interner) error { return decodeMessage(m, b, in) }
+
 // DecodeRoute appends the route at the start of b to dst and returns the
 // rest of b.
-func DecodeRoute(dst Route, b []byte) (Route, []byte, error) {
+func DecodeRoute(dst Route, b []byte) (Route, []byte, error) { return decodeRoute(dst, b, nil) }
+
+func decodeRoute(dst Route, b []byte, in *Interner) (Route, []byte, error) {
 	if len(b) < 1 {
 		return dst, b, fmt.Errorf("%w: truncated route", ErrMalformed)
 	}
-	return decodeRoute(dst, b[0], b[1:])
+	return decodeHops(dst, b[0], b[1:], in)
 }
 
-// decodeRoute decodes the n hops at the start of b.
-func decodeRoute(dst Route, count byte, b []byte) (Route, []byte, error) {
+// decodeHops decodes the count hops at the start of b.
+func decodeHops(dst Route, count byte, b []byte, in *Interner) (Route, []byte, error) {
 	n := int(count)
 	if n > MaxRouteLen {
 		return dst, b, fmt.Errorf("%w: route of %d hops, more than %d", ErrMalformed, n, MaxRouteLen)
@@ -183,7 +222,7 @@ func decodeRoute(dst Route, count byte, b []byte) (Route, []byte, error) {
 		if len(b) < 2+l {
 			return dst, b, fmt.Errorf("%w: truncated address", ErrMalformed)
 		}
-		dst = append(dst, Address{Type: t, Value: string(b[2 : 2+l])})
+		dst = append(dst, Address{Type: t, Value: in.intern(b[2 : 2+l])})
 		b = b[2+l:]
 	}
 	return dst, b, nil

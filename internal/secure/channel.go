@@ -54,6 +54,15 @@ type link struct {
 	once     sync.Once
 	lastRecv atomic.Int64 // unix nanos
 	lastSend atomic.Int64
+	ret      routing.Route // our decryptor, the return route of what we send
+	q        sendQueue
+	peer     string // sess.Peer().String(), for Message.Peer
+
+	rx struct { // decrypt's, see there
+		mu  sync.Mutex
+		msg routing.Message
+		in  routing.Interner
+	}
 }
 
 // Done is closed when the link has ended.
@@ -98,7 +107,10 @@ type Stats struct {
 	Sent, Received, Rejected uint64
 	BytesOut, BytesIn        uint64    // channel messages (ciphertext) sent and opened
 	UpSince                  time.Time // zero while down
-	LastError                string
+	// Late counts messages of the current session that arrived behind a
+	// later one (accepted, but sent or carried out of order).
+	Late      uint64
+	LastError string
 }
 
 // Stats returns the channel's counters.
@@ -107,8 +119,9 @@ func (c *Channel) Stats() Stats {
 	defer c.mu.Unlock()
 	st := Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(),
 		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(), LastError: c.lastErr}
-	if c.cur.Load() != nil {
+	if l := c.cur.Load(); l != nil {
 		st.UpSince = c.upSince
+		st.Late = l.sess.Stats().Late
 	}
 	return st
 }
@@ -231,38 +244,14 @@ func (c *Channel) Close() {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, channel.MaxMessage); return &b }}
 
 // encrypt is the encryptor: it seals everything after its own hop and sends
-// it to the peer's decryptor. It runs on the sender's goroutine.
+// it to the peer's decryptor (send.go). It runs on the sender's goroutine.
 func (c *Channel) encrypt(m *routing.Message) error {
 	l := c.cur.Load()
 	if l == nil {
 		return ErrDown
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// Lay the plaintext after room for the channel header so that it is
-	// sealed in place.
-	buf := (*bp)[:channel.HeaderLen]
 	inner := routing.Message{Kind: m.Kind, Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
-	if routing.EncodedLen(&inner) > channel.MaxPayload {
-		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", routing.EncodedLen(&inner), channel.MaxPayload)
-	}
-	buf, err := routing.AppendMessage(buf, &inner)
-	if err != nil {
-		return err
-	}
-	ct, err := l.sess.Seal(buf[:0], buf[channel.HeaderLen:])
-	if err != nil {
-		return err
-	}
-	*bp = ct[:0]
-	out := routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}
-	if err := c.mgr.n.Send(context.Background(), &out); err != nil {
-		return err
-	}
-	l.lastSend.Store(time.Now().UnixNano())
-	c.sent.Add(1)
-	c.bytesOut.Add(uint64(len(out.Payload)))
-	return nil
+	return c.send(l, &inner)
 }
 
 // decrypt is the decryptor of link l: it opens a message from the peer (in
@@ -305,8 +294,17 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		return err
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
-	var inner routing.Message
-	if err := routing.DecodeMessage(&inner, pt); err != nil {
+	// The decoded message and its routes are reused from one message to
+	// the next (a handler owns a message only for the duration of the
+	// call), and address strings come from the link's interner; a second
+	// reader decrypting for the link at the same time decodes afresh.
+	inner := &routing.Message{}
+	var in *routing.Interner
+	if l.rx.mu.TryLock() {
+		defer l.rx.mu.Unlock()
+		inner, in = &l.rx.msg, &l.rx.in
+	}
+	if err := routing.DecodeMessageInterned(inner, pt, in); err != nil {
 		c.rejected.Add(1)
 		return err
 	}
@@ -321,8 +319,8 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 	inner.Return = append(inner.Return, routing.Address{})
 	copy(inner.Return[1:], inner.Return)
 	inner.Return[0] = routing.LocalAddr(c.addr)
-	inner.Peer = l.sess.Peer().String()
-	return c.mgr.n.Send(context.Background(), &inner)
+	inner.Peer = l.peer
+	return c.mgr.n.Send(context.Background(), inner)
 }
 
 // handshake runs the initiator's side of one handshake through c.route,
@@ -425,6 +423,8 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 		return fail(FailMalformed, err)
 	}
 	l.remote = msg2.Return
+	l.ret = routing.Route{routing.LocalAddr(l.dec)}
+	l.peer = l.sess.Peer().String()
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -492,7 +492,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 		return err
 	}
 	r.timer.Stop()
-	l := &link{sess: sess, dec: r.dec, remote: r.remote, done: make(chan struct{})}
+	l := &link{sess: sess, dec: r.dec, remote: r.remote, ret: routing.Route{routing.LocalAddr(r.dec)}, peer: sess.Peer().String(), done: make(chan struct{})}
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -626,13 +626,5 @@ const (
 )
 
 func (c *Channel) keepalive(l *link) {
-	var b [channel.HeaderLen + 2 + channel.TagLen]byte
-	pt := b[channel.HeaderLen : channel.HeaderLen+2] // empty onward and return routes
-	ct, err := l.sess.Seal(b[:0], pt)
-	if err != nil {
-		return
-	}
-	if c.mgr.n.Send(context.Background(), &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}) == nil {
-		l.lastSend.Store(time.Now().UnixNano())
-	}
+	c.send(l, nil)
 }
