@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,10 +31,11 @@ import (
 //	server ns udps-*: server_sidecar, outlet --udp; HTTP, sink, UDP echo, DNS, iperf3 -s on 127.0.0.1
 
 const (
-	portUDPEcho = 7002
-	portDNS     = 5353
-	portUDPWho  = 7003 // answers each datagram with the source address it saw
-	dnsName     = "db.internal."
+	portUDPEcho  = 7002
+	portDNS      = 5353
+	portUDPWho   = 7003 // answers each datagram with the source address it saw
+	portIdleEcho = 7004 // TCP echo from a process of its own (TestTunIdleFlows)
+	dnsName      = "db.internal."
 )
 
 var dnsAnswer = netip.MustParseAddr("10.20.30.40")
@@ -184,7 +187,7 @@ func (w *world) upUDP() {
 	w.ockam(w.server.name, "", "node", "create", "server_sidecar")
 	w.waitNode("server_sidecar")
 	w.ockam("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/outlet", "--udp",
-		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d,%d,%d,%d", portHTTP, portIperf, portSink, portEcho, portUDPEcho, portDNS, portUDPWho))
+		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d,%d,%d,%d,%d", portHTTP, portIperf, portSink, portEcho, portUDPEcho, portDNS, portUDPWho, portIdleEcho))
 	w.ockam("", "", "forwarder", "create", "server_sidecar", "--at", "/ip4/"+w.relayS+"/tcp/4000", "--to", "/node/server_sidecar")
 	w.ockam(w.client.name, "", "node", "create", "client_sidecar")
 	w.waitNode("client_sidecar")
@@ -635,6 +638,94 @@ func (w *world) pss(t *testing.T, node string) int64 {
 	return 0
 }
 
+// raiseNoFile raises this process's descriptor limit to at least n (root
+// may raise the hard limit too); the nodes it starts inherit it.
+func raiseNoFile(t *testing.T, n uint64) {
+	t.Helper()
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Cur >= n {
+		return
+	}
+	old := r
+	r.Cur, r.Max = n, max(r.Max, n)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Skipf("skipping: %d flows need %d descriptors, the limit is %d and raising it failed: %v", n-1024, n, old.Cur, err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// echoProcess serves a TCP echo on 127.0.0.1:port in the server namespace
+// from a process of its own (this test binary again, TestEchoHelper), so
+// that the echo side's descriptors do not count against this process's.
+func (w *world) echoProcess(port int) {
+	t := w.t
+	cmd := exec.Command("ip", "netns", "exec", w.server.name, os.Args[0], "-test.run=^TestEchoHelper$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("UDP_ECHO_HELPER=127.0.0.1:%d", port))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close() // the helper exits when its stdin closes
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("echo helper: %q %v", line, err)
+	}
+}
+
+// TestEchoHelper is the echo server of echoProcess; it runs only as that
+// helper process.
+func TestEchoHelper(t *testing.T) {
+	addr := os.Getenv("UDP_ECHO_HELPER")
+	if addr == "" {
+		t.Skip("only run as a helper process")
+	}
+	var r syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil {
+		r.Cur = r.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 4<<10))
+			}()
+		}
+	}()
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	ln.Close()
+}
+
 // TestTunIdleFlows measures what idle TCP flows through the interface cost
 // the client and server nodes (PSS growth per flow, as bench/bench.sh
 // does). UDP_IDLE_FLOWS sets the count (default 2000; the figure
@@ -647,12 +738,14 @@ func TestTunIdleFlows(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("UDP_IDLE_FLOWS")); err == nil {
 		n = v
 	}
+	raiseNoFile(t, uint64(n+1024)) // a client socket per flow in this process
 	w := newUDPWorld(t)
 	w.upUDP()
+	w.echoProcess(portIdleEcho)
 	ip := netip.MustParseAddr(w.ip)
 	measure := func(k int, conns *[]net.Conn) {
 		for len(*conns) < k {
-			c, err := w.client.dial(netip.AddrPortFrom(ip, portEcho).String(), 10*time.Second)
+			c, err := w.client.dial(netip.AddrPortFrom(ip, portIdleEcho).String(), 10*time.Second)
 			if err != nil {
 				t.Fatalf("flow %d: %v", len(*conns), err)
 			}
