@@ -3,10 +3,12 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -638,6 +640,30 @@ func (w *world) pss(t *testing.T, node string) int64 {
 	return 0
 }
 
+// profile saves the node's heap profile, goroutines and metrics in dir
+// (NODE.heap, NODE.goroutines, NODE.metrics), for `go tool pprof`.
+func (w *world) profile(t *testing.T, node, dir string) {
+	t.Helper()
+	sock := filepath.Join(w.home, "run", node+".sock")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for suffix, path := range map[string]string{"heap": "/debug/pprof/heap?gc=1", "goroutines": "/debug/pprof/goroutine?debug=1", "metrics": "/metrics"} {
+		resp, err := hc.Get("http://node" + path)
+		if err != nil {
+			t.Fatalf("profile %s: %v", node, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, node+"."+suffix), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // raiseNoFile raises this process's descriptor limit to at least n (root
 // may raise the hard limit too); the nodes it starts inherit it.
 func raiseNoFile(t *testing.T, n uint64) {
@@ -769,6 +795,52 @@ func TestTunIdleFlows(t *testing.T) {
 	time.Sleep(time.Second) // let the last flows settle
 	c1, s1 := w.pss(t, "client_sidecar"), w.pss(t, "server_sidecar")
 	k := float64(n - n/10)
+	if dir := os.Getenv("UDP_IDLE_PROFILE"); dir != "" {
+		for _, node := range []string{"client_sidecar", "server_sidecar"} {
+			w.profile(t, node, dir)
+		}
+	}
 	t.Logf("%d idle flows through the TUN: client %.1f KiB, server %.1f KiB per flow (PSS growth over %d flows)",
 		n, float64(c1-c0)/k, float64(s1-s0)/k, n-n/10)
+}
+
+// TestTunIdleAfterBulk: a TUN flow whose window grew in a bulk transfer and
+// then goes idle releases the credit it holds (portal.IdleRelease) and
+// carries on: the flow's read deadline wakes its reader with an error that
+// matches os.ErrDeadlineExceeded, not a reset.
+func TestTunIdleAfterBulk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping in -short")
+	}
+	w := newUDPWorld(t)
+	w.upUDP()
+	c, err := w.client.dial(net.JoinHostPort(w.ip, strconv.Itoa(portEcho)), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	const bulk = 64 << 20
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, c, bulk)
+		got <- err
+	}()
+	if _, err := c.Write(make([]byte, bulk)); err != nil {
+		t.Fatalf("bulk write: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("bulk echo: %v", err)
+	}
+	// Idle for longer than portal.IdleRelease (1 s) on both sides: the
+	// condition under test is the idleness itself.
+	time.Sleep(2500 * time.Millisecond)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatalf("write after idle: %v", err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo after idle: %q %v", b, err)
+	}
 }

@@ -566,9 +566,16 @@ func writeNow(raw syscall.RawConn, b []byte) int {
 // chunk, after DataHeader bytes of room. An idle flow holds no chunk: on a
 // connection with a file descriptor, each non-blocking read attempt takes a
 // chunk and gives it back if there was nothing to read, before waiting for
-// readability. One syscall per chunk when data is ready.
+// readability. One syscall per chunk when data is ready. A connection
+// without one (a netstack.Conn: the TUN's flows) that can wait for
+// readability, honouring the read deadline, waits before taking a chunk.
 func (f *Flow) readChunk(c net.Conn, room int) (*[]byte, int, error) {
 	if f.rawRead == nil {
+		if w, ok := c.(interface{ WaitReadable() error }); ok {
+			if err := w.WaitReadable(); err != nil {
+				return chunkPool.Get().(*[]byte), 0, err
+			}
+		}
 		bp := chunkPool.Get().(*[]byte)
 		buf := (*bp)[:cap(*bp)]
 		n, err := c.Read(buf[DataHeader : DataHeader+room])
