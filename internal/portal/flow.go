@@ -52,6 +52,7 @@ type Flow struct {
 	n      *router.Node
 	log    *slog.Logger
 	budget *budget
+	paths  *paths
 	addr   string // our worker address
 
 	remote  routing.Route // to the peer flow
@@ -95,8 +96,9 @@ type Flow struct {
 	Opened            time.Time
 	Client, Target    string
 
-	running atomic.Int32 // directions still running
-	early   int          // bytes sent with Open, before the outlet's window
+	running  atomic.Int32 // directions still running
+	onFinish func()       // called once the flow is over (an outlet's table)
+	early    int          // bytes sent with Open, before the outlet's window
 
 	peer    string // identifier of the channel peer the flow belongs to
 	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
@@ -124,7 +126,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -366,20 +368,14 @@ func (f *Flow) run(c conn) {
 		abort(c)
 	}
 	// The last of the two directions to end finishes the flow: no
-	// goroutine waits for them (an idle flow costs its two stacks, and
-	// one more only while its path can fail).
+	// goroutine waits for them, and one per path watches it for all its
+	// flows (pathwatch.go): an idle flow costs its two stacks.
+	if f.pathEnd != nil {
+		f.paths.add(f) // before the directions: finish removes it
+	}
 	f.running.Store(2)
 	go f.fromLocal(c)
 	go f.toLocal(c)
-	if f.pathEnd != nil {
-		go func() {
-			select {
-			case <-f.pathEnd:
-				f.reset(errors.New("portal: the path to the peer failed"), false)
-			case <-f.done:
-			}
-		}()
-	}
 }
 
 // exited is called by each direction as it ends.
@@ -392,6 +388,9 @@ func (f *Flow) exited() {
 func (f *Flow) finish() {
 	f.closeOnce.Do(func() {
 		f.n.Unregister(f.addr)
+		if f.pathEnd != nil {
+			f.paths.remove(f)
+		}
 		f.mu.Lock()
 		c := f.c
 		for _, bp := range f.queue {
@@ -404,6 +403,9 @@ func (f *Flow) finish() {
 			c.Close()
 		}
 		close(f.done)
+		if f.onFinish != nil {
+			f.onFinish()
+		}
 	})
 }
 
