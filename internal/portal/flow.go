@@ -490,8 +490,8 @@ func (f *Flow) localFailed(err error) {
 // peer credit back as the bytes leave.
 func (f *Flow) toLocal(c conn) {
 	defer f.exited()
-	bufs := make(net.Buffers, 0, 16)
-	chunks := make([]*[]byte, 0, 16)
+	var bufs net.Buffers // allocated with the first data: idle flows are many
+	var chunks []*[]byte
 	for {
 		f.mu.Lock()
 		for len(f.queue) == 0 && !f.finRecv && f.resetErr == nil {
