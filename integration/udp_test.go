@@ -198,6 +198,19 @@ func (w *world) upUDP() {
 		args = append(args, "--udp-rate", r)
 	}
 	w.ockam("", "", args...)
+	if r := os.Getenv("UDP_TEST_NFT"); r != "" {
+		// UDP to the interface policed by the kernel (nftables), before
+		// the node reads it: e.g. "4 mbytes/second".
+		for _, c := range [][]string{
+			{"add", "table", "inet", "udptest"},
+			{"add", "chain", "inet", "udptest", "out", "{ type filter hook output priority 0; }"},
+			{"add", "rule", "inet", "udptest", "out", "oifname", "udp0", "meta", "l4proto", "udp", "limit", "rate", "over", r, "drop"},
+		} {
+			if err := run("ip", append([]string{"netns", "exec", w.client.name, "nft"}, c...)...); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
 	if q := os.Getenv("UDP_TEST_QDISC"); q != "" {
 		if err := run("ip", "netns", "exec", w.client.name, "tc", "qdisc", "replace", "dev", "udp0", "root", q); err != nil {
 			w.t.Fatal(err)
