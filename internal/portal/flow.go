@@ -53,7 +53,8 @@ type Flow struct {
 	log    *slog.Logger
 	budget *budget
 	stalls *atomic.Uint64 // Portals.Stalls
-	addr   string         // our worker address
+	paths  *paths
+	addr   string // our worker address
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
@@ -97,8 +98,9 @@ type Flow struct {
 	Opened            time.Time
 	Client, Target    string
 
-	running atomic.Int32 // directions still running
-	early   int          // bytes sent with Open, before the outlet's window
+	running  atomic.Int32 // directions still running
+	onFinish func()       // called once the flow is over (an outlet's table)
+	early    int          // bytes sent with Open, before the outlet's window
 
 	peer    string // identifier of the channel peer the flow belongs to
 	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
@@ -126,7 +128,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -368,20 +370,14 @@ func (f *Flow) run(c conn) {
 		abort(c)
 	}
 	// The last of the two directions to end finishes the flow: no
-	// goroutine waits for them (an idle flow costs its two stacks, and
-	// one more only while its path can fail).
+	// goroutine waits for them, and one per path watches it for all its
+	// flows (pathwatch.go): an idle flow costs its two stacks.
+	if f.pathEnd != nil {
+		f.paths.add(f) // before the directions: finish removes it
+	}
 	f.running.Store(2)
 	go f.fromLocal(c)
 	go f.toLocal(c)
-	if f.pathEnd != nil {
-		go func() {
-			select {
-			case <-f.pathEnd:
-				f.reset(errors.New("portal: the path to the peer failed"), false)
-			case <-f.done:
-			}
-		}()
-	}
 }
 
 // exited is called by each direction as it ends.
@@ -394,6 +390,9 @@ func (f *Flow) exited() {
 func (f *Flow) finish() {
 	f.closeOnce.Do(func() {
 		f.n.Unregister(f.addr)
+		if f.pathEnd != nil {
+			f.paths.remove(f)
+		}
 		f.mu.Lock()
 		c := f.c
 		for _, bp := range f.queue {
@@ -406,6 +405,9 @@ func (f *Flow) finish() {
 			c.Close()
 		}
 		close(f.done)
+		if f.onFinish != nil {
+			f.onFinish()
+		}
 	})
 }
 
@@ -493,8 +495,8 @@ func (f *Flow) localFailed(err error) {
 // peer credit back as the bytes leave.
 func (f *Flow) toLocal(c conn) {
 	defer f.exited()
-	bufs := make(net.Buffers, 0, 16)
-	chunks := make([]*[]byte, 0, 16)
+	var bufs net.Buffers // allocated with the first data: idle flows are many
+	var chunks []*[]byte
 	for {
 		f.mu.Lock()
 		for len(f.queue) == 0 && !f.finRecv && f.resetErr == nil {
@@ -571,9 +573,16 @@ func writeNow(raw syscall.RawConn, b []byte) int {
 // chunk, after DataHeader bytes of room. An idle flow holds no chunk: on a
 // connection with a file descriptor, each non-blocking read attempt takes a
 // chunk and gives it back if there was nothing to read, before waiting for
-// readability. One syscall per chunk when data is ready.
+// readability. One syscall per chunk when data is ready. A connection
+// without one (a netstack.Conn: the TUN's flows) that can wait for
+// readability, honouring the read deadline, waits before taking a chunk.
 func (f *Flow) readChunk(c net.Conn, room int) (*[]byte, int, error) {
 	if f.rawRead == nil {
+		if w, ok := c.(interface{ WaitReadable() error }); ok {
+			if err := w.WaitReadable(); err != nil {
+				return chunkPool.Get().(*[]byte), 0, err
+			}
+		}
 		bp := chunkPool.Get().(*[]byte)
 		buf := (*bp)[:cap(*bp)]
 		n, err := c.Read(buf[DataHeader : DataHeader+room])

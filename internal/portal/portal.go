@@ -51,6 +51,7 @@ type Portals struct {
 	log *slog.Logger
 
 	budget budget
+	paths  paths
 
 	// Stalls counts the times a flow had data to send and no credit: it
 	// waited for the peer's window (a slow reader at the other end, or a
@@ -605,8 +606,10 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		c, err = d.DialContext(ctx, "tcp", target)
 	}
 	// The open is over: MaxPendingOpens bounds connects in progress, not
-	// the flows that live on.
+	// the flows that live on; and the goroutine that cancels it when the
+	// outlet is deleted can go.
 	o.pending.Add(-1)
+	cancel()
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Err != nil {
@@ -647,20 +650,27 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		return
 	}
 	o.total.Add(1)
+	// No goroutine waits for the flow: it leaves the outlet's table as it
+	// finishes, and DeleteOutlet resets those still there.
+	o.wg.Add(1)
+	f.onFinish = func() {
+		o.mu.Lock()
+		delete(o.flows, f)
+		o.mu.Unlock()
+		o.wg.Done()
+	}
 	o.mu.Lock()
 	o.flows[f] = struct{}{}
 	o.mu.Unlock()
 	f.Run(c)
 	select {
-	case <-f.Done():
-	case <-o.done:
-		f.reset(errors.New("portal: outlet deleted"), true)
-		<-f.Done()
+	case <-o.done: // deleted before DeleteOutlet could see the flow
+		f.reset(errOutletDeleted, true)
+	default:
 	}
-	o.mu.Lock()
-	delete(o.flows, f)
-	o.mu.Unlock()
 }
+
+var errOutletDeleted = errors.New("portal: outlet deleted")
 
 // DeleteOutlet removes an outlet and ends its flows.
 func (p *Portals) DeleteOutlet(name string) error {
@@ -673,6 +683,15 @@ func (p *Portals) DeleteOutlet(name string) error {
 	}
 	p.n.Unregister(o.addr)
 	close(o.done)
+	o.mu.Lock()
+	flows := make([]*Flow, 0, len(o.flows))
+	for f := range o.flows {
+		flows = append(flows, f)
+	}
+	o.mu.Unlock()
+	for _, f := range flows {
+		f.reset(errOutletDeleted, true)
+	}
 	o.wg.Wait()
 	return nil
 }
