@@ -181,6 +181,10 @@ func (n *Node) Logger() *slog.Logger { return n.log }
 // Listen accepts connections from other nodes on addr.
 func (n *Node) Listen(addr string) (net.Addr, error) { return n.tr.Listen(addr) }
 
+// Serve accepts connections on ln, a listener from transport.Bind, which
+// the node then owns.
+func (n *Node) Serve(ln net.Listener) (net.Addr, error) { return n.tr.Serve(ln) }
+
 // Close stops the transport, forgets every worker and waits for the dials it
 // started.
 func (n *Node) Close() error {

@@ -208,6 +208,18 @@ func New(cfg Config) *Transport {
 // Listen starts accepting connections on addr ("host:port") and returns the
 // address it is bound to.
 func (t *Transport) Listen(addr string) (net.Addr, error) {
+	ln, err := Bind(addr)
+	if err != nil {
+		return nil, err
+	}
+	return t.Serve(ln)
+}
+
+// Bind binds a TCP listener at addr without accepting on it yet, so that a
+// process can hold its port (a restarting node's saved one) while it gets
+// ready, and Serve it after. Connections that arrive meanwhile wait in the
+// kernel's backlog.
+func Bind(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -215,6 +227,12 @@ func (t *Transport) Listen(addr string) (net.Addr, error) {
 		}
 		return nil, fmt.Errorf("transport: listen: %w", err)
 	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln (from Bind), which the transport then
+// owns and closes with Close.
+func (t *Transport) Serve(ln net.Listener) (net.Addr, error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
