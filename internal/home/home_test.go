@@ -153,11 +153,23 @@ func TestRunning(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc")
 	}
-	c := exec.Command("sleep", "60", "mynode")
+	c := exec.Command("sleep", "60")
+	c.Args[0] = "mynode" // the node's name on its command line, as a node has
 	if err := c.Start(); err != nil {
 		t.Skip("no sleep:", err)
 	}
 	defer c.Process.Kill()
+	// Until it has exec'd, the child shows no command line of its own.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c.Process.Pid))
+		if strings.Contains(string(b), "mynode") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep did not start: command line %q", b)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	st := &NodeState{Name: "mynode", PID: c.Process.Pid}
 	if !st.Running() {
 		t.Fatal("a live process with the node's name is not running")
