@@ -42,6 +42,21 @@ type Config struct {
 	// bytes to send them with the open (0: DefaultEarlyWait; negative: do
 	// not wait, send only what has already arrived).
 	EarlyWait time.Duration
+	// ResumeGrace is how long a flow through a secure channel waits for
+	// the channel to come back after its session ended, to resume where it
+	// stopped (0: DefaultResumeGrace; negative: flows end with their path).
+	ResumeGrace time.Duration
+}
+
+func (p *Portals) grace() time.Duration {
+	switch g := p.cfg.ResumeGrace; {
+	case g == 0:
+		return DefaultResumeGrace
+	case g < 0:
+		return 0
+	default:
+		return g
+	}
 }
 
 // Portals owns the inlets, outlets and flows of one node.
@@ -110,6 +125,10 @@ func (p *Portals) DialEarly(ctx context.Context, route routing.Route, port uint1
 		return nil, err
 	}
 	f.pathEnd = pathEnd
+	f.resumable = pathEnd != nil && f.grace > 0
+	f.opener = true
+	f.openRoute = route.Clone()
+	f.tx, f.ubase, f.peerRecv = uint64(len(early)), uint64(len(early)), uint64(len(early))
 	f.Target = route.String()
 	f.early = len(early)
 	f.BytesOut.Add(uint64(len(early)))
@@ -398,6 +417,7 @@ type Outlet struct {
 
 	mu      sync.Mutex
 	flows   map[*Flow]struct{}
+	byAddr  map[string]*Flow
 	pending atomic.Int32
 	total   atomic.Uint64
 	lastErr atomic.Value
@@ -420,7 +440,7 @@ type OutletConfig struct {
 
 // CreateOutlet registers an outlet.
 func (p *Portals) CreateOutlet(cfg OutletConfig) (*Outlet, error) {
-	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, done: make(chan struct{})}
+	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, byAddr: map[string]*Flow{}, done: make(chan struct{})}
 	if o.addr == "" {
 		return nil, errors.New("portal: outlet needs an address (--from /service/NAME)")
 	}
@@ -511,6 +531,9 @@ func (o *Outlet) refuse(m *routing.Message, reason string) error {
 // connect on a goroutine of its own (this handler must not block).
 func (o *Outlet) open(m *routing.Message) error {
 	pm, err := Decode(m.Payload)
+	if err == nil && pm.Kind == KindResume {
+		return o.resume(m, pm)
+	}
 	if err != nil || pm.Kind != KindOpen {
 		return o.refuse(m, "expected an open message")
 	}
@@ -619,6 +642,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	f.credit = int(window)
 	f.peerWindow = int(window)
 	f.pathEnd = pathEnd
+	f.resumable = pathEnd != nil && f.grace > 0
 	f.Client = peer
 	f.peer, f.hasPeer = peer, true
 	f.Target = target
@@ -630,6 +654,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	o.total.Add(1)
 	o.mu.Lock()
 	o.flows[f] = struct{}{}
+	o.byAddr[f.addr] = f
 	o.mu.Unlock()
 	f.Run(c)
 	select {
@@ -640,7 +665,28 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	}
 	o.mu.Lock()
 	delete(o.flows, f)
+	delete(o.byAddr, f.addr)
 	o.mu.Unlock()
+}
+
+// resume passes a Resume to the flow it names; one for a flow the outlet
+// does not have (its node restarted, the flow ended) is answered with a
+// Reset, so that the opener ends at once rather than after its grace.
+func (o *Outlet) resume(m *routing.Message, pm Msg) error {
+	if m.Peer == "" {
+		return errors.New("portal: resume outside a secure channel")
+	}
+	o.mu.Lock()
+	f := o.byAddr[pm.Flow]
+	o.mu.Unlock()
+	if f == nil {
+		o.p.n.Send(context.Background(), &routing.Message{
+			Onward: m.Return.Clone(), Return: routing.Route{routing.LocalAddr(o.addr)},
+			Payload: Append(nil, Msg{Kind: KindReset, Reason: "no such flow at the outlet"}),
+		})
+		return fmt.Errorf("portal: resume of unknown flow %s", pm.Flow)
+	}
+	return f.handle(m)
 }
 
 // DeleteOutlet removes an outlet and ends its flows.
