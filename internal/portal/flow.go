@@ -125,6 +125,7 @@ type Flow struct {
 	finSent     bool
 	peerFin     bool
 	rebound     chan struct{} // cap 1: the flow resumed
+	portals     *Portals
 	// Suspends and Resumes count the flow's suspensions and resumes;
 	// Stale counts messages dropped as from another channel or resume.
 	Suspends, Resumes, Stale atomic.Uint64
@@ -150,7 +151,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace()}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -165,8 +166,11 @@ func (f *Flow) ID() string { return f.addr }
 func (f *Flow) Done() <-chan struct{} { return f.done }
 
 func (f *Flow) send(payload []byte) error {
+	f.mu.Lock()
+	remote := f.remote // a Resume rebinds an outlet's flow
+	f.mu.Unlock()
 	return f.n.Send(context.Background(), &routing.Message{
-		Onward:  f.remote,
+		Onward:  remote,
 		Return:  routing.Route{routing.LocalAddr(f.addr)},
 		Payload: payload,
 	})

@@ -67,6 +67,8 @@ type Portals struct {
 
 	budget budget
 
+	resumes, suspends atomic.Uint64 // over all flows
+
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
 	outlets map[string]*Outlet
@@ -94,6 +96,12 @@ func New(n *router.Node, cfg Config) (*Portals, error) {
 	}
 	p.budget.limit = max(p.budget.limit, 0)
 	return p, nil
+}
+
+// Resumes returns how many times flows were suspended and resumed on this
+// node, in all.
+func (p *Portals) Resumes() (suspends, resumes uint64) {
+	return p.suspends.Load(), p.resumes.Load()
 }
 
 // Dial opens a flow to the outlet at route, asking for port (0: the
@@ -207,6 +215,8 @@ type FlowInfo struct {
 	Opened   time.Time
 	Window   int // receive window now
 	Queued   int // bytes received, waiting for the local socket
+	Resumes  uint64
+	Held     int // bytes sent and kept until the peer has them
 }
 
 // CreateInlet listens on addr and carries each connection to route.
@@ -356,9 +366,9 @@ func flowInfos(m map[*Flow]struct{}) []FlowInfo {
 	out := make([]FlowInfo, 0, len(m))
 	for f := range m {
 		f.mu.Lock()
-		win, queued := f.win, f.queued
+		win, queued, held := f.win, f.queued, int(f.tx-f.peerRecv)
 		f.mu.Unlock()
-		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued})
+		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued, Resumes: f.Resumes.Load(), Held: held})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Opened.Before(out[j].Opened) })
 	return out

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -412,7 +413,7 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 
 func TestChannelLossEndsFlowsAndRecovers(t *testing.T) {
 	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
-	w := newWorld(t, s.addr())
+	w := newWorldConfig(t, s.addr(), portal.Config{ResumeGrace: -1}, portal.Config{ResumeGrace: -1})
 	c := dialInlet(t, w)
 	c.Write([]byte("ping"))
 	buf := make([]byte, 4)
@@ -516,4 +517,147 @@ func BenchmarkFlowThroughput(b *testing.B) {
 		b.Fatalf("server got %d bytes, want %d", n, int64(b.N)*int64(len(chunk)))
 	}
 	c.Close()
+}
+
+// cutPath closes the client's connections (to the relay): the channel's
+// session ends and the initiator re-establishes it.
+func cutPath(w *world) {
+	for _, l := range w.client.Links() {
+		l.Close()
+	}
+}
+
+// TestFlowsResumeAfterPathLoss sends 64 MiB each way through an echo while
+// the path is cut three times: every byte comes back, in order, and the
+// application's connection sees no error.
+func TestFlowsResumeAfterPathLoss(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	const total = 64 << 20
+	want := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for sent := 0; sent < total; sent += len(buf) {
+			rand.Read(buf)
+			want.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- c.CloseWrite()
+	}()
+	got := sha256.New()
+	c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	buf := make([]byte, 64<<10)
+	n, cuts := 0, 0
+	for n < total {
+		k, err := c.Read(buf)
+		got.Write(buf[:k])
+		n += k
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		if cuts < 3 && n > (cuts+1)*total/4 {
+			cuts++
+			cutPath(w)
+		}
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("after the echo: %v, want EOF", err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("the echo differs from what was sent")
+	}
+	_, resumes := w.cp.Resumes()
+	if resumes < uint64(cuts) {
+		t.Errorf("inlet flow resumed %d times for %d cuts", resumes, cuts)
+	}
+	t.Logf("%d MiB each way across %d path cuts, %d resumes", total>>20, cuts, resumes)
+}
+
+// TestFlowResumesAcrossRelayRestart stops the relay node and starts another
+// on the same address: an interactive flow pauses and goes on.
+func TestFlowResumesAcrossRelayRestart(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	ask := func(i int) error {
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if !bytes.Equal(b, msg) {
+			return fmt.Errorf("got %q, want %q", b, msg)
+		}
+		return nil
+	}
+	for i := 0; i < 10; i++ {
+		if err := ask(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.relayN.Close()
+	n := router.New(router.Config{})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := n.Listen(w.relayAddr); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	svc, _ := relay.NewService(n, relay.Config{})
+	t.Cleanup(func() { svc.Close(); n.Close() })
+	start := time.Now()
+	if err := ask(10); err != nil {
+		t.Fatalf("first request after the relay restarted: %v", err)
+	}
+	t.Logf("first answer %v after the relay restarted", time.Since(start).Round(time.Millisecond))
+	for i := 11; i < 20; i++ {
+		if err := ask(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := w.inlet.Flows()
+	if len(fs) != 1 || fs[0].Resumes == 0 {
+		t.Fatalf("inlet flows %+v: want one, resumed", fs)
+	}
+}
+
+// TestFlowEndsAfterGrace: with the relay gone for longer than the grace
+// period, the flow ends with a reset.
+func TestFlowEndsAfterGrace(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	cfg := portal.Config{ResumeGrace: 500 * time.Millisecond}
+	w := newWorldConfig(t, s.addr(), cfg, cfg)
+	c := dialInlet(t, w)
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	w.relayN.Close()
+	start := time.Now()
+	_, err := c.Read(buf)
+	took := time.Since(start)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the grace: %v, want a reset", err)
+	}
+	if took < 400*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("flow ended %v after the relay went, grace 500ms", took)
+	}
+	t.Logf("flow reset %v after the relay went (grace 500ms)", took.Round(time.Millisecond))
 }

@@ -285,6 +285,7 @@ func (f *Flow) retransmit() {
 			f.send(Append(nil, Msg{Kind: KindFin, Seq: seq}))
 		}
 		f.Resumes.Add(1)
+		f.portals.resumes.Add(1)
 		return
 	}
 }
@@ -382,6 +383,7 @@ func (f *Flow) watchPath() {
 		default:
 		}
 		f.Suspends.Add(1)
+		f.portals.suspends.Add(1)
 		f.log.Debug("flow suspended: its path failed", "flow", f.addr)
 		if !f.recover() {
 			f.reset(fmt.Errorf("portal: the path to the peer did not come back within %v", f.grace), true)
