@@ -259,12 +259,16 @@ type NodeSettings struct {
 	// MetricsListen is a TCP address to serve Prometheus metrics on, as
 	// well as the control socket; empty for none.
 	MetricsListen string `json:"metrics_listen,omitempty"`
+	// ResumeGrace is how long carried connections wait for their channel
+	// to come back and resume (a Go duration, "0s": they end with it);
+	// empty for portal.DefaultResumeGrace.
+	ResumeGrace string `json:"resume_grace,omitempty"`
 }
 
 // IsZero reports whether no setting is set.
 func (s NodeSettings) IsZero() bool {
 	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
-		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == ""
+		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" && s.ResumeGrace == ""
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

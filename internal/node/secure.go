@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ockam-go/ockam/internal/api"
 	"github.com/ockam-go/ockam/internal/identity"
@@ -41,9 +42,14 @@ func (d *Daemon) startSecure() error {
 	if _, err := d.sc.Listen(secure.DefaultListener, nil, false); err != nil {
 		return err
 	}
+	grace, err := resumeGrace(d.conf.Settings.ResumeGrace)
+	if err != nil {
+		return err
+	}
 	d.portals, err = portal.New(d.node, portal.Config{
-		Logger: d.log,
-		Path:   d.sc,
+		Logger:      d.log,
+		Path:        d.sc,
+		ResumeGrace: grace,
 		Allowed: func(peer string) error {
 			id, err := identity.ParseIdentifier(peer)
 			if err != nil {
@@ -53,6 +59,21 @@ func (d *Daemon) startSecure() error {
 		},
 	})
 	return err
+}
+
+// resumeGrace is portal.Config.ResumeGrace for the node setting s.
+func resumeGrace(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	g, err := time.ParseDuration(s)
+	if err != nil || g < 0 {
+		return 0, fmt.Errorf("resume grace %q: want a duration such as 30s", s)
+	}
+	if g == 0 {
+		return -1, nil
+	}
+	return g, nil
 }
 
 func (d *Daemon) stopSecure() {
