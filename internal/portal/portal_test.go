@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -660,4 +661,128 @@ func TestFlowEndsAfterGrace(t *testing.T) {
 		t.Fatalf("flow ended %v after the relay went, grace 500ms", took)
 	}
 	t.Logf("flow reset %v after the relay went (grace 500ms)", took.Round(time.Millisecond))
+}
+
+// recorder is a hostile relay worker in the channel's path: it forwards
+// everything (pushing itself on the return route, so both directions cross
+// it) and keeps a copy of every message.
+type recorder struct {
+	n    *router.Node
+	mu   sync.Mutex
+	kept []*routing.Message
+}
+
+func (r *recorder) handle(m *routing.Message) error {
+	out := &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr("evil")}, m.Return...), Payload: bytes.Clone(m.Payload)}
+	if len(out.Onward) > 0 {
+		r.mu.Lock()
+		r.kept = append(r.kept, &routing.Message{Onward: out.Onward.Clone(), Return: out.Return.Clone(), Payload: bytes.Clone(out.Payload)})
+		r.mu.Unlock()
+	}
+	return r.n.Send(context.Background(), out)
+}
+
+// replay sends every kept message again: to where it went, and to where the
+// last message with the same first hop went (towards the server, whose
+// connection to the relay stays, that is the current session's decryptor).
+// It returns how many it kept.
+func (r *recorder) replay() int {
+	r.mu.Lock()
+	kept := slices.Clone(r.kept)
+	r.mu.Unlock()
+	latest := map[routing.Address]routing.Route{}
+	for _, m := range kept {
+		latest[m.Onward[0]] = m.Onward
+	}
+	for _, m := range kept {
+		for _, to := range []routing.Route{m.Onward, latest[m.Onward[0]]} {
+			r.n.Send(context.Background(), &routing.Message{Onward: to.Clone(), Return: m.Return.Clone(), Payload: bytes.Clone(m.Payload)})
+		}
+	}
+	return len(kept)
+}
+
+// TestHostileRelayReplaysResumes: a relay that records a flow's messages
+// over three sessions (two path cuts, so two Resumes) and replays all of
+// them, old Resumes included, into the current session and the old ones,
+// changes nothing: the flow goes on exactly, the server's channel refuses
+// every replayed message, and no flow resets.
+func TestHostileRelayReplaysResumes(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	rec := &recorder{n: w.relayN}
+	if err := w.relayN.Register("evil", router.Public, rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/evil/service/forward_to_server/service/api", nil)
+	ch, err := w.cm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := w.cp.CreateInlet("evil", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", in.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	i := 0
+	ask := func() {
+		t.Helper()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+	}
+	for cut := 0; cut < 2; cut++ {
+		for k := 0; k < 5; k++ {
+			ask()
+		}
+		cutPath(w)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	if _, resumes := w.cp.Resumes(); resumes < 2 {
+		t.Fatalf("%d resumes, want 2", resumes)
+	}
+	refused := func() (n uint64) {
+		for _, m := range []*secure.Manager{w.sm, w.cm} {
+			for _, c := range m.Channels() {
+				n += c.Stats().Rejected
+			}
+		}
+		return n
+	}
+	rejectedBefore := refused()
+	n := rec.replay()
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	rejected := refused() - rejectedBefore
+	if rejected == 0 {
+		t.Fatal("the channels refused none of the replayed messages")
+	}
+	if fs := in.Flows(); len(fs) != 1 {
+		t.Fatalf("inlet flows: %+v", fs)
+	}
+	for _, o := range w.sp.Outlets() {
+		if fs := o.Flows(); len(fs) != 1 {
+			t.Fatalf("outlet flows: %+v", fs)
+		}
+	}
+	t.Logf("replayed %d recorded messages of three sessions (two Resumes among them) twice: %d refused by the channels, the flow unchanged", n, rejected)
 }
