@@ -120,7 +120,8 @@ func channelInfo(c *secure.Channel) api.ChannelInfo {
 		info.Peer = p.String()
 	}
 	if c.Role() == "initiator" {
-		info.To = c.ListenerRoute().String()
+		info.To = joinRoutes(c.Routes())
+		info.Route = c.ListenerRoute().String()
 	}
 	return info
 }
@@ -130,9 +131,38 @@ func channelAddr(s string) string {
 	return strings.TrimPrefix(s, "/service/")
 }
 
+// resolveRoutes resolves "ROUTE[,ROUTE...]": several routes to the same
+// listener (through several relays).
+func (d *Daemon) resolveRoutes(s string) ([]routing.Route, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxChannelRoutes {
+		return nil, fmt.Errorf("%d routes, at most %d", len(parts), MaxChannelRoutes)
+	}
+	var out []routing.Route
+	for _, p := range parts {
+		r, err := d.resolve(strings.TrimSpace(p))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// MaxChannelRoutes bounds the routes one channel is given.
+const MaxChannelRoutes = 8
+
+func joinRoutes(rs []routing.Route) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ",")
+}
+
 // CreateChannel opens a secure channel to a listener and records it.
 func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.ChannelInfo, error) {
-	route, err := d.resolve(req.To)
+	routes, err := d.resolveRoutes(req.To)
 	if err != nil {
 		return api.ChannelInfo{}, badRequest(err)
 	}
@@ -142,7 +172,7 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 	}
 	ctx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
-	c, err := d.sc.Create(ctx, route, ids)
+	c, err := d.sc.CreateRoutes(ctx, routes, ids)
 	if err != nil {
 		if strings.Contains(err.Error(), "got handshake1 message, want handshake2") {
 			// Our own first message came back: the route ends at a
@@ -151,7 +181,7 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 		}
 		return api.ChannelInfo{}, err
 	}
-	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
+	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: joinRoutes(routes), Authorized: req.Authorized})
 	return channelInfo(c), nil
 }
 

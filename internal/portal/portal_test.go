@@ -38,6 +38,7 @@ type world struct {
 	ch                     *secure.Channel
 	inlet                  *portal.Inlet
 	relayAddr              string
+	sid                    *identity.Secret
 }
 
 func trustAll(identity.Identifier) error { return nil }
@@ -62,6 +63,7 @@ func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *worl
 
 	cid, _ := identity.Generate(nil)
 	sid, _ := identity.Generate(nil)
+	w.sid = sid
 	w.client, w.server = router.New(router.Config{}), router.New(router.Config{})
 	w.cm, _ = secure.NewManager(w.client, secure.Config{Identity: cid, Trust: trustAll})
 	w.sm, _ = secure.NewManager(w.server, secure.Config{Identity: sid, Trust: trustAll})
@@ -785,4 +787,85 @@ func TestHostileRelayReplaysResumes(t *testing.T) {
 		}
 	}
 	t.Logf("replayed %d recorded messages of three sessions (two Resumes among them) twice: %d refused by the channels, the flow unchanged", n, rejected)
+}
+
+// TestFlowMovesToAnotherRelay: the server registers its name at two relays,
+// the client's channel has a route through each; when the relay in use
+// dies, the channel moves to the other within 2 s and the flow resumes on
+// it, exactly.
+func TestFlowMovesToAnotherRelay(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	// A second relay, where the server registers the same name.
+	r2 := router.New(router.Config{})
+	ra2, err := r2.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc2, _ := relay.NewService(r2, relay.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reg2, err := relay.Register(w.server, routing.Route{routing.TCPAddr(ra2.String())}, "server", w.sid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg2.Close(); svc2.Close(); r2.Close() })
+	if err := reg2.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var routes []routing.Route
+	for _, a := range []string{w.relayAddr, ra2.String()} {
+		rt, _ := routing.ParseRoute("/tcp/"+a+"/service/forward_to_server/service/api", nil)
+		routes = append(routes, rt)
+	}
+	ch, err := w.cm.CreateRoutes(ctx, routes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ch.ListenerRoute().String(); got != routes[0].String() {
+		t.Fatalf("route in use %s, want the first", got)
+	}
+	in, err := w.cp.CreateInlet("two", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", in.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	i := 0
+	ask := func() time.Duration {
+		t.Helper()
+		start := time.Now()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+		return time.Since(start)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	w.relayN.Close() // the relay in use dies
+	gap := ask()
+	if gap > 2*time.Second {
+		t.Errorf("the first answer took %v after the relay in use died, want < 2s", gap)
+	}
+	if got := ch.ListenerRoute().String(); got != routes[1].String() {
+		t.Fatalf("route in use %s, want the second", got)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	t.Logf("relay in use killed: the channel moved to the other relay, the flow resumed; the request across it took %v", gap.Round(time.Millisecond))
 }
