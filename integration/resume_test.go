@@ -35,6 +35,7 @@ const resumeGrace = 8 * time.Second
 type relayProc struct {
 	w    *world
 	bin  string
+	port int // 0: 4000
 	log  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -64,7 +65,7 @@ func (r *relayProc) start(t *testing.T) {
 	}
 	defer f.Close()
 	// ip netns exec switches namespace and execs: the PID is the relay's.
-	c := exec.Command("ip", "netns", "exec", r.w.relay.name, r.bin, "--listen", "0.0.0.0:4000", "--log-format", "text")
+	c := exec.Command("ip", "netns", "exec", r.w.relay.name, r.bin, "--listen", fmt.Sprintf("0.0.0.0:%d", r.portOr()), "--log-format", "text")
 	c.Stdout, c.Stderr = f, f
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func (r *relayProc) start(t *testing.T) {
 	r.runs++
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		conn, err := r.w.client.dial(r.w.relayC+":4000", 200*time.Millisecond)
+		conn, err := r.w.client.dial(fmt.Sprintf("%s:%d", r.w.relayC, r.portOr()), 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
 			return
@@ -83,6 +84,13 @@ func (r *relayProc) start(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func (r *relayProc) portOr() int {
+	if r.port == 0 {
+		return 4000
+	}
+	return r.port
 }
 
 // stop ends the relay with sig and waits for it.
@@ -327,4 +335,54 @@ func TestResumeAcrossRelayRestarts(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// TestTwoRelays: the server registers its name at two ockam-relay
+// processes, the client's channel has a route through each. Killing the
+// relay in use moves the channel to the other within 2 s; the interactive
+// session on it goes on without a reset, and secure-channel show names the
+// route in use.
+func TestTwoRelays(t *testing.T) {
+	w := newWorld(t)
+	bin := buildRelay(t)
+	r1 := &relayProc{w: w, bin: bin, port: 4000, log: filepath.Join(w.home, "relay1.log")}
+	r2 := &relayProc{w: w, bin: bin, port: 4001, log: filepath.Join(w.home, "relay2.log")}
+	for _, r := range []*relayProc{r1, r2} {
+		t.Cleanup(func() { r.stop(syscall.SIGKILL) })
+		r.start(t)
+	}
+	w.ockam(w.server.name, "", "node", "create", "server_sidecar")
+	w.waitNode("server_sidecar")
+	w.ockam("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/echo_outlet", "--to", fmt.Sprintf("127.0.0.1:%d", portEcho))
+	for _, port := range []int{4000, 4001} {
+		w.ockam("", "", "relay", "create", "server_sidecar", "--at", fmt.Sprintf("/ip4/%s/tcp/%d", w.relayS, port), "--to", "/node/server_sidecar")
+	}
+	w.ockam(w.client.name, "", "node", "create", "client_sidecar")
+	w.waitNode("client_sidecar")
+	route := func(port int) string {
+		return fmt.Sprintf("/ip4/%s/tcp/%d/service/forward_to_server_sidecar/service/api", w.relayC, port)
+	}
+	w.channel = w.ockam("", "", "secure-channel", "create", "--from", "/node/client_sidecar", "--to", route(4000), "--to", route(4001))
+	echo := w.ockam("", w.channel+"\n", "tcp-inlet", "create", "--at", "/node/client_sidecar", "--from", "127.0.0.1:7101", "--to", "-/service/echo_outlet")
+	inUse := func() string {
+		out := w.ockam("", "", "secure-channel", "show", w.channel, "--at", "/node/client_sidecar")
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "In use:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatalf("secure-channel show has no In use line:\n%s", out)
+		return ""
+	}
+	if got := inUse(); got != route(4000) {
+		t.Fatalf("route in use %s, want %s", got, route(4000))
+	}
+	gap, n := w.interactive(t, echo, 5*time.Second, func() { r1.stop(syscall.SIGKILL) })
+	if gap > 2*time.Second {
+		t.Errorf("longest gap %v when the relay in use died, want under 2s", gap)
+	}
+	if got := inUse(); got != route(4001) {
+		t.Fatalf("route in use %s after the first relay died, want %s", got, route(4001))
+	}
+	t.Logf("two relays, the one in use SIGKILLed: %d answers, longest gap %v; the channel moved to %s", n, gap.Round(time.Millisecond), route(4001))
 }
