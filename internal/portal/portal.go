@@ -216,7 +216,8 @@ type FlowInfo struct {
 	Window   int // receive window now
 	Queued   int // bytes received, waiting for the local socket
 	Resumes  uint64
-	Held     int // bytes sent and kept until the peer has them
+	Held     int    // bytes sent and kept until the peer has them
+	Foreign  uint64 // messages from other identities, dropped
 }
 
 // CreateInlet listens on addr and carries each connection to route.
@@ -368,7 +369,7 @@ func flowInfos(m map[*Flow]struct{}) []FlowInfo {
 		f.mu.Lock()
 		win, queued, held := f.win, f.queued, int(f.tx-f.peerRecv)
 		f.mu.Unlock()
-		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued, Resumes: f.Resumes.Load(), Held: held})
+		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued, Resumes: f.Resumes.Load(), Held: held, Foreign: f.Foreign.Load()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Opened.Before(out[j].Opened) })
 	return out

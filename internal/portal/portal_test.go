@@ -869,3 +869,68 @@ func TestFlowMovesToAnotherRelay(t *testing.T) {
 	}
 	t.Logf("relay in use killed: the channel moved to the other relay, the flow resumed; the request across it took %v", gap.Round(time.Millisecond))
 }
+
+// TestOtherIdentityCannotResumeAFlow: another identity the server trusts,
+// with a channel of its own, sends Resumes (and a Reset) naming a flow that
+// is not its own, at the outlet and at the flow's address: the flow stays
+// bound to its peer and carries on exactly.
+func TestOtherIdentityCannotResumeAFlow(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	i := 0
+	ask := func() {
+		t.Helper()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+	}
+	ask()
+	flows := w.sp.Outlets()[0].Flows()
+	if len(flows) != 1 {
+		t.Fatalf("outlet flows %+v", flows)
+	}
+	victim := flows[0].ID
+	mid, _ := identity.Generate(nil)
+	mn := router.New(router.Config{})
+	defer mn.Close()
+	mm, _ := secure.NewManager(mn, secure.Config{Identity: mid, Trust: trustAll})
+	defer mm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/forward_to_server/service/api", nil)
+	mch, err := mm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mn.Register("mallory", router.Public, func(*routing.Message) error { return nil })
+	for gen := uint32(1); gen <= 3; gen++ {
+		for _, to := range []string{"outlet", victim} {
+			for _, pm := range []portal.Msg{
+				{Kind: portal.KindResume, Gen: gen << 20, Flow: victim},
+				{Kind: portal.KindResumed, Gen: gen},
+				{Kind: portal.KindReset, Reason: "mallory"},
+			} {
+				mn.Send(ctx, &routing.Message{Onward: append(mch.Route(), routing.LocalAddr(to)), Return: routing.Route{routing.LocalAddr("mallory")}, Payload: portal.Append(nil, pm)})
+			}
+		}
+	}
+	for k := 0; k < 10; k++ {
+		ask()
+	}
+	flows = w.sp.Outlets()[0].Flows()
+	if len(flows) != 1 || flows[0].ID != victim || flows[0].Resumes != 0 || flows[0].Foreign == 0 {
+		t.Fatalf("outlet flows after another identity's resumes: %+v (want the same flow, no resume, foreign messages counted)", flows)
+	}
+	t.Logf("%d messages of another identity dropped by the flow", flows[0].Foreign)
+}
