@@ -122,6 +122,7 @@ type Flow struct {
 	unacked     []seg
 	cursor      uint64 // retransmit: the next stream byte to send
 	peerRecv    uint64 // the most the peer said it received
+	acked       uint64 // the most we said we received
 	finSent     bool
 	peerFin     bool
 	rebound     chan struct{} // cap 1: the flow resumed
@@ -266,11 +267,18 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.queued += len(data)
 			f.cond.Broadcast()
 		}
+		// Bytes received but not yet written (a slow or stalled reader)
+		// are acknowledged each quarter window all the same (Credit 0),
+		// so that the peer does not keep them too.
+		ack := credit > 0 || f.resumable && f.rx-f.acked >= uint64(min(f.win/4, creditStep))
+		if ack {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if sendPing {
 			f.sendCtl(Msg{Kind: KindPing, ID: ping})
 		}
-		if credit > 0 {
+		if ack {
 			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
 		}
 	case KindPing:
@@ -279,6 +287,9 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.mu.Lock()
 		credit := f.pongedLocked(pm.ID)
 		recv := f.rx
+		if credit > 0 {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if credit > 0 {
 			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
@@ -602,6 +613,9 @@ func (f *Flow) toLocal(c conn) {
 		f.writing = false
 		credit := f.wroteLocked(n)
 		recv := f.rx
+		if credit > 0 {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if credit > 0 {
 			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})); err != nil {

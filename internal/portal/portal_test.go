@@ -412,6 +412,13 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 	if stalledOut > stalledIn+portal.DefaultMaxFlowWindow {
 		t.Errorf("outlet sent %d bytes, inlet wrote %d: more than a window in flight", stalledOut, stalledIn)
 	}
+	// What the outlet keeps for a resume is acknowledged as the inlet
+	// receives it, written or not: about a credit step, not the window
+	// the inlet holds.
+	if f.Held > 1<<20+2*portal.MaxChunk {
+		t.Errorf("outlet holds %d unacknowledged bytes of a stalled flow, want at most about 1 MiB", f.Held)
+	}
+	t.Logf("stalled flow: the outlet keeps %d unacknowledged bytes", f.Held)
 }
 
 func TestChannelLossEndsFlowsAndRecovers(t *testing.T) {
