@@ -310,6 +310,11 @@ func (f *Flow) handle(m *routing.Message) error {
 			return nil
 		}
 		if f.resumable {
+			if f.pending != nil {
+				// The peer's resume state, not yet taken, predates
+				// this credit.
+				f.pending.Granted += uint64(pm.Credit)
+			}
 			if pm.Recv > f.tx {
 				f.mu.Unlock()
 				f.reset(errors.New("portal: peer acknowledged bytes never sent"), true)
