@@ -10,6 +10,9 @@
 #   ockam   our seed demo: inlet (client ns) -> secure channel -> relay node -> outlet (server ns)
 #   tun     our TUN path: client_sidecar's TUN + `tun map` (skipped when `ockam tun` is missing)
 #
+# UDP (direct, wg and tun, the paths that carry it): iperf3 -u at a fixed rate (--udp-rate;
+# achieved rate, loss, jitter) and 64-byte datagram round trips (p50/p99, lost).
+#
 # Measures per path and round: iperf3 1 flow and 8 flows, 64-byte request/response
 # on one connection (p50/p99), fresh connection per request (p50/p99), wrk with 32
 # connections, CPU s/GB of the path's processes (from the 1-flow run), PSS per idle
@@ -23,7 +26,7 @@ set -uo pipefail
 usage() {
 	cat <<EOF
 usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
-                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--loss PCT]
+                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--loss PCT] [--udp-rate RATE]
 
   --quick         brief measures, a smoke test (under 3 minutes)
   --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
@@ -41,7 +44,10 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
                   per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
   --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
                   packets dropped both ways (nftables), beside the same path without loss
-  (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v)
+  --udp-rate RATE the iperf3 -u rate of the UDP measures (default 100M; 0 skips them)
+  (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v;
+   BENCH_NODE_FLAGS adds flags to the sidecars' node create, e.g. --window-budget-mib 64;
+   BENCH_PROFILE=DIR saves CPU profiles of the ockam nodes during wrk, BENCH_WRK_D=S sets wrk's seconds)
 EOF
 }
 
@@ -51,7 +57,7 @@ root=$(dirname "$here")
 . "$root/scripts/netns.sh"
 
 mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
-results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" loss="" 
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" loss="" udp_rate=100M
 while (($#)); do
 	case $1 in
 	--quick) mode=quick ;;
@@ -65,6 +71,7 @@ while (($#)); do
 	--keep) keep=1 ;;
 	--wan) wan=$2; shift ;;
 	--loss) loss=$2; shift ;;
+	--udp-rate) udp_rate=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -72,10 +79,10 @@ while (($#)); do
 done
 
 if [[ $mode == quick ]]; then
-	T=2 RR_N=2000 CRR_N=200 WRK_D=2
+	T=2 RR_N=2000 CRR_N=200 WRK_D=${BENCH_WRK_D:-2}
 	: "${idle_flows:=500}"
 else
-	T=10 RR_N=10000 CRR_N=1000 WRK_D=10
+	T=10 RR_N=10000 CRR_N=1000 WRK_D=${BENCH_WRK_D:-10}
 	: "${idle_flows:=10000}"
 fi
 idle_socat=$((idle_flows / 10))
@@ -90,6 +97,10 @@ if [[ -n $wan ]]; then
 	if [[ $mode == quick ]]; then WAN_RR_N=50 WAN_CRR_N=20; else WAN_RR_N=200 WAN_CRR_N=100; fi
 fi
 ((rounds >= 1)) || { echo "--rounds must be at least 1" >&2; exit 2; }
+[[ $udp_rate =~ ^[0-9]+[KMG]?$ ]] || { echo "--udp-rate wants an iperf3 rate, e.g. 100M (0: no UDP measures)" >&2; exit 2; }
+[[ $udp_rate == 0 ]] && udp_rate=""
+# The UDP payload: within wireguard's 1420-byte MTU (1392), so no path fragments.
+UDP_LEN=1350
 
 netns_require_root
 
@@ -128,11 +139,13 @@ cleanup() {
 	[[ -n ${hold_fd:-} ]] && exec {hold_fd}>&-
 	netns_kill
 	netns_down
-	rm -f /var/run/wireguard/"${wg_c:-none}".sock /var/run/wireguard/"${wg_s:-none}".sock
+	local w
+	for w in "${wg_socks[@]}"; do rm -f /var/run/wireguard/"$w".sock; done
 	((made_run_sshd)) && rmdir /run/sshd 2>/dev/null
 	if ((keep)); then log "kept $tmp"; else rm -rf "$tmp"; fi
 	exit "$rc"
 }
+wg_socks=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -191,14 +204,14 @@ start_iperf_server() {
 	wait_listen "$NS_SERVER" "$P_IPERF" 10
 }
 start_iperf_server || exit 1
-spawn "$NS_SERVER" "$tmp/netbench-serve.log" "$NB" serve -echo "0.0.0.0:$P_ECHO" -http "0.0.0.0:$P_HTTP"
+spawn "$NS_SERVER" "$tmp/netbench-serve.log" "$NB" serve -echo "0.0.0.0:$P_ECHO" -uecho "0.0.0.0:$P_ECHO" -http "0.0.0.0:$P_HTTP"
 wait_port "$NS_SERVER" 127.0.0.1 "$P_HTTP" 10 || exit 1
 wait_port "$NS_SERVER" 127.0.0.1 "$P_ECHO" 10 || exit 1
 
 # Each path sets: EP_NS EP_HOST EP_IPERF EP_ECHO EP_HTTP (where the client
 # connects) and ROLES ("client=PID,.. relay=PID,.. server=PID,.."), the
 # processes whose CPU and memory the path costs.
-declare -A EP_NS EP_HOST EP_IPERF EP_ECHO EP_HTTP ROLES IDLE_N
+declare -A EP_NS EP_HOST EP_IPERF EP_ECHO EP_HTTP ROLES IDLE_N UDP_OK
 
 json_str() {
 	local s=$1
@@ -236,7 +249,7 @@ stat_roles() {
 setup_direct() {
 	EP_NS[direct]=$NS_RELAY EP_HOST[direct]=$SERVER_IP
 	EP_IPERF[direct]=$P_IPERF EP_ECHO[direct]=$P_ECHO EP_HTTP[direct]=$P_HTTP
-	ROLES[direct]="" IDLE_N[direct]=0
+	ROLES[direct]="" IDLE_N[direct]=0 UDP_OK[direct]=1
 }
 
 setup_socat() {
@@ -334,28 +347,39 @@ setup_ssh() {
 }
 
 WG_PORT=51820 WG_CIP=10.99.0.1 WG_SIP=10.99.0.2
-setup_wg() {
-	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
-	local d=$tmp/wg t=${NETNS_TAG: -6}
+# wg_pair TAG PORT CIP SIP CLIENT_ENDPOINT: a wireguard-go interface in the
+# client ns and one in the server ns (names ending in TAG, UDP port PORT,
+# addresses CIP and SIP); the client sends to CLIENT_ENDPOINT, the server
+# answers wherever the client's packets came from (wireguard roaming).
+# Sets WG_PIDS.
+wg_pair() {
+	local tag=$1 port=$2 cip=$3 sip=$4 ep=$5 d=$tmp/wg$1 t=${NETNS_TAG: -6} c s
 	mkdir -m 700 "$d"
-	wg_c=wgc$t wg_s=wgs$t # distinct names: the UAPI sockets share /var/run/wireguard
-	[[ ${NETNS_PREFIX:-ock} != ock ]] && wg_c=${NETNS_PREFIX}gc$t wg_s=${NETNS_PREFIX}gs$t
+	c=wgc$tag$t s=wgs$tag$t # distinct names: the UAPI sockets share /var/run/wireguard
+	[[ ${NETNS_PREFIX:-ock} != ock ]] && c=${NETNS_PREFIX}gc$tag$t s=${NETNS_PREFIX}gs$tag$t
+	wg_socks+=("$c" "$s")
 	wg genkey >"$d/c.key" && wg pubkey <"$d/c.key" >"$d/c.pub" || return 1
 	wg genkey >"$d/s.key" && wg pubkey <"$d/s.key" >"$d/s.pub" || return 1
-	spawn "$NS_CLIENT" "$tmp/wg-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_c"
+	spawn "$NS_CLIENT" "$tmp/wg$tag-client.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$c"
 	local pc=$SPAWNED
-	spawn "$NS_SERVER" "$tmp/wg-server.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$wg_s"
+	spawn "$NS_SERVER" "$tmp/wg$tag-server.log" env WG_PROCESS_FOREGROUND=1 "$wg_bin" -f "$s"
 	local ps=$SPAWNED
-	wait_until 10 "wireguard-go client socket" test -S "/var/run/wireguard/$wg_c.sock" || return 1
-	wait_until 10 "wireguard-go server socket" test -S "/var/run/wireguard/$wg_s.sock" || return 1
-	in_ns "$NS_CLIENT" wg set "$wg_c" private-key "$d/c.key" listen-port $WG_PORT \
-		peer "$(cat "$d/s.pub")" endpoint "$SERVER_IP:$WG_PORT" allowed-ips "$WG_SIP/32" || return 1
-	in_ns "$NS_SERVER" wg set "$wg_s" private-key "$d/s.key" listen-port $WG_PORT \
-		peer "$(cat "$d/c.pub")" endpoint "$CLIENT_IP:$WG_PORT" allowed-ips "$WG_CIP/32" || return 1
-	in_ns "$NS_CLIENT" ip addr add "$WG_CIP/24" dev "$wg_c" || return 1
-	in_ns "$NS_SERVER" ip addr add "$WG_SIP/24" dev "$wg_s" || return 1
-	in_ns "$NS_CLIENT" ip link set "$wg_c" mtu 1420 up || return 1
-	in_ns "$NS_SERVER" ip link set "$wg_s" mtu 1420 up || return 1
+	wait_until 10 "wireguard-go client socket" test -S "/var/run/wireguard/$c.sock" || return 1
+	wait_until 10 "wireguard-go server socket" test -S "/var/run/wireguard/$s.sock" || return 1
+	in_ns "$NS_CLIENT" wg set "$c" private-key "$d/c.key" listen-port "$port" \
+		peer "$(cat "$d/s.pub")" endpoint "$ep" allowed-ips "$sip/32" || return 1
+	in_ns "$NS_SERVER" wg set "$s" private-key "$d/s.key" listen-port "$port" \
+		peer "$(cat "$d/c.pub")" allowed-ips "$cip/32" || return 1
+	in_ns "$NS_CLIENT" ip addr add "$cip/24" dev "$c" || return 1
+	in_ns "$NS_SERVER" ip addr add "$sip/24" dev "$s" || return 1
+	in_ns "$NS_CLIENT" ip link set "$c" mtu 1420 up || return 1
+	in_ns "$NS_SERVER" ip link set "$s" mtu 1420 up || return 1
+	wait_until 10 "ping through wireguard" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$sip" >/dev/null || return 1
+	WG_PIDS="client=$pc server=$ps"
+}
+
+setup_wg() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
 	# The relay routes the wireguard UDP and nothing else: policy rules give
 	# each end a route to the other's veth address for UDP to port 51820 only.
 	in_ns "$NS_RELAY" sysctl -qw net.ipv4.ip_forward=1
@@ -367,10 +391,25 @@ setup_wg() {
 		echo "client reaches the server's veth over TCP: the relay routes more than wireguard"
 		return 1
 	fi
-	wait_until 10 "ping through wireguard" in_ns "$NS_CLIENT" ping -c1 -W1 -q "$WG_SIP" >/dev/null || return 1
+	wg_pair "" $WG_PORT $WG_CIP $WG_SIP "$SERVER_IP:$WG_PORT" || return 1
 	EP_NS[wg]=$NS_CLIENT EP_HOST[wg]=$WG_SIP
 	EP_IPERF[wg]=$P_IPERF EP_ECHO[wg]=$P_ECHO EP_HTTP[wg]=$P_HTTP
-	ROLES[wg]="client=$pc server=$ps" IDLE_N[wg]=$idle_flows
+	ROLES[wg]=$WG_PIDS IDLE_N[wg]=$idle_flows UDP_OK[wg]=1
+}
+
+# wg@wan: a second wireguard pair whose UDP goes through a packet delay line
+# in the relay ns (netbench delay -udp, the full DELAY each way), so its
+# round trip grows by 2 x DELAY like every other @wan path.
+WG_WAN_PORT=51821 WG_WAN_CIP=10.98.0.1 WG_WAN_SIP=10.98.0.2
+setup_wg_wan() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
+	spawn "$NS_RELAY" "$tmp/delay-wg-wan.log" "$NB" delay -udp -listen "$RELAY_CIP:$WG_WAN_PORT" \
+		-to "$SERVER_IP:$WG_WAN_PORT" -delay "$WAN_FULL"
+	local dl=$SPAWNED
+	wg_pair w $WG_WAN_PORT $WG_WAN_CIP $WG_WAN_SIP "$RELAY_CIP:$WG_WAN_PORT" || return 1
+	EP_NS[wg@wan]=$NS_CLIENT EP_HOST[wg@wan]=$WG_WAN_SIP
+	EP_IPERF[wg@wan]=$P_IPERF EP_ECHO[wg@wan]=$P_ECHO EP_HTTP[wg@wan]=$P_HTTP
+	ROLES[wg@wan]="$WG_PIDS relay=$dl" IDLE_N[wg@wan]=0
 }
 
 # ockam runs ockam ARGS in namespace NS, printing the command and its output.
@@ -395,9 +434,11 @@ ockam_nodes() {
 	ockam "$NS_RELAY" node create relay --tcp-listener-address "$RELAY_IP:4000" >&2 || return 1
 	wait_port "$NS_SERVER" "$RELAY_IP" 4000 10 || return 1
 	wait_port "$NS_CLIENT" "$RELAY_IP" 4000 10 || return 1
-	ockam "$NS_SERVER" node create server_sidecar >&2 || return 1
+	# shellcheck disable=SC2086 # BENCH_NODE_FLAGS is a list of flags
+	ockam "$NS_SERVER" node create server_sidecar ${BENCH_NODE_FLAGS:-} >&2 || return 1
 	ockam "$NS_SERVER" relay create server_sidecar --at "/ip4/$RELAY_IP/tcp/4000" --to /node/server_sidecar >&2 || return 1
-	ockam "$NS_CLIENT" node create client_sidecar >&2 || return 1
+	# shellcheck disable=SC2086
+	ockam "$NS_CLIENT" node create client_sidecar ${BENCH_NODE_FLAGS:-} >&2 || return 1
 	ockam_nodes_up=1
 }
 
@@ -438,8 +479,11 @@ setup_tun() {
 		return 3
 	fi
 	ockam_nodes || return 1
+	# The outlet carries UDP too where this build can (tcp-outlet --udp).
+	local udp=()
+	"$ockam_bin" tcp-outlet create --help 2>&1 | grep -q -- --udp && udp=(--udp)
 	ockam "$NS_SERVER" tcp-outlet create --at /node/server_sidecar --from /service/outlet_tun \
-		--to 127.0.0.1 --ports "$P_IPERF,$P_ECHO,$P_HTTP" >&2 || return 1
+		--to 127.0.0.1 --ports "$P_IPERF,$P_ECHO,$P_HTTP" "${udp[@]}" >&2 || return 1
 	ockam "$NS_CLIENT" tun create --at /node/client_sidecar --name "${NETNS_PREFIX:-ock}t${NETNS_TAG: -6}" >&2 || return 1
 	local addr
 	addr=$(ockam "$NS_CLIENT" secure-channel create --from /node/client_sidecar --to "$SC_ROUTE" |
@@ -451,6 +495,7 @@ setup_tun() {
 	EP_NS[tun]=$NS_CLIENT EP_HOST[tun]=$addr
 	EP_IPERF[tun]=$P_IPERF EP_ECHO[tun]=$P_ECHO EP_HTTP[tun]=$P_HTTP
 	ROLES[tun]=$(ockam_roles) IDLE_N[tun]=$idle_flows
+	((${#udp[@]})) && UDP_OK[tun]=1
 	# ================= END HOOK =================
 }
 
@@ -562,10 +607,6 @@ setup_tun_wan() {
 	ROLES[tun@wan]=$(ockam_roles) IDLE_N[tun@wan]=0
 }
 
-setup_wg_wan() {
-	echo "no UDP delay line wired for wireguard yet (netbench delay -udp exists)"
-	return 3
-}
 
 # ---------------------------------------------------------------- measures
 
@@ -593,10 +634,33 @@ run_iperf() { # PATH ROUND FLOWS [SUFFIX]
 	fi
 }
 
-run_latency() { # PATH ROUND rr|crr
+# run_iperf_udp PATH ROUND: iperf3 -u at the fixed rate, one stream; the
+# 2 MiB socket buffers keep iperf3's own bursts from overflowing the server
+# socket (the loss figure is the path's).
+run_iperf_udp() {
+	local p=$1 r=$2 f=$tmp/iperfu-$1-$2.json before after data err=""
+	wait_until 30 "iperf3 server idle" _iperf_idle
+	before=$(stat_roles "$p")
+	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
+		-u -b "$udp_rate" -l "$UDP_LEN" -w 2M -t "$T" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
+		err="iperf3 -u failed: $("$NB" iperf "$f" 2>&1 | tail -1) $(tail -1 "$f.err")"
+	fi
+	after=$(stat_roles "$p")
+	if [[ -z $err ]] && ! data=$("$NB" iperf "$f" 2>&1); then
+		err=$data data=""
+	fi
+	emit "$p" "$r" udp "${data:-}" "$before" "$after" "$err"
+	if [[ -n $err ]]; then
+		kill "$IPERF_PID" 2>/dev/null
+		wait "$IPERF_PID" 2>/dev/null
+		start_iperf_server
+	fi
+}
+
+run_latency() { # PATH ROUND rr|crr|urr
 	local p=$1 r=$2 k=$3 n data
-	[[ $k == rr ]] && n=$RR_N || n=$CRR_N
-	if [[ $p == *@wan ]]; then [[ $k == rr ]] && n=$WAN_RR_N || n=$WAN_CRR_N; fi
+	[[ $k == crr ]] && n=$CRR_N || n=$RR_N
+	if [[ $p == *@wan ]]; then [[ $k == crr ]] && n=$WAN_CRR_N || n=$WAN_RR_N; fi
 	if data=$(in_ns "${EP_NS[$p]}" timeout 120 "$NB" "$k" -addr "${EP_HOST[$p]}:${EP_ECHO[$p]}" -n "$n" 2>&1); then
 		emit "$p" "$r" "$k" "$data"
 	else
@@ -605,10 +669,29 @@ run_latency() { # PATH ROUND rr|crr
 }
 
 
+# profile_nodes PATH ROUND SECONDS: with BENCH_PROFILE=DIR, CPU profiles of
+# the three ockam nodes while wrk runs, to DIR/PATH-rROUND-NODE.pprof
+# (`go tool pprof -top DIR/ockam-r1-relay.pprof`). Backgrounded; the caller
+# waits for PROF_PIDS.
+PROF_PIDS=()
+profile_nodes() {
+	PROF_PIDS=()
+	[[ -n ${BENCH_PROFILE:-} && ${1%@wan} == @(ockam|tun) ]] || return 0
+	mkdir -p "$BENCH_PROFILE"
+	local n
+	for n in client_sidecar relay server_sidecar; do
+		curl -sf --unix-socket "$OCKAM_HOME/run/$n.sock" -o "$BENCH_PROFILE/$1-r$2-$n.pprof" \
+			"http://node/debug/pprof/profile?seconds=$3" &
+		PROF_PIDS+=($!)
+	done
+}
+
 run_wrk() {
 	local p=$1 r=$2 out rps errs
+	profile_nodes "$p" "$r" $((WRK_D > 2 ? WRK_D - 1 : 1))
 	out=$(in_ns "${EP_NS[$p]}" timeout $((WRK_D + 30)) wrk -t2 -c32 -d"${WRK_D}s" --timeout 5s \
 		"http://${EP_HOST[$p]}:${EP_HTTP[$p]}/" 2>&1)
+	((${#PROF_PIDS[@]})) && wait "${PROF_PIDS[@]}"
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 	errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
 	if [[ -n $rps && -z $errs ]]; then
@@ -698,6 +781,10 @@ measure_path() {
 	run_latency "$p" "$r" rr
 	run_latency "$p" "$r" crr
 	run_wrk "$p" "$r"
+	if [[ -n $udp_rate && -n ${UDP_OK[$p]:-} ]]; then
+		run_iperf_udp "$p" "$r"
+		run_latency "$p" "$r" urr
+	fi
 }
 
 # ---------------------------------------------------------------- run
@@ -764,6 +851,7 @@ ver() { "$@" 2>&1 | head -1; }
 	echo "socat=$(socat -V 2>&1 | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
 	echo "idle_flows=$idle_flows"
 	echo "idle_flows_socat=$idle_socat"
+	[[ -n $udp_rate ]] && echo "udp=iperf3 -u -b $udp_rate -l $UDP_LEN -w 2M, ${T}s, 1 stream; urr ${RR_N} datagrams of 64 B, one at a time, lost after 1 s"
 	[[ -n $loss ]] && echo "loss=$loss% of the relay's veth packets, both ways (nftables), 1 flow"
 	[[ -n $wan ]] && echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, userspace delay lines), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
 	echo "results=${json#"$root"/}"

@@ -56,10 +56,11 @@ type Stats struct {
 	TooOld    uint64 // dropped: nonce behind the replay window
 	Forged    uint64 // dropped: authentication failed (bit flips, truncation, wrong key, forged close)
 	Malformed uint64 // dropped: too short, too long, unknown type, reserved nonce
+	Late      uint64 // accepted, behind a later nonce: sent or carried out of order
 }
 
 type counters struct {
-	sealed, opened, replayed, tooOld, forged, malformed atomic.Uint64
+	sealed, opened, replayed, tooOld, forged, malformed, late atomic.Uint64
 }
 
 // Session is the data phase of an established channel. Seal and Open may be
@@ -147,6 +148,7 @@ func (s *Session) Stats() Stats {
 		TooOld:    s.stats.tooOld.Load(),
 		Forged:    s.stats.forged.Load(),
 		Malformed: s.stats.malformed.Load(),
+		Late:      s.stats.late.Load(),
 	}
 }
 
@@ -274,6 +276,9 @@ func (s *Session) Open(dst, msg []byte) ([]byte, error) {
 	if err != nil {
 		s.stats.forged.Add(1)
 		return dst, ErrForged
+	}
+	if n < s.recv.filter.last {
+		s.stats.late.Add(1)
 	}
 	s.recv.filter.accept(n)
 	if epoch > s.recv.epoch {

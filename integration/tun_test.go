@@ -41,6 +41,7 @@ const (
 	portIperf  = 5201
 	portSink   = 7000 // reads everything, answers the sha256 of it
 	portEcho   = 7001
+	portWarm   = 7002 // served only while a subtest listens on it
 	serverBody = "hello from the server\n"
 )
 
@@ -267,7 +268,10 @@ func (w *world) startServers() {
 		}
 	})
 	serve(w.server.listen(t, fmt.Sprintf("127.0.0.1:%d", portEcho)), func(c net.Conn) {
-		io.Copy(c, c)
+		// Not io.Copy(c, c): TCP to TCP splices through a pipe pair held
+		// for the connection's life, two more descriptors per echo
+		// connection (TestTunIdleFlows ran out of them at 5,000 flows).
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 4<<10))
 	})
 }
 
@@ -330,7 +334,7 @@ func (w *world) up() {
 	w.ockam(w.server.name, "", "node", "create", "server_sidecar")
 	w.waitNode("server_sidecar")
 	w.ockam("", "", "tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/outlet",
-		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d", portHTTP, portIperf, portSink, portEcho))
+		"--to", "127.0.0.1", "--ports", fmt.Sprintf("%d,%d,%d,%d,%d", portHTTP, portIperf, portSink, portEcho, portWarm))
 	w.ockam("", "", "forwarder", "create", "server_sidecar", "--at", "/ip4/"+w.relayS+"/tcp/4000", "--to", "/node/server_sidecar")
 	w.ockam(w.client.name, "", "node", "create", "client_sidecar")
 	w.waitNode("client_sidecar")
@@ -401,6 +405,67 @@ func TestTun(t *testing.T) {
 		}
 		if out, err := w.curl("http://unknown.ockam/"); err == nil || !strings.Contains(out, "resolve") {
 			t.Errorf("curl unknown.ockam = %q, %v; want a resolve failure", out, err)
+		}
+	})
+
+	// A flow that fails ends the application's connection with a reset,
+	// never a FIN (a cut-short download must not read as complete); and a
+	// target the outlet accepted lately is accepted at once (early data),
+	// so when it goes away the next connection is reset after connect, and
+	// the one after that, cold again, is refused at the SYN.
+	t.Run("resets", func(t *testing.T) {
+		ln := w.server.listen(t, fmt.Sprintf("127.0.0.1:%d", portWarm))
+		const head = 1000
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				// Reset only once the flow has carried a byte (a reset
+				// during the outlet's connect would be a refusal) and the
+				// client has said it has head bytes (a reset discards what
+				// the receiving socket has not read yet).
+				if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+					c.Write(make([]byte, head))
+					io.ReadFull(c, make([]byte, 1))
+				}
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close() // reset after head bytes
+			}
+		}()
+		readAll := func() (int, error) {
+			c, err := w.client.dial(addr(portWarm), 5*time.Second)
+			if err != nil {
+				return 0, err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Write([]byte("x"))
+			n, err := io.ReadFull(c, make([]byte, head))
+			if err != nil {
+				return n, err
+			}
+			c.Write([]byte("y"))
+			m, err := io.Copy(io.Discard, c)
+			return n + int(m), err
+		}
+		// Cold: dial-then-accept; the server's reset comes through as one.
+		if n, err := readAll(); n != head || !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("read %d bytes, then %v; want %d bytes and connection reset", n, err, head)
+		}
+		ln.Close()
+		<-served
+		// Warm: the connect succeeds at once; the outlet's refusal resets it.
+		n, err := readAll()
+		if n != 0 || !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("warm target gone: read %d bytes, %v; want connect then connection reset", n, err)
+		}
+		// Cold again: refused at the SYN.
+		if _, err := readAll(); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("after the reset: %v, want connection refused", err)
 		}
 	})
 

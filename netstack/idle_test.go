@@ -143,6 +143,45 @@ func TestWaitReadable(t *testing.T) {
 	}
 	b := make([]byte, 1)
 	c.Read(b)
+
+	// Deadlines: one that passes ends the wait (and a Read) with an error
+	// matching os.ErrDeadlineExceeded; one set while waiting applies at
+	// once; clearing it while waiting leaves the wait waiting.
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := c.WaitReadable(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WaitReadable past the deadline: %v", err)
+	}
+	if _, err := c.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline: %v", err)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("Read past the deadline: %v is not a net.Error timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	go func() { done <- c.WaitReadable() }()
+	time.Sleep(20 * time.Millisecond) // let it wait (the test holds either way)
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WaitReadable after a deadline set while waiting: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deadline set while waiting did not end the wait")
+	}
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	go func() { done <- c.WaitReadable() }()
+	c.SetReadDeadline(time.Time{})
+	select {
+	case err := <-done:
+		t.Fatalf("WaitReadable returned %v with nothing to read and no deadline", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	app.Write([]byte("y"))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.Read(b)
+
 	app.(*net.TCPConn).CloseWrite()
 	if err := c.WaitReadable(); err != nil {
 		t.Fatalf("WaitReadable at EOF: %v", err)

@@ -346,31 +346,26 @@ func (s *Service) connClosed(id string) {
 	}
 }
 
-// Undeliverable is the node.Config.Undeliverable of every node (the
-// forwarding service runs on all of them): channel data, or a first
-// handshake message, that reached this node for an address nobody holds (a forwarder whose registrant has gone,
+// Undeliverable is the router's undeliverable handler on every node (the
+// forwarding service runs on all of them): channel data that reached this
+// node for an address nobody holds (a forwarder whose registrant has gone,
 // or a channel of this node's previous run) gets the unknown-channel notice,
-// so the sender's channel re-establishes at once. Rate-limited to 20 a
-// second; the notice is unauthenticated and can only make a channel fail,
-// which anyone on the path can do by dropping messages.
-func (s *Service) Undeliverable(m *routing.Message) {
-	if len(m.Payload) == 0 || len(m.Return) == 0 {
-		return
-	}
-	switch typ := wire.Type(m.Payload[0]); {
-	case typ == wire.Data && len(m.Payload) >= wire.Overhead:
-	case typ == wire.Handshake1 && len(m.Payload) == wire.Handshake1Len:
-		// A first handshake message for a listener that is not there
-		// (its node stopping or starting, a relay name whose registrant
-		// left): the initiator retries at once instead of waiting out
-		// its handshake timeout.
-	default:
-		return
+// so the sender's channel re-establishes at once, and it reports true so
+// that the router sends no error reply as well. Everything else (a first
+// handshake message for a listener that is not there, a message for a
+// missing service) gets the router's error reply, which names the hop.
+// Rate-limited to 20 a second; the notice is unauthenticated and can only
+// make a channel fail, which anyone on the path can do by dropping
+// messages.
+func (s *Service) Undeliverable(m *routing.Message) bool {
+	if len(m.Payload) < wire.Overhead || len(m.Return) == 0 || wire.Type(m.Payload[0]) != wire.Data {
+		return false
 	}
 	now := time.Now().UnixNano()
 	last := s.lastNotice.Load()
 	if now-last < int64(time.Second)/20 || !s.lastNotice.CompareAndSwap(last, now) {
-		return
+		return false
 	}
-	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{byte(wire.Unknown)}})
+	s.n.Send(context.Background(), &routing.Message{Onward: m.Return.Clone(), Payload: []byte{byte(wire.Unknown)}, Via: m.Via})
+	return true
 }

@@ -245,11 +245,21 @@ func delayPipe(src, dst net.Conn, d time.Duration, maxInflight int) {
 	}
 }
 
+// udpLineBuffer is the socket buffer the UDP line asks for each way.
+const udpLineBuffer = 32 << 20
+
 // udpLine relays datagrams between clients of pc and to, each way after d.
 func udpLine(pc net.PacketConn, to string, d time.Duration, loss float64, maxPackets int) error {
 	raddr, err := net.ResolveUDPAddr("udp", to)
 	if err != nil {
 		return err
+	}
+	// Socket buffers large enough for a burst at line rate: the kernel's
+	// default (208 KiB) drops what a single reader is late for, and the
+	// drops would be the emulator's, not the path's (capped by rmem_max).
+	if u, ok := pc.(*net.UDPConn); ok {
+		u.SetReadBuffer(udpLineBuffer)
+		u.SetWriteBuffer(udpLineBuffer)
 	}
 	type packet struct {
 		b  []byte
@@ -298,6 +308,8 @@ func udpLine(pc net.PacketConn, to string, d time.Duration, loss float64, maxPac
 				mu.Unlock()
 				continue
 			}
+			conn.SetReadBuffer(udpLineBuffer)
+			conn.SetWriteBuffer(udpLineBuffer)
 			c = &client{conn: conn}
 			c.up = newQueue(func(b []byte) { conn.Write(b) })
 			down := newQueue(func(b []byte) { pc.WriteTo(b, from) })

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,8 +27,20 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	echoAddr := fs.String("echo", "", "echo server address")
 	httpAddr := fs.String("http", "", "HTTP server address")
+	uechoAddr := fs.String("uecho", "", "UDP echo server address")
 	fs.Parse(args)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if *uechoAddr != "" {
+		a, err := net.ResolveUDPAddr("udp", *uechoAddr)
+		if err != nil {
+			return err
+		}
+		pc, err := net.ListenUDP("udp", a)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- udpEchoServe(pc) }()
+	}
 	if *echoAddr != "" {
 		ln, err := net.Listen("tcp", *echoAddr)
 		if err != nil {
@@ -84,6 +97,83 @@ func echoServe(ln net.Listener) error {
 			}
 		}()
 	}
+}
+
+// udpEchoServe answers each datagram with itself.
+func udpEchoServe(pc *net.UDPConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		pc.WriteToUDPAddrPort(buf[:n], from)
+	}
+}
+
+// urr measures round trips of MsgSize-byte datagrams to a UDP echo server,
+// one at a time; a datagram not answered within -wait is counted lost
+// (answers that come later are told apart by a sequence number).
+func urr(args []string) error {
+	fs := flag.NewFlagSet("urr", flag.ExitOnError)
+	addr := fs.String("addr", "", "UDP echo server address")
+	n := fs.Int("n", 10000, "round trips measured")
+	warm := fs.Int("warmup", 200, "round trips not measured")
+	wait := fs.Duration("wait", time.Second, "how long a datagram's answer is waited for")
+	fs.Parse(args)
+	c, err := net.Dial("udp", *addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	req, resp := make([]byte, MsgSize), make([]byte, 2*MsgSize)
+	var seq uint64
+	one := func() (time.Duration, bool, error) {
+		seq++
+		binary.BigEndian.PutUint64(req, seq)
+		t := time.Now()
+		if _, err := c.Write(req); err != nil {
+			return 0, false, err
+		}
+		c.SetReadDeadline(t.Add(*wait))
+		for {
+			k, err := c.Read(resp)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, false, nil
+			}
+			if err != nil {
+				return 0, false, err
+			}
+			if k == MsgSize && binary.BigEndian.Uint64(resp) == seq {
+				return time.Since(t), true, nil
+			}
+		}
+	}
+	lost := 0
+	for i := range *warm {
+		if _, _, err := one(); err != nil {
+			return fmt.Errorf("warmup %d: %w", i, err)
+		}
+	}
+	d := make([]time.Duration, 0, *n)
+	for i := range *n {
+		x, ok, err := one()
+		if err != nil {
+			return fmt.Errorf("round trip %d: %w", i, err)
+		}
+		if !ok {
+			lost++
+			continue
+		}
+		d = append(d, x)
+	}
+	if len(d) == 0 {
+		return fmt.Errorf("no answer to any of %d datagrams", *n)
+	}
+	return printJSON(struct {
+		latency
+		Lost int `json:"lost"`
+	}{summarize(d), lost})
 }
 
 // latency is the result of rr and crr.

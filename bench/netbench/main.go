@@ -6,9 +6,10 @@
 //	netbench serve -echo ADDR -http ADDR     echo and HTTP servers
 //	netbench rr    -addr ADDR -n N           64-byte round trips on one connection
 //	netbench crr   -addr ADDR -n N           one fresh connection per round trip
+//	netbench urr   -addr ADDR -n N           64-byte datagram round trips (serve -uecho), lost counted
 //	netbench hold  -addr ADDR -n N           open N idle flows, print "ready", hold until stdin closes
 //	netbench stat  PID...                    CPU seconds and PSS of each process tree
-//	netbench iperf FILE                      summary of an iperf3 -J result
+//	netbench iperf FILE                      summary of an iperf3 -J result (-u: rate, loss, jitter)
 //	netbench report -in RUN.json -md FILE -svg FILE
 //	netbench delay -listen ADDR -to ADDR -delay D [-udp] a delay line (delay.go)
 //
@@ -23,13 +24,14 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netbench serve|rr|crr|hold|stat|iperf|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: netbench serve|rr|crr|urr|hold|stat|iperf|report|delay [flags]")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
 		"serve":  serve,
 		"rr":     rr,
 		"crr":    crr,
+		"urr":    urr,
 		"hold":   hold,
 		"stat":   stat,
 		"iperf":  iperfSummary,

@@ -112,6 +112,71 @@ var metrics = []metric{
 	{"cpurelay", "relay CPU s/GB", "s/GB", false, 2, cpuPerGB("relay")},
 	{"idle", "KiB/idle flow", "KiB", false, 1, kibPerFlow("")},
 	{"idlerelay", "relay KiB/idle flow", "KiB", false, 1, kibPerFlow("relay")},
+	{"udpmbps", "UDP Mbit/s arrived", "Mbit/s", true, 1, dataField("udp", "mbps")},
+	{"udploss", "UDP loss %", "%", false, 2, dataField("udp", "loss_pct")},
+	{"udpjitter", "UDP jitter ms", "ms", false, 3, dataField("udp", "jitter_ms")},
+	{"urr50", "UDP rr p50 µs", "µs", false, 0, dataField("urr", "p50_us")},
+	{"urr99", "UDP rr p99 µs", "µs", false, 0, dataField("urr", "p99_us")},
+	{"urrlost", "UDP rr lost", "datagrams", false, 0, dataField("urr", "lost")},
+}
+
+// udpSection writes the UDP measures of the paths that carry UDP, and our
+// TUN relative to wireguard-go in the same run.
+func udpSection(w func(string, ...any), meta map[string]string, med map[string]map[string]float64) {
+	cols := []string{"udpmbps", "udploss", "udpjitter", "urr50", "urr99", "urrlost"}
+	var ps []struct{ id, label string }
+	for _, p := range paths {
+		for _, c := range cols {
+			if _, ok := med[p.id][c]; ok {
+				ps = append(ps, p)
+				break
+			}
+		}
+	}
+	if len(ps) == 0 {
+		return
+	}
+	byID := map[string]metric{}
+	for _, m := range metrics {
+		byID[m.id] = m
+	}
+	w("## UDP\n\n")
+	w("%s. Only the paths that carry UDP: the kernel (direct), wireguard-go and our TUN\n", meta["udp"])
+	w("(an outlet created with `--udp`); the inlet, socat and ssh carry TCP only.\n\n")
+	w("| path |")
+	for _, c := range cols {
+		w(" %s |", byID[c].label)
+	}
+	w("\n|---|")
+	for range cols {
+		w("---:|")
+	}
+	w("\n")
+	for _, p := range ps {
+		w("| %s |", p.label)
+		for _, c := range cols {
+			if v, ok := med[p.id][c]; ok {
+				w(" %s |", format(v, byID[c].prec))
+			} else {
+				w(" – |")
+			}
+		}
+		w("\n")
+	}
+	if len(med["tun"]) > 0 && len(med["wg"]) > 0 {
+		w("| ockam tun ÷ wireguard-go |")
+		for _, c := range cols {
+			v, ok1 := med["tun"][c]
+			r, ok2 := med["wg"][c]
+			if ok1 && ok2 && r != 0 {
+				w(" %.2f× |", v/r)
+			} else {
+				w(" – |")
+			}
+		}
+		w("\n")
+	}
+	w("\n")
 }
 
 func median(v []float64) float64 {
@@ -427,6 +492,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		}
 	}
 	w("\n")
+	udpSection(w, meta, med)
 	if svgRef != "" {
 		w("## Chart\n\n![throughput, latency and HTTP rate by path](%s)\n\n", svgRef)
 	}

@@ -155,10 +155,14 @@ func iperfSummary(args []string) error {
 				Bytes       int64   `json:"bytes"`
 				Retransmits int64   `json:"retransmits"`
 				BPS         float64 `json:"bits_per_second"`
+				Packets     *int64  `json:"packets"` // UDP (-u) only
 			} `json:"sum_sent"`
 			SumReceived struct {
-				Bytes int64   `json:"bytes"`
-				BPS   float64 `json:"bits_per_second"`
+				Bytes       int64   `json:"bytes"`
+				BPS         float64 `json:"bits_per_second"`
+				Packets     int64   `json:"packets"`
+				LostPackets int64   `json:"lost_packets"`
+				JitterMs    float64 `json:"jitter_ms"`
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
@@ -170,6 +174,22 @@ func iperfSummary(args []string) error {
 	}
 	if r.End.SumReceived.Bytes == 0 {
 		return fmt.Errorf("iperf3: no bytes received")
+	}
+	if r.End.SumSent.Packets != nil {
+		// UDP: the rate that arrived is the sent rate less the lost
+		// share (the receiver's own figure counts what was sent).
+		rcv := r.End.SumReceived
+		if rcv.Packets <= 0 {
+			return fmt.Errorf("iperf3: no datagrams counted")
+		}
+		lost := float64(rcv.LostPackets) / float64(rcv.Packets)
+		return printJSON(map[string]any{
+			"sent_mbps": r.End.SumSent.BPS / 1e6,
+			"mbps":      r.End.SumSent.BPS * (1 - lost) / 1e6,
+			"loss_pct":  100 * lost,
+			"jitter_ms": rcv.JitterMs,
+			"packets":   rcv.Packets,
+		})
 	}
 	return printJSON(map[string]any{
 		"gbps":        r.End.SumReceived.BPS / 1e9,

@@ -19,6 +19,7 @@ import (
 	"github.com/ockam-go/ockam/internal/identity"
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/transport"
 	"github.com/ockam-go/ockam/relay"
 )
 
@@ -165,7 +166,7 @@ func rawConn(t *testing.T, addr string, rcvbuf int) *net.TCPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write([]byte{1}); err != nil {
+	if _, err := c.Write([]byte{transport.ProtocolVersion}); err != nil {
 		t.Fatal(err)
 	}
 	return c.(*net.TCPConn)

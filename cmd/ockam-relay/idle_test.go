@@ -15,6 +15,7 @@ import (
 	"github.com/ockam-go/ockam/internal/identity"
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/transport"
 	"github.com/ockam-go/ockam/relay"
 )
 
@@ -76,11 +77,11 @@ func TestIdleConnectionsAndGarbage(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		c.Write([]byte{1})
+		c.Write([]byte{transport.ProtocolVersion})
 		idle = append(idle, c)
 	}
 	// Garbage: wrong version, oversize frame, bad message.
-	for _, g := range [][]byte{{9}, {1, 0xff, 0xff, 0xff, 0xff}, {1, 0, 0, 0, 3, 40, 1, 2}} {
+	for _, g := range [][]byte{{9}, {transport.ProtocolVersion, 0xff, 0xff, 0xff, 0xff}, {transport.ProtocolVersion, 0, 0, 0, 3, 40, 1, 2}} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

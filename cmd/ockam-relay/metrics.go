@@ -154,6 +154,8 @@ func (m *metricsServer) exposition() []byte {
 	metric("ockam_node_connection_dropped_messages", "gauge", "Messages the open connections dropped because their peer did not read fast enough.", sample{"", float64(ls.Dropped)})
 	metric("ockam_node_messages_dropped_total", "counter", "Messages that had nowhere to go (no worker, a full queue, an empty route).", sample{"", float64(m.n.Dropped.Load())})
 	metric("ockam_node_messages_refused_total", "counter", "Messages the router's reachability rules turned away.", sample{"", float64(m.n.Refused.Load())})
+	metric("ockam_node_error_replies_total", "counter", "Error replies to senders whose message named an address the relay could not give it to (a name nobody holds): sent, or not sent because the sender had used up its share.",
+		sample{`{result="sent"}`, float64(m.n.ErrorReplies.Load())}, sample{`{result="limited"}`, float64(m.n.ErrorRepliesLimited.Load())})
 	metric("ockam_relay_hosted_names", "gauge", "Relay names registered at this relay.", sample{"", float64(len(m.svc.List()))})
 	return b.Bytes()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -97,6 +98,16 @@ func TestRelayMetricsAndHealth(t *testing.T) {
 	defer cancel()
 	if _, err := a.Request(ctx, echo, []byte("ping")); err != nil {
 		t.Fatal(err)
+	}
+	// A name nobody holds: the relay binary answers with an error reply
+	// naming it, and counts it.
+	nobody, _ := routing.ParseRoute("/tcp/"+p.addr+"/service/forward_to_nobody/service/echo", nil)
+	var u *router.UnreachableError
+	if _, err := a.Request(ctx, nobody, []byte("ping")); !errors.As(err, &u) || u.Hop.Value != "forward_to_nobody" {
+		t.Fatalf("request to a name nobody holds: %v, want an error reply naming forward_to_nobody", err)
+	}
+	if v := value(t, scrape(t, base+"/metrics"), "ockam_node_error_replies_total", "result=sent"); v != 1 {
+		t.Errorf("error replies sent: %v, want 1", v)
 	}
 	// A remote sender may not make the relay connect anywhere: refused.
 	onward, _ := routing.ParseRoute("/tcp/"+p.addr+"/tcp/127.0.0.1:1/service/echo", nil)

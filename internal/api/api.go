@@ -84,17 +84,20 @@ type CreateChannel struct {
 
 // ChannelInfo describes a secure channel end.
 type ChannelInfo struct {
-	Address   string `json:"address"`         // local route: /service/<hex>
-	Role      string `json:"role"`            // initiator or responder
-	To        string `json:"to"`              // routes the channel was made to, comma-separated (initiator)
-	Route     string `json:"route,omitempty"` // the route in use (initiator)
-	Peer      string `json:"peer"`            // peer identifier
-	State     string `json:"state"`
-	Epoch     uint64 `json:"epoch"`
-	Sent      uint64 `json:"sent"`
-	Received  uint64 `json:"received"`
-	Rejected  uint64 `json:"rejected"`
-	LastError string `json:"last_error,omitempty"`
+	Address   string    `json:"address"`         // local route: /service/<hex>
+	Role      string    `json:"role"`            // initiator or responder
+	To        string    `json:"to"`              // routes the channel was made to, comma-separated (initiator)
+	Route     string    `json:"route,omitempty"` // the route in use (initiator)
+	Peer      string    `json:"peer"`            // peer identifier
+	State     string    `json:"state"`
+	Epoch     uint64    `json:"epoch"`
+	Sent      uint64    `json:"sent"`
+	Received  uint64    `json:"received"`
+	Rejected  uint64    `json:"rejected"`
+	BytesOut  uint64    `json:"bytes_out"`         // channel messages sent, ciphertext bytes
+	BytesIn   uint64    `json:"bytes_in"`          // channel messages received, ciphertext bytes
+	UpSince   time.Time `json:"up_since,omitzero"` // while up
+	LastError string    `json:"last_error,omitempty"`
 }
 
 // CreateListener asks a node to run a secure channel listener.

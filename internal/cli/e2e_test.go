@@ -334,10 +334,11 @@ func TestBadInputOneLineError(t *testing.T) {
 		{"missing flag", []string{"message", "send", "hi", "--to", "/service/echo"}, "missing --from"},
 		{"unknown flag", []string{"node", "list", "--bogus"}, "unknown flag: --bogus"},
 		{"bad node name", []string{"node", "create", "../x"}, "invalid node name"},
+		{"window above budget", []string{"node", "create", "w", "--max-flow-window-mib", "64", "--window-budget-mib", "32"}, "more than --window-budget-mib"},
 		{"unreachable", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/tcp/" + freePort(t) + "/service/echo"}, "connection refused"},
 		{"empty pipe", []string{"tcp-inlet", "create", "--at", "/node/a", "--to", "-/service/outlet"}, "standard input is empty"},
 		{"bad output", []string{"node", "list", "--output", "yaml"}, "the only format is json"},
-		{"unknown service", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/node/a/service/nothing", "--timeout", "300ms"}, "no reply"},
+		{"unknown service", []string{"message", "send", "hi", "--from", "/node/a", "--to", "/node/a/service/nothing", "--timeout", "300ms"}, "no /service/nothing on the route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/ockam-go/ockam/internal/identity"
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/transport"
 )
 
 // blackhole returns the address of a loopback listener that never
@@ -292,7 +293,7 @@ func TestClientThatNeverReadsThroughRelayNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	binary.BigEndian.PutUint32(body, uint32(len(body)-4))
-	c.Write([]byte{1})
+	c.Write([]byte{transport.ProtocolVersion})
 	go func() {
 		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		for range 60 {

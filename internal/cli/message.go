@@ -19,7 +19,8 @@ func (e *env) messageCmd() *cobra.Command {
 		Use:   "send TEXT --from /node/NAME --to ROUTE",
 		Short: "Send TEXT along ROUTE from a node and print the reply",
 		Example: `  ockam message send hello --from /node/a --to /node/relay/service/forward_to_b/service/echo
-  ockam message send hello --from /node/client_sidecar --to /service/<channel>/service/echo`,
+  ockam message send hello --from /node/client_sidecar --to /service/<channel>/service/echo
+  ockam message send hello --to /node/n1/secure/api/service/echo   # through a channel to n1's api listener`,
 		Args: args("TEXT"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			n, err := nodeName("--from", from)

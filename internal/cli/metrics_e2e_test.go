@@ -57,7 +57,7 @@ func TestNodeMetrics(t *testing.T) {
 	e := newEnv(t)
 	maddr := freePort(t)
 	e.must("node", "create", "relay")
-	e.must("node", "create", "server", "--metrics-listen", maddr)
+	e.must("node", "create", "server", "--metrics-listen", maddr, "--window-budget-mib", "48", "--max-flow-window-mib", "24")
 	target := tcpServer(t, func(c net.Conn) {})
 	e.must("tcp-outlet", "create", "--at", "/node/server", "--to", target)
 	e.must("relay", "create", "server", "--at", "/node/relay", "--to", "/node/server")
@@ -83,6 +83,9 @@ func TestNodeMetrics(t *testing.T) {
 		if !ok || v < c.min {
 			t.Errorf("%s%v = %v (present %v), want at least %v", c.name, c.labels, v, ok, c.min)
 		}
+	}
+	if v, _ := sampleValue(fams, "ockam_portal_window_budget_bytes", "state", "limit"); v != 48<<20 {
+		t.Errorf("window budget %v, want the 48 MiB of --window-budget-mib", v)
 	}
 	if fams["ockam_node_messages_refused_total"].GetType() != dto.MetricType_COUNTER {
 		t.Errorf("refused is not a counter")
@@ -113,4 +116,7 @@ func TestNodeMetrics(t *testing.T) {
 		t.Fatalf("after node start: %v", err)
 	}
 	r2.Body.Close()
+	if v, _ := sampleValue(parseMetrics(t, e.must("node", "metrics", "server")), "ockam_portal_window_budget_bytes", "state", "limit"); v != 48<<20 {
+		t.Errorf("after node start, window budget %v, want the saved 48 MiB", v)
+	}
 }

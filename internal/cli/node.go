@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ockam-go/ockam/internal/portal"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -26,6 +25,7 @@ import (
 	"github.com/ockam-go/ockam/internal/home"
 	"github.com/ockam-go/ockam/internal/identity"
 	"github.com/ockam-go/ockam/internal/node"
+	"github.com/ockam-go/ockam/internal/portal"
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/vault"
 	"github.com/ockam-go/ockam/relay"
@@ -90,6 +90,8 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().IntVar(&set.LogMaxMiB, "log-max-mib", home.DefaultLogMaxMiB, "size in MiB at which node.log is rotated (one old file is kept)")
 	create.Flags().DurationVar(&grace, "resume-grace", portal.DefaultResumeGrace, "how long carried connections wait for their secure channel to come back (a relay restart) and resume where they stopped; 0: they end with it")
 	create.Flags().StringVar(&set.MetricsListen, "metrics-listen", "", "also serve Prometheus /metrics and /healthz on this TCP address (bind it to loopback or a private network; the control socket always serves /metrics)")
+	create.Flags().IntVar(&set.WindowBudgetMiB, "window-budget-mib", portal.DefaultWindowBudget>>20, "MiB all flows' receive windows may grow by together, beyond their first 256 KiB each")
+	create.Flags().IntVar(&set.MaxFlowWindowMiB, "max-flow-window-mib", portal.DefaultMaxFlowWindow>>20, "MiB one flow's receive window may grow to (what one flow carries is about this much per round trip)")
 	create.Flags().StringVar(&logFile, "log-file", "", "write the log to this file, rotated by size (used when detaching)")
 	create.Flags().MarkHidden("log-file")
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
@@ -593,10 +595,14 @@ func checkSettings(s home.NodeSettings) error {
 		{"--max-conns", int64(s.MaxConns)}, {"--max-conns-per-ip", int64(s.MaxConnsPerIP)},
 		{"--max-queue-mib", s.MaxQueueMiB}, {"--read-buffer-mib", s.ReadBufferMiB},
 		{"--max-names-per-identity", int64(s.MaxNamesPerIdentity)}, {"--log-max-mib", int64(s.LogMaxMiB)},
+		{"--window-budget-mib", int64(s.WindowBudgetMiB)}, {"--max-flow-window-mib", int64(s.MaxFlowWindowMiB)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %d", f.name, f.v)
 		}
+	}
+	if s.MaxFlowWindowMiB > s.WindowBudgetMiB {
+		return fmt.Errorf("--max-flow-window-mib %d is more than --window-budget-mib %d", s.MaxFlowWindowMiB, s.WindowBudgetMiB)
 	}
 	for _, id := range s.AllowRouting {
 		if _, err := identity.ParseIdentifier(id); err != nil {
@@ -619,6 +625,8 @@ func settingsArgs(s home.NodeSettings) []string {
 		"--read-buffer-mib", strconv.FormatInt(s.ReadBufferMiB, 10),
 		"--max-names-per-identity", strconv.Itoa(s.MaxNamesPerIdentity),
 		"--log-max-mib", strconv.Itoa(s.LogMaxMiB),
+		"--window-budget-mib", strconv.Itoa(s.WindowBudgetMiB),
+		"--max-flow-window-mib", strconv.Itoa(s.MaxFlowWindowMiB),
 		"--metrics-listen", s.MetricsListen,
 		"--resume-grace", cmp.Or(s.ResumeGrace, portal.DefaultResumeGrace.String()))
 }

@@ -203,7 +203,11 @@ func (e *env) printStatus(s NodeStatus) {
 		if to == "" {
 			to = "(accepted)"
 		}
-		fmt.Fprintf(e.stdout, "    channel   %s %s %s peer %s to %s, %d sent %d received\n", c.Address, c.Role, c.State, short(c.Peer), to, c.Sent, c.Received)
+		state := c.State
+		if !c.UpSince.IsZero() {
+			state += " since " + c.UpSince.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(e.stdout, "    channel   %s %s %s, peer %s, to %s, %s out %s in (%d/%d messages)\n", c.Address, c.Role, state, short(c.Peer), to, bytesText(c.BytesOut), bytesText(c.BytesIn), c.Sent, c.Received)
 	}
 	for _, p := range s.Inlets {
 		fmt.Fprintf(e.stdout, "    inlet     %s -> %s, %d open %d in all\n", p.From, p.To, len(p.Flows), p.Total)
@@ -220,4 +224,18 @@ func (e *env) printStatus(s NodeStatus) {
 	for _, er := range s.Errors {
 		fmt.Fprintf(e.stdout, "    error     %s\n", er)
 	}
+}
+
+// bytesText prints a byte count as tailscale status does: B, KiB, MiB, GiB.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 2 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMG"[i])
 }

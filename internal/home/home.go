@@ -10,6 +10,7 @@
 package home
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,6 +149,13 @@ func (s *NodeState) Running() bool {
 	if err != nil {
 		return true // no /proc: trust kill(0)
 	}
+	if len(cmd) == 0 {
+		// An exiting process has no command line once its memory is
+		// gone, but it still holds its files (its listening sockets)
+		// until it is a zombie: not gone yet, or a node start right
+		// after a stop finds its port in use.
+		return exiting(s.PID)
+	}
 	args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
 	for _, a := range args {
 		if a == s.Name {
@@ -155,6 +163,27 @@ func (s *NodeState) Running() bool {
 		}
 	}
 	return false
+}
+
+// exiting reports whether pid, which has no command line, is a user
+// process that is exiting (not yet a zombie) rather than a zombie or a
+// kernel thread (children of kthreadd, pid 2) that reused the PID.
+func exiting(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return false
+	}
+	state, ppid := f[0], f[1]
+	return state != "Z" && state != "X" && ppid != "2" && pid != 2
 }
 
 // Route returns the route of the node's TCP listener.
@@ -259,6 +288,11 @@ type NodeSettings struct {
 	// MetricsListen is a TCP address to serve Prometheus metrics on, as
 	// well as the control socket; empty for none.
 	MetricsListen string `json:"metrics_listen,omitempty"`
+	// WindowBudgetMiB is the node-wide budget for flows' receive windows
+	// above their initial size, MaxFlowWindowMiB the most one flow's window
+	// grows to (portal.Config; their defaults when zero).
+	WindowBudgetMiB  int `json:"window_budget_mib,omitempty"`
+	MaxFlowWindowMiB int `json:"max_flow_window_mib,omitempty"`
 	// ResumeGrace is how long carried connections wait for their channel
 	// to come back and resume (a Go duration, "0s": they end with it);
 	// empty for portal.DefaultResumeGrace.
@@ -268,7 +302,8 @@ type NodeSettings struct {
 // IsZero reports whether no setting is set.
 func (s NodeSettings) IsZero() bool {
 	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
-		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" && s.ResumeGrace == ""
+		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" &&
+		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0 && s.ResumeGrace == ""
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

@@ -3,12 +3,14 @@ package home
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWriteFileAtomicReplaces(t *testing.T) {
@@ -141,4 +143,46 @@ func TestReadLegacyConfig(t *testing.T) {
 	if len(again.Resources) != 4 {
 		t.Fatalf("after rewriting: %+v", again.Resources)
 	}
+}
+
+// TestRunning: a node's process is running while it lives (even once its
+// command line is gone: it may still hold its sockets), and not once it is
+// a zombie, nor when its PID now belongs to a kernel thread or another
+// program.
+func TestRunning(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	c := exec.Command("sleep", "60", "mynode")
+	if err := c.Start(); err != nil {
+		t.Skip("no sleep:", err)
+	}
+	defer c.Process.Kill()
+	st := &NodeState{Name: "mynode", PID: c.Process.Pid}
+	if !st.Running() {
+		t.Fatal("a live process with the node's name is not running")
+	}
+	if other := (&NodeState{Name: "othernode", PID: c.Process.Pid}); other.Running() {
+		t.Fatal("a reused PID (another command line) is taken for the node")
+	}
+	if k := (&NodeState{Name: "kthreadd", PID: 2}); k.Running() {
+		t.Fatal("a kernel thread (no command line) is taken for the node")
+	}
+	// A zombie: killed, not yet waited for.
+	c.Process.Signal(syscall.SIGKILL)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed process did not become a zombie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.Running() {
+		t.Fatal("a zombie is running")
+	}
+	c.Wait()
 }

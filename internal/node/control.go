@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ockam-go/ockam/internal/api"
+	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/relay"
 )
@@ -50,17 +51,21 @@ func (d *Daemon) Shutdown(context.Context) error {
 
 // Send sends a message and waits for the reply.
 func (d *Daemon) Send(ctx context.Context, req api.SendMessage) (api.MessageReply, error) {
-	route, err := d.resolve(req.To)
-	if err != nil {
-		return api.MessageReply{}, badRequest(err)
-	}
 	ctx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
+	route, done, err := d.secureRoute(ctx, req.To)
+	if err != nil {
+		return api.MessageReply{}, err
+	}
+	defer done()
 	m, err := d.node.Request(ctx, route, []byte(req.Payload))
+	if u := (*router.UnreachableError)(nil); errors.As(err, &u) {
+		// Nodes answer a missing and a refused address alike (telling
+		// them apart would tell a stranger what they hold).
+		return api.MessageReply{}, notFound(fmt.Errorf("no %s on the route %s: the node there has no such service, or does not let this node reach it", u.Hop, req.To))
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		// Other nodes do not say whether an address is missing or
-		// refused (that would tell a stranger what they hold).
-		return api.MessageReply{}, fmt.Errorf("no reply from %s within %v: a node on the route is down, or a service on it is missing or not reachable from here (other nodes do not say which); try the route hop by hop with /service/echo", req.To, timeout(req.Timeout))
+		return api.MessageReply{}, fmt.Errorf("no reply from %s within %v: a node on the route is down, or the service at its end does not answer; try the route hop by hop with /service/echo", req.To, timeout(req.Timeout))
 	}
 	if err != nil {
 		return api.MessageReply{}, err

@@ -24,6 +24,7 @@ import (
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
 	"github.com/ockam-go/ockam/internal/secure"
+	"github.com/ockam-go/ockam/internal/transport"
 	"github.com/ockam-go/ockam/internal/vault"
 	"github.com/ockam-go/ockam/relay"
 )
@@ -123,6 +124,19 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if d.fwd, err = relay.NewService(d.node, relay.Config{Logger: log, Authorize: d.trusts, MaxNamesPerIdentity: set.MaxNamesPerIdentity}); err != nil {
 		return nil, err
 	}
+	// Bind the listener first, though it serves only once everything is
+	// back: a restarting node's saved port is free now, and the
+	// connections that restoring opens (channels, relays) take ephemeral
+	// ports, which could otherwise be that one.
+	ln, err := transport.Bind(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if ln != nil {
+			ln.Close()
+		}
+	}()
 	if err = d.startDefaultServices(); err != nil {
 		return nil, err
 	}
@@ -133,10 +147,11 @@ func Start(cfg Config) (_ *Daemon, err error) {
 	if cfg.Restore {
 		d.restore(saved)
 	}
-	// Listen once every service and restored resource is in place: a peer
+	// Serve once every service and restored resource is in place: a peer
 	// that reaches the new process finds what it had (its first handshake
 	// message is not lost to a listener not yet registered).
-	d.addr, err = d.node.Listen(cfg.Listen)
+	d.addr, err = d.node.Serve(ln)
+	ln = nil
 	if err != nil {
 		return nil, err
 	}

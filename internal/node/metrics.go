@@ -39,7 +39,12 @@ var (
 	mFlowsAll    = prometheus.NewDesc("ockam_portal_flows_started", "TCP connections the portals that exist have carried since they were created, by kind.", []string{"kind"}, nil)
 	mFlowBytes   = prometheus.NewDesc("ockam_portal_flow_bytes", "Bytes of the open flows, by kind and direction.", []string{"kind", "direction"}, nil)
 	mPortals     = prometheus.NewDesc("ockam_portals", "Inlets and outlets, by kind.", []string{"kind"}, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals}
+	mErrReplies  = prometheus.NewDesc("ockam_node_error_replies_total", "Error replies to remote senders whose message named an address this node could not give it to: sent, or not sent because the sender had used up its share.", []string{"result"}, nil)
+	mChanBytes   = prometheus.NewDesc("ockam_secure_channel_bytes", "Bytes (ciphertext) of the open secure channels, by direction.", []string{"direction"}, nil)
+	mHsFailures  = prometheus.NewDesc("ockam_secure_channel_handshake_failures_total", "Secure channel handshakes that failed, either side, by reason (timeout, unreachable, refused, untrusted, malformed, shed).", []string{"reason"}, nil)
+	mStalls      = prometheus.NewDesc("ockam_portal_window_stalls_total", "Times a flow had data to send and no credit: it waited for the peer's window.", nil, nil)
+	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
+	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -55,8 +60,8 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	g := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
 	}
-	cnt := func(desc *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v))
+	cnt := func(desc *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
 	}
 	g(mInfo, 1, d.cfg.Name, d.me.Identifier().String())
 	ls := d.node.LinkStats()
@@ -66,6 +71,16 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	g(mSlowDrops, float64(ls.Dropped))
 	cnt(mDropped, d.node.Dropped.Load())
 	cnt(mRefused, d.node.Refused.Load())
+	cnt(mErrReplies, d.node.ErrorReplies.Load(), "sent")
+	cnt(mErrReplies, d.node.ErrorRepliesLimited.Load(), "limited")
+	if d.sc != nil {
+		for reason, n := range d.sc.HandshakeFailures() {
+			cnt(mHsFailures, n, reason)
+		}
+	}
+	if d.portals != nil {
+		cnt(mStalls, d.portals.Stalls.Load())
+	}
 
 	if r, err := d.Relays(ctx); err == nil {
 		g(mHosted, float64(len(r.Hosted)))
@@ -83,9 +98,11 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	if chans, err := d.Channels(ctx); err == nil {
 		type key struct{ role, state string }
 		by := map[key]int{}
-		var sent, recv, rej, epochs uint64
+		var sent, recv, rej, epochs, bin, bout uint64
 		for _, c := range chans {
 			by[key{c.Role, c.State}]++
+			bin += c.BytesIn
+			bout += c.BytesOut
 			sent += c.Sent
 			recv += c.Received
 			rej += c.Rejected
@@ -98,6 +115,13 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mChanMsgs, float64(recv), "received")
 		g(mChanMsgs, float64(rej), "rejected")
 		g(mChanEpochs, float64(epochs))
+		g(mChanBytes, float64(bin), "in")
+		g(mChanBytes, float64(bout), "out")
+	}
+	if d.portals != nil {
+		used, limit := d.portals.WindowBudget()
+		g(mWinBudget, float64(used), "used")
+		g(mWinBudget, float64(limit), "limit")
 	}
 	for _, kind := range []string{"inlet", "outlet"} {
 		ps, err := d.Inlets(ctx)

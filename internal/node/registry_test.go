@@ -295,7 +295,11 @@ func TestRestoreFailureIsReportedAndKept(t *testing.T) {
 	w := newWorld(t)
 	n := w.start("n", "127.0.0.1:0", false)
 	c := ctx(t)
-	in, err := n.CreateInlet(c, api.CreateInlet{Name: "x", From: "127.0.0.1:0", To: "/service/echo"})
+	// A new inlet's route must end at an outlet (it is probed).
+	if _, err := n.CreateOutlet(c, api.CreateOutlet{From: "/service/outlet", To: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := n.CreateInlet(c, api.CreateInlet{Name: "x", From: "127.0.0.1:0", To: "/service/outlet"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +315,7 @@ func TestRestoreFailureIsReportedAndKept(t *testing.T) {
 	}
 	squat.Close()
 	conf, _ := w.h.ReadConfig("n")
-	if len(conf.Resources) != 1 {
+	if len(conf.Resources) != 2 {
 		t.Fatalf("the failed inlet was dropped from the configuration: %+v", conf.Resources)
 	}
 	addr = w.stop("n")

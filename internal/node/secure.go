@@ -47,9 +47,11 @@ func (d *Daemon) startSecure() error {
 		return err
 	}
 	d.portals, err = portal.New(d.node, portal.Config{
-		Logger:      d.log,
-		Path:        d.sc,
-		ResumeGrace: grace,
+		Logger:        d.log,
+		Path:          d.sc,
+		WindowBudget:  d.conf.Settings.WindowBudgetMiB << 20,
+		MaxFlowWindow: d.conf.Settings.MaxFlowWindowMiB << 20,
+		ResumeGrace:   grace,
 		Allowed: func(peer string) error {
 			id, err := identity.ParseIdentifier(peer)
 			if err != nil {
@@ -115,6 +117,7 @@ func channelInfo(c *secure.Channel) api.ChannelInfo {
 	info := api.ChannelInfo{
 		Address: c.Route().String(), Role: c.Role(), State: c.State(), Epoch: st.Epoch,
 		Sent: st.Sent, Received: st.Received, Rejected: st.Rejected, LastError: st.LastError,
+		BytesOut: st.BytesOut, BytesIn: st.BytesIn, UpSince: st.UpSince,
 	}
 	if p := c.Peer(); !p.IsZero() {
 		info.Peer = p.String()
@@ -178,6 +181,9 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 			// Our own first message came back: the route ends at a
 			// service that answers with what it gets.
 			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with the handshake it was sent, as echo does: it is not a secure channel listener (every node listens at /service/api)", req.To))
+		}
+		if strings.Contains(err.Error(), "want handshake2") {
+			return api.ChannelInfo{}, badRequest(fmt.Errorf("%s answered with something other than a handshake: it is not a secure channel listener (every node listens at /service/api)", req.To))
 		}
 		return api.ChannelInfo{}, err
 	}

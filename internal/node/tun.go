@@ -83,6 +83,39 @@ type mapping struct {
 	total    atomic.Uint64
 	udpTotal atomic.Uint64
 	lastErr  atomic.Value // string
+
+	// warm holds the ports the outlet last accepted a flow to, and when
+	// (see tunHandler); bounded by the 65,536 ports of one address.
+	warmMu sync.Mutex
+	warm   map[uint16]time.Time
+}
+
+// WarmFor is how long after the outlet accepted a flow to a mapped
+// (address, port) the interface accepts new connections to it at once and
+// opens their flows with early data (one tunnel round trip, not two), like
+// a TCP Fast Open cookie. A refusal or failed open ends it.
+const WarmFor = 30 * time.Second
+
+// isWarm says whether port was accepted by the outlet within WarmFor.
+func (m *mapping) isWarm(port uint16) bool {
+	m.warmMu.Lock()
+	defer m.warmMu.Unlock()
+	at, ok := m.warm[port]
+	return ok && time.Since(at) < WarmFor
+}
+
+// setWarm records an open that the outlet accepted (ok) or refused.
+func (m *mapping) setWarm(port uint16, ok bool) {
+	m.warmMu.Lock()
+	defer m.warmMu.Unlock()
+	if !ok {
+		delete(m.warm, port)
+		return
+	}
+	if m.warm == nil {
+		m.warm = make(map[uint16]time.Time)
+	}
+	m.warm[port] = time.Now()
 }
 
 // flowEntry is a flow the node opened for the interface or a SOCKS
@@ -234,8 +267,15 @@ func (t *tunState) flowInfos(owner func(any) bool) []api.FlowInfo {
 	return flowInfos(fs)
 }
 
-// handler is the netstack Handler: dial-then-accept, so the application
-// sees "connection refused" when nothing is mapped or the outlet refuses.
+// handler is the netstack Handler. To a target the outlet has not accepted
+// lately it is dial-then-accept, so the application sees "connection
+// refused" when nothing is mapped or the outlet refuses. To a warm target
+// (the outlet accepted a flow to it within WarmFor) it is accept-then-dial
+// with the application's first bytes sent with the open, as the per-port
+// inlet does: one tunnel round trip for connect + request + response; if
+// the outlet then refuses after all, the application's connection is reset
+// (as if the server had crashed right after accepting), and the target is
+// cold again. docs/TUN.md, "Early data and the TUN".
 func (d *Daemon) tunHandler(ifc *iface) func(*netstack.Request) {
 	t := d.tun
 	return func(r *netstack.Request) {
@@ -245,20 +285,46 @@ func (d *Daemon) tunHandler(ifc *iface) func(*netstack.Request) {
 			return
 		}
 		m.total.Add(1)
-		f, err := d.portals.Dial(ifc.ctx, m.route, r.Dst.Port())
-		if err != nil {
-			m.lastErr.Store(err.Error())
-			r.Refuse()
-			d.log.Debug("tun flow refused", "dst", r.Dst.String(), "err", err)
-			return
-		}
-		c, err := r.Accept()
-		if err != nil {
-			f.Abort("the application went away")
-			return
+		port := r.Dst.Port()
+		var (
+			c   net.Conn
+			f   *portal.Flow
+			err error
+		)
+		if m.isWarm(port) {
+			if c, err = r.Accept(); err != nil {
+				return
+			}
+			var early []byte
+			if early, err = d.portals.ReadEarly(c); err != nil {
+				portal.Abort(c)
+				d.log.Debug("tun connection failed before its flow opened", "dst", r.Dst.String(), "err", err)
+				return
+			}
+			if f, err = d.portals.DialEarly(ifc.ctx, m.route, port, early); err != nil {
+				m.setWarm(port, false)
+				m.lastErr.Store(err.Error())
+				portal.Abort(c)
+				d.log.Info("tun flow to a warm target failed after accept: reset", "dst", r.Dst.String(), "err", err)
+				return
+			}
+			m.setWarm(port, true)
+		} else {
+			if f, err = d.portals.Dial(ifc.ctx, m.route, port); err != nil {
+				m.setWarm(port, false)
+				m.lastErr.Store(err.Error())
+				r.Refuse()
+				d.log.Debug("tun flow refused", "dst", r.Dst.String(), "err", err)
+				return
+			}
+			m.setWarm(port, true)
+			if c, err = r.Accept(); err != nil {
+				f.Abort("the application went away")
+				return
+			}
 		}
 		if !t.track(f, &flowEntry{owner: m, client: r.Src.String(), target: r.Dst.String()}) {
-			c.Close()
+			portal.Abort(c)
 			f.Abort("node stopping")
 			return
 		}

@@ -52,6 +52,8 @@ type Flow struct {
 	n      *router.Node
 	log    *slog.Logger
 	budget *budget
+	stalls *atomic.Uint64 // Portals.Stalls
+	paths  *paths
 	addr   string // our worker address
 
 	remote  routing.Route // to the peer flow
@@ -75,16 +77,17 @@ type Flow struct {
 	closeOnce sync.Once
 
 	// Receiving (window.go): the peer may send up to granted bytes in all.
-	win      int    // receive window: Window + what was drawn from the budget
-	granted  uint64 // bytes the peer may send in all (window + credits − releases)
-	rx       uint64 // bytes received
-	consumed uint64 // bytes written to the local socket (or dropped at reset)
-	decaying bool   // the peer released credit: shrink to Window as bytes leave
-	pingOut  bool   // a BDP sample is running
-	pingID   uint32
-	sample   int       // bytes received since the sample's Ping
-	pingAt   time.Time // when it was sent
-	bwMax    float64   // the highest bandwidth a sample showed, bytes/s
+	win         int    // receive window: Window + what was drawn from the budget
+	granted     uint64 // bytes the peer may send in all (window + credits − releases)
+	rx          uint64 // bytes received
+	consumed    uint64 // bytes written to the local socket (or dropped at reset)
+	decaying    bool   // the peer released credit: shrink to Window as bytes leave
+	pingOut     bool   // a BDP sample is running
+	pingID      uint32
+	sample      int       // bytes received since the sample's Ping
+	sinceSample int       // bytes received since the last sample ended
+	pingAt      time.Time // when it was sent
+	bwMax       float64   // the highest bandwidth a sample showed, bytes/s
 
 	// Sending.
 	credit     int       // bytes we may still send
@@ -95,8 +98,9 @@ type Flow struct {
 	Opened            time.Time
 	Client, Target    string
 
-	running atomic.Int32 // directions still running
-	early   int          // bytes sent with Open, before the outlet's window
+	running  atomic.Int32 // directions still running
+	onFinish func()       // called once the flow is over (an outlet's table)
+	early    int          // bytes sent with Open, before the outlet's window
 
 	peer    string // identifier of the channel peer the flow belongs to
 	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
@@ -126,6 +130,8 @@ type Flow struct {
 	finSent     bool
 	peerFin     bool
 	rebound     chan struct{} // cap 1: the flow resumed
+	recovering  bool          // a goroutine waits for the path to come back
+	finished    bool          // finish ran: nothing rebinds the flow
 	portals     *Portals
 	// Suspends and Resumes count the flow's suspensions and resumes;
 	// Stale counts messages dropped as from another channel or resume.
@@ -152,7 +158,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -430,8 +436,15 @@ func (f *Flow) reset(err error, tell bool) {
 
 // abort closes c so that its peer sees a reset, not an orderly close.
 func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	Abort(c)
+}
+
+// Abort closes c with a reset where c can send one (a *net.TCPConn, a
+// netstack conn: anything with SetLinger), so the application sees
+// "connection reset", not an end of stream.
+func Abort(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(sec int) error }); ok {
+		l.SetLinger(0)
 	}
 	c.Close()
 }
@@ -451,14 +464,14 @@ func (f *Flow) run(c conn) {
 		abort(c)
 	}
 	// The last of the two directions to end finishes the flow: no
-	// goroutine waits for them (an idle flow costs its two stacks, and
-	// one more only while its path can fail).
+	// goroutine waits for them, and one per path watches it for all its
+	// flows (pathwatch.go): an idle flow costs its two stacks.
+	if f.pathEnd != nil {
+		f.paths.add(f, f.pathEnd) // before the directions: finish removes it
+	}
 	f.running.Store(2)
 	go f.fromLocal(c)
 	go f.toLocal(c)
-	if f.pathEnd != nil {
-		go f.watchPath()
-	}
 }
 
 // exited is called by each direction as it ends.
@@ -472,6 +485,10 @@ func (f *Flow) finish() {
 	f.closeOnce.Do(func() {
 		f.n.Unregister(f.addr)
 		f.mu.Lock()
+		f.finished = true
+		if f.pathEnd != nil {
+			f.paths.remove(f, f.pathEnd) // under f.mu: a resume moves it
+		}
 		c := f.c
 		for _, bp := range f.queue {
 			chunkPool.Put(bp)
@@ -484,6 +501,9 @@ func (f *Flow) finish() {
 			c.Close()
 		}
 		close(f.done)
+		if f.onFinish != nil {
+			f.onFinish()
+		}
 	})
 }
 
@@ -494,6 +514,9 @@ func (f *Flow) fromLocal(c conn) {
 	defer f.exited()
 	for {
 		f.mu.Lock()
+		if f.credit <= 0 && f.resetErr == nil {
+			f.stalls.Add(1) // blocked on the peer's window
+		}
 		for f.credit <= 0 && f.resetErr == nil {
 			f.cond.Wait()
 		}
@@ -574,8 +597,8 @@ func (f *Flow) localFailed(err error) {
 // peer credit back as the bytes leave.
 func (f *Flow) toLocal(c conn) {
 	defer f.exited()
-	bufs := make(net.Buffers, 0, 16)
-	chunks := make([]*[]byte, 0, 16)
+	var bufs net.Buffers // allocated with the first data: idle flows are many
+	var chunks []*[]byte
 	for {
 		f.mu.Lock()
 		for len(f.queue) == 0 && !f.finRecv && f.resetErr == nil {
@@ -658,9 +681,16 @@ func writeNow(raw syscall.RawConn, b []byte) int {
 // chunk, after DataHeader bytes of room. An idle flow holds no chunk: on a
 // connection with a file descriptor, each non-blocking read attempt takes a
 // chunk and gives it back if there was nothing to read, before waiting for
-// readability. One syscall per chunk when data is ready.
+// readability. One syscall per chunk when data is ready. A connection
+// without one (a netstack.Conn: the TUN's flows) that can wait for
+// readability, honouring the read deadline, waits before taking a chunk.
 func (f *Flow) readChunk(c net.Conn, room int) (*[]byte, int, error) {
 	if f.rawRead == nil {
+		if w, ok := c.(interface{ WaitReadable() error }); ok {
+			if err := w.WaitReadable(); err != nil {
+				return chunkPool.Get().(*[]byte), 0, err
+			}
+		}
 		bp := chunkPool.Get().(*[]byte)
 		buf := (*bp)[:cap(*bp)]
 		n, err := c.Read(buf[DataHeader : DataHeader+room])

@@ -80,7 +80,7 @@ func TestResumeOnlyFromPeerFreshAndThroughAChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Unregister(f.addr)
+	defer f.finish() // stops watching the path it was moved to
 	f.peer, f.hasPeer, f.resumable = "Ialice", true, true
 	f.remote = routing.Route{routing.LocalAddr("chanA"), routing.LocalAddr("flow_peer")}
 	f.pathEnd = make(chan struct{})
@@ -123,5 +123,34 @@ func TestResumeOnlyFromPeerFreshAndThroughAChannel(t *testing.T) {
 	f.mu.Unlock()
 	if reset != nil {
 		t.Fatalf("flow reset: %v", reset)
+	}
+}
+
+// TestSmallMessagesStartFewSamples: request/response traffic (a small Data
+// per exchange) starts a BDP sample (a Ping, answered by a Pong) only once
+// an eighth of the window has arrived, not with every message; bulk data
+// starts one after win/8 bytes.
+func TestSmallMessagesStartFewSamples(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		size, n   int
+		wantPings int
+	}{
+		{"64-byte messages", 64, 10000, 64 * 10000 / (Window / sampleEvery)},
+		{"full chunks", MaxChunk, 10, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &Flow{budget: &budget{limit: DefaultWindowBudget, maxFlow: DefaultMaxFlowWindow}, win: Window, granted: Window}
+			pings := 0
+			for range tc.n {
+				if id, ok := f.receivedLocked(tc.size); ok {
+					pings++
+					f.pongedLocked(id) // the peer answers before the next Data
+				}
+			}
+			if pings > tc.wantPings || pings == 0 {
+				t.Fatalf("%d messages of %d bytes started %d samples, want 1..%d", tc.n, tc.size, pings, tc.wantPings)
+			}
+		})
 	}
 }

@@ -66,6 +66,12 @@ type Portals struct {
 	log *slog.Logger
 
 	budget budget
+	paths  paths
+
+	// Stalls counts the times a flow had data to send and no credit: it
+	// waited for the peer's window (a slow reader at the other end, or a
+	// window smaller than the path needs).
+	Stalls atomic.Uint64
 
 	resumes, suspends atomic.Uint64 // over all flows
 
@@ -316,8 +322,11 @@ func (in *Inlet) carry(c net.Conn) {
 	in.mu.Unlock()
 }
 
-// readEarly returns the application's first bytes on c, waiting up to
-// EarlyWait for them (none if it sent nothing by then, or closed).
+// ReadEarly returns the application's first bytes on c, waiting up to
+// EarlyWait for them (none if it sent nothing by then, or closed), for
+// DialEarly. The caller owns the returned slice.
+func (p *Portals) ReadEarly(c net.Conn) ([]byte, error) { return p.readEarly(c) }
+
 func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	wait := p.cfg.EarlyWait
 	if wait == 0 {
@@ -331,7 +340,9 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	c.SetReadDeadline(deadline)
 	n, err := c.Read(buf)
 	c.SetReadDeadline(time.Time{})
-	if err != nil && n == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+	var ne net.Error // gVisor's gonet times out with its own error, not os.ErrDeadlineExceeded
+	timeout := errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	if err != nil && n == 0 && !timeout && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	// EOF stays for the flow to read again and send as Fin.
@@ -541,6 +552,15 @@ func (o *Outlet) refuse(m *routing.Message, reason string) error {
 // open handles an Open at the outlet's address: access control, then the
 // connect on a goroutine of its own (this handler must not block).
 func (o *Outlet) open(m *routing.Message) error {
+	if len(m.Payload) == 0 {
+		// A route check (tcp-inlet create): answered as a refusal, and
+		// not recorded as a refused flow.
+		o.p.n.Send(context.Background(), &routing.Message{
+			Onward: m.Return.Clone(), Return: routing.Route{routing.LocalAddr(o.addr)},
+			Payload: Append(nil, Msg{Kind: KindRefused, Reason: "expected an open message"}),
+		})
+		return nil
+	}
 	pm, err := Decode(m.Payload)
 	if err == nil && pm.Kind == KindResume {
 		return o.resume(m, pm)
@@ -620,8 +640,10 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		c, err = d.DialContext(ctx, "tcp", target)
 	}
 	// The open is over: MaxPendingOpens bounds connects in progress, not
-	// the flows that live on.
+	// the flows that live on; and the goroutine that cancels it when the
+	// outlet is deleted can go.
 	o.pending.Add(-1)
+	cancel()
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Err != nil {
@@ -663,21 +685,26 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		return
 	}
 	o.total.Add(1)
+	// No goroutine waits for the flow: it leaves the outlet's table as it
+	// finishes, and DeleteOutlet resets those still there.
+	o.wg.Add(1)
+	f.onFinish = func() {
+		o.mu.Lock()
+		delete(o.flows, f)
+		delete(o.byAddr, f.addr)
+		o.mu.Unlock()
+		o.wg.Done()
+	}
 	o.mu.Lock()
 	o.flows[f] = struct{}{}
 	o.byAddr[f.addr] = f
 	o.mu.Unlock()
 	f.Run(c)
 	select {
-	case <-f.Done():
-	case <-o.done:
-		f.reset(errors.New("portal: outlet deleted"), true)
-		<-f.Done()
+	case <-o.done: // deleted before DeleteOutlet could see the flow
+		f.reset(errOutletDeleted, true)
+	default:
 	}
-	o.mu.Lock()
-	delete(o.flows, f)
-	delete(o.byAddr, f.addr)
-	o.mu.Unlock()
 }
 
 // resume passes a Resume to the flow it names; one for a flow the outlet
@@ -700,6 +727,8 @@ func (o *Outlet) resume(m *routing.Message, pm Msg) error {
 	return f.handle(m)
 }
 
+var errOutletDeleted = errors.New("portal: outlet deleted")
+
 // DeleteOutlet removes an outlet and ends its flows.
 func (p *Portals) DeleteOutlet(name string) error {
 	p.mu.Lock()
@@ -711,6 +740,15 @@ func (p *Portals) DeleteOutlet(name string) error {
 	}
 	p.n.Unregister(o.addr)
 	close(o.done)
+	o.mu.Lock()
+	flows := make([]*Flow, 0, len(o.flows))
+	for f := range o.flows {
+		flows = append(flows, f)
+	}
+	o.mu.Unlock()
+	for _, f := range flows {
+		f.reset(errOutletDeleted, true)
+	}
 	o.wg.Wait()
 	return nil
 }

@@ -305,14 +305,14 @@ func (f *Flow) handleResume(m *routing.Message, pm Msg) error {
 		return errStale
 	}
 	f.mu.Lock()
-	if pm.Gen <= f.gen || f.resetErr != nil {
+	if pm.Gen <= f.gen || f.resetErr != nil || f.finished {
 		f.mu.Unlock()
 		f.Stale.Add(1)
 		return errStale
 	}
 	f.gen = pm.Gen
 	f.remote = m.Return.Clone()
-	f.pathEnd = pe
+	f.rebindLocked(pe)
 	f.suspended, f.held = false, true
 	f.pending = &pm
 	f.startRetransmitLocked()
@@ -325,14 +325,14 @@ func (f *Flow) handleResume(m *routing.Message, pm Msg) error {
 // handleResumed is the opener's side: the answer to its latest Resume.
 func (f *Flow) handleResumed(pm Msg) error {
 	f.mu.Lock()
-	if !f.opener || f.awaitGen == 0 || pm.Gen != f.awaitGen || f.resetErr != nil {
+	if !f.opener || f.awaitGen == 0 || pm.Gen != f.awaitGen || f.resetErr != nil || f.finished {
 		f.mu.Unlock()
 		f.Stale.Add(1)
 		return errStale
 	}
 	f.awaitGen = 0
 	f.suspended, f.held = false, true
-	f.pathEnd = f.nextPath
+	f.rebindLocked(f.nextPath)
 	f.pending = &pm
 	f.startRetransmitLocked()
 	f.mu.Unlock()
@@ -348,47 +348,66 @@ func (f *Flow) kickWatcher() {
 	}
 }
 
-// watchPath follows the flow's path: when it fails, a flow without
-// resumption resets; one with resumption suspends and recovers, or resets
-// after the grace period.
-func (f *Flow) watchPath() {
+// pathFailed is called by the path watcher (pathwatch.go) when end, a
+// session the flow was bound to, has ended: a flow without resumption
+// resets; one with resumption suspends, and a goroutine of its own (only
+// while the outage lasts) recovers it or resets it after the grace period.
+func (f *Flow) pathFailed(end <-chan struct{}) {
+	if !f.resumable {
+		f.reset(errors.New("portal: the path to the peer failed"), false)
+		return
+	}
+	f.mu.Lock()
+	if f.resetErr != nil || f.finished || f.pathEnd != end {
+		f.mu.Unlock()
+		return // ended, or rebound meanwhile
+	}
+	f.suspended, f.held = true, true
+	start := !f.recovering
+	f.recovering = true
+	select {
+	case <-f.rebound:
+	default:
+	}
+	f.mu.Unlock()
+	f.Suspends.Add(1)
+	f.portals.suspends.Add(1)
+	f.log.Debug("flow suspended: its path failed", "flow", f.addr)
+	if start {
+		go f.recovery()
+	}
+}
+
+// recovery recovers the flow, again if its new session failed before it
+// was done, or resets it.
+func (f *Flow) recovery() {
 	for {
+		ok := f.recover()
 		f.mu.Lock()
-		pe := f.pathEnd
+		again := ok && f.suspended && f.resetErr == nil && !f.finished
+		if !again {
+			f.recovering = false
+		}
 		f.mu.Unlock()
-		select {
-		case <-pe:
-		case <-f.rebound:
-			continue
-		case <-f.done:
-			return
-		}
-		if !f.resumable {
-			f.reset(errors.New("portal: the path to the peer failed"), false)
-			return
-		}
-		f.mu.Lock()
-		if f.resetErr != nil {
-			f.mu.Unlock()
-			return
-		}
-		if f.pathEnd != pe {
-			f.mu.Unlock()
-			continue // rebound meanwhile
-		}
-		f.suspended, f.held = true, true
-		f.mu.Unlock()
-		select {
-		case <-f.rebound:
-		default:
-		}
-		f.Suspends.Add(1)
-		f.portals.suspends.Add(1)
-		f.log.Debug("flow suspended: its path failed", "flow", f.addr)
-		if !f.recover() {
+		if !ok {
 			f.reset(fmt.Errorf("portal: the path to the peer did not come back within %v", f.grace), true)
 			return
 		}
+		if !again {
+			return
+		}
+	}
+}
+
+// rebindLocked moves the flow to the session end: the path watcher follows
+// it there. f.mu is held.
+func (f *Flow) rebindLocked(end <-chan struct{}) {
+	if f.pathEnd != nil {
+		f.paths.remove(f, f.pathEnd)
+	}
+	f.pathEnd = end
+	if !f.finished {
+		f.paths.add(f, end)
 	}
 }
 

@@ -34,13 +34,16 @@ import (
 
 const (
 	// DefaultMaxFlowWindow is the default most a flow's receive window grows
-	// to: 16 MiB carries 2.7 Gbit/s over a 50 ms round trip. Half the
+	// to: 32 MiB carries 5 Gbit/s over a 50 ms round trip. Half the
 	// default budget: a flow whose reader stalls after its window grew
 	// holds that much, and leaves the other half to the flows that move.
-	DefaultMaxFlowWindow = 16 << 20
+	DefaultMaxFlowWindow = 32 << 20
 	// DefaultWindowBudget is the default node-wide budget for receive
 	// windows above Window (the sum over all flows of window − Window).
-	DefaultWindowBudget = 32 << 20
+	// What a node queues for its flows is at most flows × Window + this;
+	// a relay's per-connection queue (router.DefaultMaxQueueBytes, 64 MiB)
+	// holds one sidecar's whole budget in flight.
+	DefaultWindowBudget = 64 << 20
 	// IdleRelease is how long a sender goes without reading its socket
 	// before it gives back credit above the peer's initial window.
 	IdleRelease = time.Second
@@ -119,6 +122,16 @@ func (f *Flow) shrinkLocked(d int) {
 	f.budget.give(d)
 }
 
+// sampleEvery is the fraction of the window (1/sampleEvery) that must
+// arrive after a BDP sample ends before the next one starts. A sample can
+// only grow the window when it carried 2/3 of it, so a flow that moves less
+// than this between samples (request/response traffic: a small Data each
+// way per exchange) gains nothing from one; sampling at every first Data
+// would cost a Ping and a Pong per message, tripling the messages of
+// request/response traffic on every hop. A bulk flow starts its first
+// sample after win/8 bytes.
+const sampleEvery = 8
+
 // receivedLocked accounts for n bytes of Data and says whether to send a
 // Ping (a new BDP sample). f.mu is held.
 func (f *Flow) receivedLocked(n int) (ping uint32, send bool) {
@@ -130,6 +143,10 @@ func (f *Flow) receivedLocked(n int) (ping uint32, send bool) {
 	if f.win >= f.budget.maxFlow {
 		return 0, false
 	}
+	if f.sinceSample += n; f.sinceSample < f.win/sampleEvery {
+		return 0, false
+	}
+	f.sinceSample = 0
 	f.pingOut = true
 	f.pingID++
 	f.pingAt = time.Now()

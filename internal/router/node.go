@@ -104,13 +104,20 @@ type Node struct {
 	mu            sync.RWMutex
 	workers       map[string]worker
 	closed        bool
-	undeliverable func(m *routing.Message)
+	undeliverable func(m *routing.Message) bool
 
 	// Dropped counts messages that had nowhere to go (no worker, a full
 	// queue towards a slow connection, an empty route).
 	Dropped atomic.Uint64
 	// Refused counts messages the reachability rules turned away.
 	Refused atomic.Uint64
+	// ErrorReplies counts the error replies this node sent (a remote
+	// sender's message named a local address it could not be given to);
+	// ErrorRepliesLimited those it did not send because their sender had
+	// used up its share (MaxErrorReplies).
+	ErrorReplies, ErrorRepliesLimited atomic.Uint64
+
+	errLimit errLimiter
 
 	noticeMu sync.Mutex
 	noticed  map[string]struct{} // senders whose refusal or slowness was logged
@@ -125,6 +132,7 @@ type Node struct {
 type worker struct {
 	h      Handler
 	access Access
+	errors bool // also receives error replies (AcceptErrors)
 }
 
 // EchoAddress is the address of the echo service every node runs.
@@ -172,6 +180,10 @@ func (n *Node) Logger() *slog.Logger { return n.log }
 
 // Listen accepts connections from other nodes on addr.
 func (n *Node) Listen(addr string) (net.Addr, error) { return n.tr.Listen(addr) }
+
+// Serve accepts connections on ln, a listener from transport.Bind, which
+// the node then owns.
+func (n *Node) Serve(ln net.Listener) (net.Addr, error) { return n.tr.Serve(ln) }
 
 // Close stops the transport, forgets every worker and waits for the dials it
 // started.
@@ -243,10 +255,29 @@ func (n *Node) HasWorker(addr string) bool {
 	return ok
 }
 
+// AcceptErrors makes the worker at addr receive also the error replies
+// sent to it (m.Kind == routing.KindError, the body an Unreachable):
+// workers that wait for answers (Request) and those that pass messages on
+// (a channel's encryptor). Error replies to other workers are dropped, so
+// no handler ever mistakes one for its own protocol.
+func (n *Node) AcceptErrors(addr string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w, ok := n.workers[addr]
+	if !ok {
+		return fmt.Errorf("%w at %s", ErrNoWorker, routing.LocalAddr(addr))
+	}
+	w.errors = true
+	n.workers[addr] = w
+	return nil
+}
+
 // HandleUndeliverable makes f receive (on the connection's reader) each
-// message from another node that named a local address nobody holds: a
-// service that knows what such messages are may answer them. Nil stops it.
-func (n *Node) HandleUndeliverable(f func(m *routing.Message)) {
+// message from another node that named a local address nobody holds (or
+// one it may not reach, which must look the same): a service that knows
+// what such messages are may answer them, and returns true if it did; the
+// node then sends no error reply of its own. Nil stops it.
+func (n *Node) HandleUndeliverable(f func(m *routing.Message) bool) {
 	n.mu.Lock()
 	n.undeliverable = f
 	n.mu.Unlock()
@@ -287,7 +318,15 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 		n.mu.RUnlock()
 		if ok {
 			if !n.reaches(m, w.access) {
-				return n.refuse(m, next, "worker is "+w.access.String())
+				err := n.refuse(m, next, "worker is "+w.access.String())
+				// Answered exactly as a missing address: what a node
+				// holds but does not offer is not advertised.
+				n.unreachable(m, next)
+				return err
+			}
+			if m.Kind == routing.KindError && !w.errors {
+				n.Dropped.Add(1)
+				return fmt.Errorf("node: %s takes no error replies", next)
 			}
 			return w.h(m)
 		}
@@ -297,6 +336,7 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 			return n.sendConn(c, m)
 		}
 		n.Dropped.Add(1)
+		n.unreachable(m, next)
 		return fmt.Errorf("%w at %s", ErrNoWorker, next)
 	case routing.TCP:
 		if m.Via != "" || (m.Peer != "" && !n.allowRouting(m.Peer)) {
@@ -304,6 +344,12 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 		}
 		if c := n.tr.Outbound(next.Value); c != nil {
 			return n.sendConn(c, m)
+		}
+		if m.Kind == routing.KindError {
+			// An error reply goes back along connections that exist;
+			// it never makes this node connect anywhere.
+			n.Dropped.Add(1)
+			return fmt.Errorf("node: no connection to %s for an error reply", next)
 		}
 		if m.Peer != "" {
 			// Delivered by a channel's decryptor on a connection's
@@ -318,6 +364,56 @@ func (n *Node) Send(ctx context.Context, m *routing.Message) error {
 	}
 	n.Dropped.Add(1)
 	return fmt.Errorf("node: cannot route to %s", next)
+}
+
+// SendAll sends messages that share their first hop, ms[0].Onward[0], in
+// order. When that hop is a TCP connection, they are queued together and
+// written with one syscall (transport.Conn.SendBatch, which waits for room
+// only with wait); otherwise each is sent as Send would. The caller keeps ms;
+// the messages are encoded (or handled) before SendAll returns.
+func (n *Node) SendAll(ctx context.Context, ms []routing.Message, wait bool) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	var c *transport.Conn
+	if len(ms[0].Onward) > 0 && ms[0].Via == "" && ms[0].Peer == "" {
+		next := ms[0].Onward[0]
+		switch next.Type {
+		case routing.Local:
+			n.mu.RLock()
+			_, worker := n.workers[next.Value]
+			n.mu.RUnlock()
+			if !worker {
+				c = n.tr.Conn(next.Value)
+			}
+		case routing.TCP:
+			c = n.tr.Outbound(next.Value)
+		}
+	}
+	for i := range ms {
+		if c == nil || len(ms[i].Onward) == 0 || ms[i].Onward[0] != ms[0].Onward[0] || ms[i].Via != "" || ms[i].Peer != "" {
+			c = nil
+			break
+		}
+	}
+	if c == nil {
+		for i := range ms {
+			if err := n.Send(ctx, &ms[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	saved := make([]routing.Route, len(ms))
+	for i := range ms {
+		saved[i] = ms[i].Onward
+		ms[i].Onward = ms[i].Onward[1:]
+	}
+	err := c.SendBatch(ms, wait)
+	for i := range ms {
+		ms[i].Onward = saved[i]
+	}
+	return err
 }
 
 // dialThenSend connects to addr in the background and sends a copy of m
@@ -428,32 +524,48 @@ func (n *Node) fromConn(c *transport.Conn, m *routing.Message) {
 	m.Return[0] = routing.LocalAddr(c.ID())
 	m.Via = c.ID()
 	if err := n.Send(context.Background(), m); err != nil {
-		// Only when this message's own first hop is unknown: a worker that
-		// failed to deliver something further (a late credit for a finished
-		// flow) says nothing about the address the peer used.
-		// An address the sender may not reach counts as one nobody holds:
-		// a remote sender must not tell the two apart.
-		if len(m.Onward) > 0 && m.Onward[0].Type == routing.Local &&
-			(errors.Is(err, ErrNoWorker) && !n.HasWorker(m.Onward[0].Value) && n.tr.Conn(m.Onward[0].Value) == nil ||
-				errors.Is(err, ErrRefused) && n.hiddenFrom(m, m.Onward[0].Value)) {
-			n.mu.RLock()
-			f := n.undeliverable
-			n.mu.RUnlock()
-			if f != nil {
-				f(m)
-			}
-		}
 		n.log.Debug("dropped message from peer", "conn", c.ID(), "err", err)
 	}
 }
 
-// hiddenFrom reports whether the worker at addr exists but m may not reach
-// it.
-func (n *Node) hiddenFrom(m *routing.Message, addr string) bool {
-	n.mu.RLock()
-	w, ok := n.workers[addr]
-	n.mu.RUnlock()
-	return ok && !n.reaches(m, w.access)
+// unreachable answers a remote sender whose message named a local address
+// this node cannot give it to (nobody holds it, or the sender may not reach
+// it: both are answered alike, so the two cannot be told apart). It sends
+// an error reply naming hop back along the message's return route, unless
+// the undeliverable handler answered, the message is itself an error reply
+// (no loops), or the sender has used up its share of error replies.
+// Messages that originate on this node get no reply: their Send returns
+// the error.
+func (n *Node) unreachable(m *routing.Message, hop routing.Address) {
+	if m.Kind == routing.KindError || (m.Via == "" && m.Peer == "") || len(m.Return) == 0 {
+		return
+	}
+	if m.Via != "" {
+		n.mu.RLock()
+		f := n.undeliverable
+		n.mu.RUnlock()
+		if f != nil && f(m) {
+			return
+		}
+	}
+	_, key := n.sender(m)
+	if !n.errLimit.allow(key, time.Now()) {
+		n.ErrorRepliesLimited.Add(1)
+		return
+	}
+	n.ErrorReplies.Add(1)
+	r := &routing.Message{
+		Kind:    routing.KindError,
+		Onward:  m.Return.Clone(),
+		Payload: routing.AppendUnreachable(nil, hop),
+		// Back over the connection it came on: as a passed-on message,
+		// it reaches public workers and connections only, and never
+		// waits for another connection's queue.
+		Via: m.Via,
+	}
+	if err := n.Send(context.Background(), r); err != nil {
+		n.log.Debug("error reply not delivered", "hop", hop.String(), "err", err)
+	}
 }
 
 // Link is what workers may know of a connection to another node.
@@ -552,16 +664,43 @@ func (n *Node) echo(m *routing.Message) error {
 	return n.Reply(m, EchoAddress, m.Payload)
 }
 
+// UnreachableError is returned by Request when a node on the route sent an
+// error reply: Hop is not there, or the sender may not reach it (nodes
+// answer both alike). Error replies are not authenticated: anyone on the
+// path can send one, as anyone on it can drop the message.
+type UnreachableError struct {
+	Hop routing.Address
+}
+
+func (e *UnreachableError) Error() string {
+	return "node: a node on the route has no " + e.Hop.String() + " (or does not let this sender reach it)"
+}
+
 // Request sends payload to route from a temporary address and waits for the
 // first message that comes back to it. The returned message is the caller's.
+// An error reply from a node on the route ends the wait with an
+// *UnreachableError.
 func (n *Node) Request(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
-	ch := make(chan *routing.Message, 1)
+	type result struct {
+		m   *routing.Message
+		err error
+	}
+	ch := make(chan result, 1)
 	// Public: the reply may come back over a connection. The address is
 	// random and lives only until the reply.
 	addr, err := n.RegisterRandom("req_", Public, func(m *routing.Message) error {
-		c := &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...), Peer: m.Peer}
+		var r result
+		if m.Kind == routing.KindError {
+			u, err := routing.DecodeUnreachable(m.Payload)
+			if err != nil {
+				return err
+			}
+			r.err = &UnreachableError{Hop: u.Hop}
+		} else {
+			r.m = &routing.Message{Onward: m.Onward.Clone(), Return: m.Return.Clone(), Payload: append([]byte(nil), m.Payload...), Peer: m.Peer}
+		}
 		select {
-		case ch <- c:
+		case ch <- r:
 		default:
 		}
 		return nil
@@ -570,13 +709,16 @@ func (n *Node) Request(ctx context.Context, route routing.Route, payload []byte)
 		return nil, err
 	}
 	defer n.Unregister(addr)
+	if err := n.AcceptErrors(addr); err != nil {
+		return nil, err
+	}
 	m := &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(addr)}, Payload: payload}
 	if err := n.Send(ctx, m); err != nil {
 		return nil, err
 	}
 	select {
 	case r := <-ch:
-		return r, nil
+		return r.m, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("node: no reply from %s: %w", route, ctx.Err())
 	}

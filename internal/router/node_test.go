@@ -197,3 +197,42 @@ func TestRegisterChecksAccess(t *testing.T) {
 		t.Fatalf("second Register at x: %v", err)
 	}
 }
+
+// TestSendAll: a batch to a TCP hop arrives in order and leaves the
+// caller's messages as they were; a batch to a local worker is delivered
+// message by message.
+func TestSendAll(t *testing.T) {
+	a, b, toB := pair(t, router.Config{})
+	pub := got(t, b, "pub", router.Public)
+	loc := got(t, a, "loc", router.Private)
+	ctx := context.Background()
+	fence(t, a, toB) // the connection exists: the batch goes to it
+	for _, to := range []routing.Route{toB.Join(routing.Route{routing.LocalAddr("pub")}), {routing.LocalAddr("loc")}} {
+		ms := make([]routing.Message, 5)
+		for i := range ms {
+			ms[i] = routing.Message{Onward: to, Return: routing.Route{routing.LocalAddr("r")}, Payload: []byte{byte(i)}}
+		}
+		if err := a.SendAll(ctx, ms, true); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ms {
+			if ms[i].Onward.String() != to.String() {
+				t.Fatalf("SendAll changed message %d's onward route to %s", i, ms[i].Onward)
+			}
+		}
+		ch := pub
+		if len(to) == 1 {
+			ch = loc
+		}
+		for i := range ms {
+			select {
+			case m := <-ch:
+				if m.Payload[0] != byte(i) {
+					t.Fatalf("to %s: message %d arrived as %d", to, m.Payload[0], i)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("to %s: message %d lost", to, i)
+			}
+		}
+	}
+}

@@ -21,10 +21,11 @@ func TestRefusedLooksMissingToRemoteSenders(t *testing.T) {
 	got(t, b, "encryptor", router.Private)
 	var mu sync.Mutex
 	seen := map[string]int{}
-	b.HandleUndeliverable(func(m *routing.Message) {
+	b.HandleUndeliverable(func(m *routing.Message) bool {
 		mu.Lock()
 		seen[m.Onward[0].Value]++
 		mu.Unlock()
+		return true
 	})
 	for _, addr := range []string{"outlet", "encryptor", "nothing"} {
 		r := append(toB.Clone(), routing.LocalAddr(addr))

@@ -129,10 +129,27 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 0})
 	f.Add([]byte{33})
+	e := &Message{Kind: KindError, Onward: Route{LocalAddr("c")}, Payload: AppendUnreachable(nil, LocalAddr("nope"))}
+	b, _ = AppendMessage(nil, e)
+	f.Add(b)
+	var in Interner // shared by the inputs, as a link's is by its messages
+	var reused Message
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Message
-		if err := DecodeMessage(&m, b); err != nil {
+		err := DecodeMessage(&m, b)
+		// The interned decoder, into a reused message, agrees.
+		ierr := DecodeMessageInterned(&reused, b, &in)
+		if (err == nil) != (ierr == nil) {
+			t.Fatalf("DecodeMessage: %v, DecodeMessageInterned: %v", err, ierr)
+		}
+		if len(in.m) > MaxInterned {
+			t.Fatalf("interner holds %d values, more than %d", len(in.m), MaxInterned)
+		}
+		if err != nil {
 			return
+		}
+		if reused.Onward.String() != m.Onward.String() || reused.Return.String() != m.Return.String() || !bytes.Equal(reused.Payload, m.Payload) {
+			t.Fatalf("interned decode %v differs from %v", reused, m)
 		}
 		out, err := AppendMessage(nil, &m)
 		if err != nil {

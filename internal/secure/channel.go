@@ -40,6 +40,9 @@ type Channel struct {
 	sent     atomic.Uint64
 	received atomic.Uint64
 	rejected atomic.Uint64
+	bytesOut atomic.Uint64 // channel messages sent, as on the wire
+	bytesIn  atomic.Uint64 // channel messages opened, as on the wire
+	upSince  time.Time     // when the current link came up; under mu
 	stop     chan struct{}
 	kick     chan struct{} // cap 1: a link went down, maintain acts now
 }
@@ -54,6 +57,15 @@ type link struct {
 	once     sync.Once
 	lastRecv atomic.Int64 // unix nanos
 	lastSend atomic.Int64
+	ret      routing.Route // our decryptor, the return route of what we send
+	q        sendQueue
+	peer     string // sess.Peer().String(), for Message.Peer
+
+	rx struct { // decrypt's, see there
+		mu  sync.Mutex
+		msg routing.Message
+		in  routing.Interner
+	}
 }
 
 // Done is closed when the link has ended.
@@ -114,14 +126,25 @@ func (c *Channel) State() string {
 type Stats struct {
 	Epoch                    uint64
 	Sent, Received, Rejected uint64
-	LastError                string
+	BytesOut, BytesIn        uint64    // channel messages (ciphertext) sent and opened
+	UpSince                  time.Time // zero while down
+	// Late counts messages of the current session that arrived behind a
+	// later one (accepted, but sent or carried out of order).
+	Late      uint64
+	LastError string
 }
 
 // Stats returns the channel's counters.
 func (c *Channel) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), LastError: c.lastErr}
+	st := Stats{Epoch: c.epochs, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(),
+		BytesOut: c.bytesOut.Load(), BytesIn: c.bytesIn.Load(), LastError: c.lastErr}
+	if l := c.cur.Load(); l != nil {
+		st.UpSince = c.upSince
+		st.Late = l.sess.Stats().Late
+	}
+	return st
 }
 
 // Session is the current link: flows bind to one and end when its Done
@@ -171,6 +194,7 @@ func (c *Channel) setLink(l *link) {
 	c.mu.Lock()
 	c.epochs++
 	l.epoch = c.epochs
+	c.upSince = time.Now()
 	c.cur.Store(l)
 	c.lastErr = ""
 	close(c.up)
@@ -245,37 +269,14 @@ func (c *Channel) Close() {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, channel.MaxMessage); return &b }}
 
 // encrypt is the encryptor: it seals everything after its own hop and sends
-// it to the peer's decryptor. It runs on the sender's goroutine.
+// it to the peer's decryptor (send.go). It runs on the sender's goroutine.
 func (c *Channel) encrypt(m *routing.Message) error {
 	l := c.cur.Load()
 	if l == nil {
 		return ErrDown
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// Lay the plaintext after room for the channel header so that it is
-	// sealed in place.
-	buf := (*bp)[:channel.HeaderLen]
-	inner := routing.Message{Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
-	if routing.EncodedLen(&inner) > channel.MaxPayload {
-		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", routing.EncodedLen(&inner), channel.MaxPayload)
-	}
-	buf, err := routing.AppendMessage(buf, &inner)
-	if err != nil {
-		return err
-	}
-	ct, err := l.sess.Seal(buf[:0], buf[channel.HeaderLen:])
-	if err != nil {
-		return err
-	}
-	*bp = ct[:0]
-	out := routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}
-	if err := c.mgr.n.Send(context.Background(), &out); err != nil {
-		return err
-	}
-	l.lastSend.Store(time.Now().UnixNano())
-	c.sent.Add(1)
-	return nil
+	inner := routing.Message{Kind: m.Kind, Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
+	return c.send(l, &inner)
 }
 
 // decrypt is the decryptor of link l: it opens a message from the peer (in
@@ -318,8 +319,17 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		return err
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
-	var inner routing.Message
-	if err := routing.DecodeMessage(&inner, pt); err != nil {
+	// The decoded message and its routes are reused from one message to
+	// the next (a handler owns a message only for the duration of the
+	// call), and address strings come from the link's interner; a second
+	// reader decrypting for the link at the same time decodes afresh.
+	inner := &routing.Message{}
+	var in *routing.Interner
+	if l.rx.mu.TryLock() {
+		defer l.rx.mu.Unlock()
+		inner, in = &l.rx.msg, &l.rx.in
+	}
+	if err := routing.DecodeMessageInterned(inner, pt, in); err != nil {
 		c.rejected.Add(1)
 		return err
 	}
@@ -327,14 +337,15 @@ func (c *Channel) decrypt(l *link, m *routing.Message) error {
 		return nil // keepalive
 	}
 	c.received.Add(1)
+	c.bytesIn.Add(uint64(len(msg)))
 	if len(inner.Return) >= routing.MaxRouteLen {
 		return errors.New("securechannel: return route too long")
 	}
 	inner.Return = append(inner.Return, routing.Address{})
 	copy(inner.Return[1:], inner.Return)
 	inner.Return[0] = routing.LocalAddr(c.addr)
-	inner.Peer = l.sess.Peer().String()
-	return c.mgr.n.Send(context.Background(), &inner)
+	inner.Peer = l.peer
+	return c.mgr.n.Send(context.Background(), inner)
 }
 
 // handshake runs the initiator's side of one handshake through c.route,
@@ -358,9 +369,27 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	l := &link{done: make(chan struct{})}
 	got := make(chan *routing.Message, 1)
 	unknown := make(chan struct{}, 1)
+	missing := make(chan routing.Address, 1)
 	confirmed := make(chan error, 1)
 	var established, confirmedOnce atomic.Bool
 	l.dec, err = c.mgr.n.RegisterRandom("", router.Public, func(m *routing.Message) error {
+		if m.Kind == routing.KindError {
+			// A node on the route has no such hop: the handshake
+			// fails now, and a link's path is gone (like Unknown).
+			u, err := routing.DecodeUnreachable(m.Payload)
+			if err != nil {
+				return err
+			}
+			if !established.Load() {
+				select {
+				case missing <- u.Hop:
+				default:
+				}
+			} else if c.role == "initiator" {
+				c.linkDown(l, fmt.Errorf("a node on the route to the peer has no %s", u.Hop))
+			}
+			return nil
+		}
 		if established.Load() {
 			if !confirmedOnce.Load() && len(m.Payload) > 0 && wire.Type(m.Payload[0]) == wire.Refusal {
 				confirmed <- refusalError(m.Payload)
@@ -392,46 +421,52 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*link, error) {
+	c.mgr.n.AcceptErrors(l.dec)
+	fail := func(reason string, err error) (*link, error) {
 		c.mgr.n.Unregister(l.dec)
+		c.mgr.failed(reason)
 		return nil, err
 	}
 	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg1}); err != nil {
-		return fail(fmt.Errorf("securechannel: sending to %s: %w", route, err))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: sending to %s: %w", route, err))
 	}
 	var msg2 *routing.Message
 	select {
 	case msg2 = <-got:
 	case <-unknown:
-		return fail(fmt.Errorf("securechannel: nothing listens at %s (yet)", route))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s (yet)", route))
+	case hop := <-missing:
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", route, hop))
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: no answer from %s within %v", route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: no answer from %s within %v", route, timeout))
 	}
 	msg3, err := hs.Step(msg2.Payload)
 	if err != nil {
-		return fail(err)
+		return fail(failReason(err), err)
 	}
 	l.sess, err = hs.Session()
 	if err != nil {
-		return fail(err)
+		return fail(FailMalformed, err)
 	}
 	l.remote = msg2.Return
+	l.ret = routing.Route{routing.LocalAddr(l.dec)}
+	l.peer = l.sess.Peer().String()
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
 	established.Store(true)
 	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg3}); err != nil {
-		return fail(err)
+		return fail(FailUnreachable, err)
 	}
 	// The responder answers the third message with an authenticated
 	// keepalive when it accepts us, or a refusal naming why.
 	select {
 	case err := <-confirmed:
 		if err != nil {
-			return fail(err)
+			return fail(FailRefused, err)
 		}
 	case <-ctx.Done():
-		return fail(fmt.Errorf("securechannel: %s did not confirm the channel within %v", route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: %s did not confirm the channel within %v", route, timeout))
 	}
 	return l, nil
 }
@@ -473,6 +508,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 	if _, err := r.hs.Step(m.Payload); err != nil {
 		c.mgr.n.Unregister(r.dec)
 		r.timer.Stop()
+		c.mgr.failed(failReason(err))
 		c.mgr.log.Info("secure channel refused", "err", err)
 		c.mgr.n.Send(context.Background(), &routing.Message{Onward: r.remote, Return: routing.Route{routing.LocalAddr(r.dec)}, Payload: refusal(err)})
 		return err
@@ -482,7 +518,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 		return err
 	}
 	r.timer.Stop()
-	l := &link{sess: sess, dec: r.dec, remote: r.remote, done: make(chan struct{})}
+	l := &link{sess: sess, dec: r.dec, remote: r.remote, ret: routing.Route{routing.LocalAddr(r.dec)}, peer: sess.Peer().String(), done: make(chan struct{})}
 	now := time.Now().UnixNano()
 	l.lastRecv.Store(now)
 	l.lastSend.Store(now)
@@ -490,6 +526,7 @@ func (c *Channel) completeResponder(r *responder, m *routing.Message) error {
 	if err != nil {
 		return err
 	}
+	c.mgr.n.AcceptErrors(addr)
 	c.addr = addr
 	c.mgr.mu.Lock()
 	if c.mgr.closed {
@@ -632,13 +669,5 @@ const (
 )
 
 func (c *Channel) keepalive(l *link) {
-	var b [channel.HeaderLen + 2 + channel.TagLen]byte
-	pt := b[channel.HeaderLen : channel.HeaderLen+2] // empty onward and return routes
-	ct, err := l.sess.Seal(b[:0], pt)
-	if err != nil {
-		return
-	}
-	if c.mgr.n.Send(context.Background(), &routing.Message{Onward: l.remote, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: ct}) == nil {
-		l.lastSend.Store(time.Now().UnixNano())
-	}
+	c.send(l, nil)
 }

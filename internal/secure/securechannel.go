@@ -108,6 +108,7 @@ type Manager struct {
 	channels  map[string]*Channel // by encryptor address
 	listeners map[string]*Listener
 	hs        handshakes
+	fails     failures
 	closed    bool
 	stopWatch func()
 	wg        sync.WaitGroup
@@ -220,6 +221,7 @@ func (m *Manager) CreateRoutes(ctx context.Context, routes []routing.Route, auth
 	if err != nil {
 		return nil, err
 	}
+	m.n.AcceptErrors(c.addr) // error replies go through to the peer
 	var l *link
 	var errs []error
 	for range c.routes {
@@ -282,6 +284,7 @@ func (m *Manager) RestoreRoutes(addr string, routes []routing.Route, authorized 
 	if err := m.n.Register(addr, router.Private, c.encrypt); err != nil {
 		return nil, err
 	}
+	m.n.AcceptErrors(addr)
 	c.lastErr = "not yet established"
 	m.channels[addr] = c
 	m.wg.Add(1)
@@ -365,6 +368,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 		m.log.Info("shedding secure channel handshakes", "listener", l.addr, "reason", fmt.Sprintf("%d in progress, the limit: %d oldest gave way to newer ones", MaxPendingHandshakes, evicted))
 	}
 	if err != nil {
+		m.failed(FailShed)
 		if m.hs.firstShed(src) {
 			m.log.Info("shedding secure channel handshakes", "listener", l.addr, "source", src, "reason", err)
 		}
@@ -378,6 +382,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 	out, err := hs.Step(msg.Payload)
 	if err != nil {
 		m.hs.done(p)
+		m.failed(failReason(err))
 		m.log.Info("secure channel refused", "listener", l.addr, "err", err)
 		return err
 	}
@@ -404,6 +409,7 @@ func (m *Manager) accept(l *Listener, msg *routing.Message) error {
 	r.timer = time.AfterFunc(m.cfg.HandshakeTimeout, func() {
 		if m.hs.done(p) {
 			abandon()
+			m.failed(FailTimeout)
 			m.log.Info("secure channel handshake timed out", "listener", l.addr)
 		}
 	})

@@ -30,7 +30,10 @@ import (
 )
 
 // ProtocolVersion is the byte each side writes when a connection opens.
-const ProtocolVersion byte = 1
+// Version 2 frames carry routing messages of version 2 (error replies, see
+// routing.KindError); a version-1 peer would close a connection on the
+// first one, so the two are refused at connect with a one-line reason.
+const ProtocolVersion byte = 2
 
 const (
 	// MaxFrameSize bounds the body of one frame. It is checked before any
@@ -205,6 +208,18 @@ func New(cfg Config) *Transport {
 // Listen starts accepting connections on addr ("host:port") and returns the
 // address it is bound to.
 func (t *Transport) Listen(addr string) (net.Addr, error) {
+	ln, err := Bind(addr)
+	if err != nil {
+		return nil, err
+	}
+	return t.Serve(ln)
+}
+
+// Bind binds a TCP listener at addr without accepting on it yet, so that a
+// process can hold its port (a restarting node's saved one) while it gets
+// ready, and Serve it after. Connections that arrive meanwhile wait in the
+// kernel's backlog.
+func Bind(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -212,6 +227,12 @@ func (t *Transport) Listen(addr string) (net.Addr, error) {
 		}
 		return nil, fmt.Errorf("transport: listen: %w", err)
 	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln (from Bind), which the transport then
+// owns and closes with Close.
+func (t *Transport) Serve(ln net.Listener) (net.Addr, error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -685,6 +706,88 @@ func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) erro
 	}
 	c.push(bp, srcID)
 	return nil
+}
+
+// SendBatch queues ms on the connection, in order, and writes them with one
+// non-blocking writev on the caller's goroutine when the writer is idle
+// (what the socket does not take is left to the writer): a batch of small
+// messages costs one syscall. With wait, it first waits while more than
+// SendQueueBytes are queued, as Send does for a large frame; without it, it
+// never waits (for a caller that must not, a connection's reader), and the
+// batch may pass SendQueueBytes. The messages are encoded before SendBatch
+// returns: the caller keeps them. Like Send, it is for this node's own
+// senders.
+func (c *Conn) SendBatch(ms []routing.Message, wait bool) error {
+	var total int64
+	for i := range ms {
+		if n := routing.EncodedLen(&ms[i]); n > MaxFrameSize {
+			return fmt.Errorf("transport: message of %d bytes is over the %d-byte frame limit", n, MaxFrameSize)
+		}
+	}
+	bps := make([]*[]byte, 0, len(ms))
+	release := func() {
+		for _, bp := range bps {
+			bufPool.Put(bp)
+		}
+	}
+	for i := range ms {
+		bp := bufPool.Get().(*[]byte)
+		b := append((*bp)[:0], 0, 0, 0, 0)
+		b, err := routing.AppendMessage(b, &ms[i])
+		*bp = b
+		bps = append(bps, bp)
+		if err != nil {
+			release()
+			return err
+		}
+		binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeader))
+		total += int64(len(b))
+	}
+	if wait && total > smallFrame {
+		if err := c.waitRoom(total); err != nil {
+			release()
+			return err
+		}
+	}
+	c.qmu.Lock()
+	select {
+	case <-c.done:
+		c.qmu.Unlock()
+		release()
+		return net.ErrClosed
+	default:
+	}
+	for _, bp := range bps {
+		c.pushQuiet(bp, "")
+	}
+	c.qmu.Unlock()
+	c.flush()
+	return nil
+}
+
+// waitRoom waits until size more bytes fit under SendQueueBytes (or nothing
+// is queued); it fails once the connection has ended.
+func (c *Conn) waitRoom(size int64) error {
+	for {
+		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
+			return nil
+		}
+		c.waiters.Add(1)
+		c.spaceMu.Lock()
+		ch := c.space
+		c.spaceMu.Unlock()
+		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
+			c.waiters.Add(-1)
+			return nil
+		}
+		select {
+		case <-ch:
+			c.waiters.Add(-1)
+		case <-c.done:
+			c.waiters.Add(-1)
+			return net.ErrClosed
+		}
+	}
 }
 
 // fits reports whether a frame of size bytes passed on from src fits the
