@@ -49,7 +49,7 @@ const (
 	// that an interactive flow holds its unacknowledged bytes, not a pool
 	// chunk per message.
 	keepWhole = 8 << 10
-	// smallSeg is the capacity of a buffer that small reads share.
+	// smallSeg is the most capacity a buffer that small reads share grows to.
 	smallSeg = 4 << 10
 )
 
@@ -92,7 +92,14 @@ func (f *Flow) keepLocked(bp *[]byte, n int) bool {
 		f.unacked = append(f.unacked, seg{b: (*bp)[:DataHeader+n], pooled: bp})
 		return true
 	}
-	b := make([]byte, DataHeader, DataHeader+max(n, smallSeg))
+	// A new shared buffer: the bytes rounded up at first (an idle
+	// interactive flow keeps what it last sent, not a buffer), then twice
+	// the last one, up to smallSeg.
+	room := (n + 63) &^ 63
+	if k := len(f.unacked); k > 0 && f.unacked[k-1].pooled == nil {
+		room = max(n, min(2*(cap(f.unacked[k-1].b)-DataHeader), smallSeg))
+	}
+	b := make([]byte, DataHeader, DataHeader+room)
 	f.unacked = append(f.unacked, seg{b: append(b, data...)})
 	return false
 }
