@@ -84,10 +84,11 @@ type CreateChannel struct {
 
 // ChannelInfo describes a secure channel end.
 type ChannelInfo struct {
-	Address   string    `json:"address"` // local route: /service/<hex>
-	Role      string    `json:"role"`    // initiator or responder
-	To        string    `json:"to"`      // route the channel was made to (initiator)
-	Peer      string    `json:"peer"`    // peer identifier
+	Address   string    `json:"address"`         // local route: /service/<hex>
+	Role      string    `json:"role"`            // initiator or responder
+	To        string    `json:"to"`              // routes the channel was made to, comma-separated (initiator)
+	Route     string    `json:"route,omitempty"` // the route in use (initiator)
+	Peer      string    `json:"peer"`            // peer identifier
 	State     string    `json:"state"`
 	Epoch     uint64    `json:"epoch"`
 	Sent      uint64    `json:"sent"`

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -572,14 +573,20 @@ func TestPortalUploadAndConcurrency(t *testing.T) {
 	}
 }
 
-// The relay dies mid-transfer: the transfer fails promptly, and once the
-// relay is back a new connection works without anyone running a command.
+// The relay dies mid-transfer and comes back: the transfer pauses and goes
+// on, on the same connection, without anyone running a command; new
+// connections work too.
 func TestPortalSurvivesRelayRestart(t *testing.T) {
 	e := newEnv(t)
-	target := tcpServer(t, func(c net.Conn) { // "hi" then an endless stream
+	target := tcpServer(t, func(c net.Conn) { // "hi" then an endless counted stream
 		c.Write([]byte("hi"))
 		buf := make([]byte, 32<<10)
+		var n uint32
 		for {
+			for i := 0; i < len(buf); i += 4 {
+				binary.BigEndian.PutUint32(buf[i:], n)
+				n++
+			}
 			if _, err := c.Write(buf); err != nil {
 				return
 			}
@@ -593,20 +600,36 @@ func TestPortalSurvivesRelayRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	var next uint32
+	check := func(n int) error {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		for i := 0; i < n; i += 4 {
+			if v := binary.BigEndian.Uint32(buf[i:]); v != next {
+				return fmt.Errorf("word %d is %d: the stream lost, doubled or reordered bytes", next, v)
+			}
+			next++
+		}
+		return nil
+	}
+	if err := check(1 << 20); err != nil {
 		t.Fatalf("transfer before the relay died: %v", err)
 	}
 	syscall.Kill(relayInfo.PID, syscall.SIGKILL)
 	killed := time.Now()
-	_, err = io.Copy(io.Discard, c)
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatal("transfer hung after the relay died")
-	}
-	t.Logf("transfer ended %v after the relay died (%v)", time.Since(killed).Round(time.Millisecond), err)
-
 	e.must("node", "delete", "relay")
 	e.must("node", "create", "relay", "--tcp-listener-address", relayInfo.TCPAddress)
+	t.Logf("relay back %v after it was killed", time.Since(killed).Round(time.Millisecond))
+	if err := check(8 << 20); err != nil {
+		t.Fatalf("transfer after the relay came back: %v", err)
+	}
+	t.Logf("8 MiB more on the same connection %v after the relay was killed", time.Since(killed).Round(time.Millisecond))
 	took := eventually(t, 20*time.Second, "a new connection through the restarted relay", func() error {
 		c, err := net.DialTimeout("tcp", inlet, time.Second)
 		if err != nil {
@@ -624,6 +647,46 @@ func TestPortalSurvivesRelayRestart(t *testing.T) {
 		return nil
 	})
 	t.Logf("recovery: new connections work %v after the relay came back", took.Round(time.Millisecond))
+}
+
+// With --resume-grace 0, flows end with their channel, at once.
+func TestPortalWithoutResumeEndsWithRelay(t *testing.T) {
+	e := newEnv(t)
+	target := tcpServer(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	e.must("node", "create", "relay")
+	e.must("node", "create", "server_sidecar")
+	e.must("tcp-outlet", "create", "--at", "/node/server_sidecar", "--from", "/service/outlet", "--to", target)
+	e.must("forwarder", "create", "server_sidecar", "--at", "/node/relay", "--to", "/node/server_sidecar")
+	e.must("node", "create", "client_sidecar", "--resume-grace", "0")
+	ch := e.must("secure-channel", "create", "--from", "/node/client_sidecar", "--to", "/node/relay/service/forward_to_server_sidecar/service/api")
+	inlet := freePort(t)
+	if r := e.cmd(ch+"\n", "tcp-inlet", "create", "--at", "/node/client_sidecar", "--from", inlet, "--to", "-/service/outlet"); r.code != 0 {
+		t.Fatalf("tcp-inlet create: %+v", r)
+	}
+	c, err := net.Dial("tcp", inlet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("transfer before the relay died: %v", err)
+	}
+	syscall.Kill(e.show("relay").PID, syscall.SIGKILL)
+	killed := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("transfer hung after the relay died")
+	}
+	t.Logf("transfer ended %v after the relay died (%v)", time.Since(killed).Round(time.Millisecond), err)
 }
 
 func TestPortalStalledReaderKeepsOthersFastAndMemoryBounded(t *testing.T) {
@@ -738,11 +801,18 @@ func TestSidecarRestarts(t *testing.T) {
 				e.must("node", "stop", sidecar)
 			}
 			killed := time.Now()
-			_, err = io.ReadFull(open, make([]byte, 1))
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				t.Fatalf("connection in flight hung after %s went", sidecar)
+			// A killed server sidecar cannot tell: the client's flow
+			// waits (--resume-grace) for it to come back, and ends
+			// when its restarted outlet answers that it has no such
+			// flow. Anything else ends the flow at once.
+			serverKilled := sidecar == "server_sidecar" && tc.how == "kill"
+			if !serverKilled {
+				_, err = io.ReadFull(open, make([]byte, 1))
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("connection in flight hung after %s went", sidecar)
+				}
+				t.Logf("connection in flight ended %v after %s went", time.Since(killed).Round(time.Millisecond), sidecar)
 			}
-			t.Logf("connection in flight ended %v after %s went", time.Since(killed).Round(time.Millisecond), sidecar)
 			eventually(t, 5*time.Second, sidecar+" to exit", func() error {
 				if processAlive(pid) {
 					return fmt.Errorf("alive")
@@ -750,6 +820,14 @@ func TestSidecarRestarts(t *testing.T) {
 				return nil
 			})
 			e.must("node", "start", sidecar)
+			if serverKilled {
+				back := time.Now()
+				_, err = io.ReadFull(open, make([]byte, 1))
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("connection in flight hung after %s came back", sidecar)
+				}
+				t.Logf("connection in flight ended %v after %s came back (%v)", time.Since(back).Round(time.Millisecond), sidecar, err)
+			}
 			took := eventually(t, 15*time.Second, "a new connection after "+sidecar+" restarted", roundTrip)
 			t.Logf("recovery: new connections work %v after %s came back", took.Round(time.Millisecond), sidecar)
 			if took > 2*time.Second {

@@ -40,6 +40,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	var listen, ident, logFile string
 	var foreground, restore bool
 	var set home.NodeSettings
+	var grace time.Duration
 	create := &cobra.Command{
 		Use:   "create [NAME]",
 		Short: "Start a node in the background (default NAME: the default node); a running node of that name is left as it is",
@@ -68,6 +69,10 @@ func (e *env) nodeCmd() *cobra.Command {
 					settingsChanged = true
 				}
 			})
+			set.ResumeGrace = grace.String()
+			if grace < 0 {
+				return fmt.Errorf("--resume-grace must not be negative, not %v", grace)
+			}
 			if foreground {
 				// With --restore, settings given as flags (a service
 				// unit's ExecStart) replace the saved ones.
@@ -83,6 +88,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().Int64Var(&set.ReadBufferMiB, "read-buffer-mib", router.DefaultReadBufferBytes>>20, "MiB of read buffers (large and partial frames) for all connections")
 	create.Flags().IntVar(&set.MaxNamesPerIdentity, "max-names-per-identity", relay.DefaultNamesPerIdentity, "relay names one identity may hold at this node")
 	create.Flags().IntVar(&set.LogMaxMiB, "log-max-mib", home.DefaultLogMaxMiB, "size in MiB at which node.log is rotated (one old file is kept)")
+	create.Flags().DurationVar(&grace, "resume-grace", portal.DefaultResumeGrace, "how long carried connections wait for their secure channel to come back (a relay restart) and resume where they stopped; 0: they end with it")
 	create.Flags().StringVar(&set.MetricsListen, "metrics-listen", "", "also serve Prometheus /metrics and /healthz on this TCP address (bind it to loopback or a private network; the control socket always serves /metrics)")
 	create.Flags().IntVar(&set.WindowBudgetMiB, "window-budget-mib", portal.DefaultWindowBudget>>20, "MiB all flows' receive windows may grow by together, beyond their first 256 KiB each")
 	create.Flags().IntVar(&set.MaxFlowWindowMiB, "max-flow-window-mib", portal.DefaultMaxFlowWindow>>20, "MiB one flow's receive window may grow to (what one flow carries is about this much per round trip)")
@@ -621,5 +627,6 @@ func settingsArgs(s home.NodeSettings) []string {
 		"--log-max-mib", strconv.Itoa(s.LogMaxMiB),
 		"--window-budget-mib", strconv.Itoa(s.WindowBudgetMiB),
 		"--max-flow-window-mib", strconv.Itoa(s.MaxFlowWindowMiB),
-		"--metrics-listen", s.MetricsListen)
+		"--metrics-listen", s.MetricsListen,
+		"--resume-grace", cmp.Or(s.ResumeGrace, portal.DefaultResumeGrace.String()))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,20 +25,23 @@ func atFlag(cmd *cobra.Command, p *string) {
 
 func (e *env) secureChannelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "secure-channel", Short: "End-to-end encrypted, mutually authenticated channels"}
-	var from, to string
+	var from string
+	var tos []string
 	var authorized []string
 	var wait time.Duration
 	create := &cobra.Command{
 		Use:   "create --from /node/NAME --to ROUTE",
 		Short: "Open a secure channel to the listener at ROUTE; prints its local route",
 		Example: `  ockam secure-channel create --from /node/client_sidecar --to /node/relay/service/forward_to_server_sidecar/service/api
-  ockam secure-channel create --from /node/a --to /node/b/service/api | ockam message send hi --from /node/a --to -/service/echo`,
+  ockam secure-channel create --from /node/a --to /node/b/service/api | ockam message send hi --from /node/a --to -/service/echo
+  ockam secure-channel create --from /node/client_sidecar --to /ip4/RELAY1/tcp/4000/service/forward_to_server_sidecar/service/api --to /ip4/RELAY2/tcp/4000/service/forward_to_server_sidecar/service/api`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := nodeName("--from", from)
 			if err != nil {
 				return err
 			}
+			to := strings.Join(tos, ",")
 			if to == "" {
 				return fmt.Errorf("missing --to ROUTE of a secure channel listener (e.g. /node/NAME/service/api)")
 			}
@@ -54,7 +58,7 @@ func (e *env) secureChannelCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&from, "from", "", "node that opens the channel (/node/NAME)")
-	create.Flags().StringVar(&to, "to", "", "route to the listener")
+	create.Flags().StringArrayVar(&tos, "to", nil, "route to the listener; repeated (or ROUTE,ROUTE): routes to the same listener through several relays, the next used when the one in use fails")
 	create.Flags().StringSliceVar(&authorized, "authorized", nil, "identifier the peer must have (repeatable; default: the node's trust)")
 	timeoutFlag(create, &wait, node.DefaultTimeout, "how long the handshake may take")
 
@@ -75,7 +79,11 @@ func (e *env) secureChannelCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, c := range out {
-				rows = append(rows, []string{c.Address, c.Role, c.State, short(c.Peer), c.To})
+				to := c.To
+				if strings.Contains(to, ",") {
+					to = c.Route + " (in use; " + strconv.Itoa(strings.Count(c.To, ",")+1) + " routes)"
+				}
+				rows = append(rows, []string{c.Address, c.Role, c.State, short(c.Peer), to})
 			}
 			e.table("ADDRESS\tROLE\tSTATE\tPEER\tTO", rows)
 			return nil
@@ -98,6 +106,9 @@ func (e *env) secureChannelCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "Address:  %s\nRole:     %s\nState:    %s\nPeer:     %s\nTo:       %s\nSessions: %d\nSent:     %d\nReceived: %d\nRejected: %d\n",
 				c.Address, c.Role, c.State, c.Peer, c.To, c.Epoch, c.Sent, c.Received, c.Rejected)
+			if strings.Contains(c.To, ",") {
+				fmt.Fprintf(e.stdout, "In use:   %s\n", c.Route)
+			}
 			if c.LastError != "" {
 				fmt.Fprintf(e.stdout, "Last error: %s\n", c.LastError)
 			}

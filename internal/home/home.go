@@ -293,13 +293,17 @@ type NodeSettings struct {
 	// grows to (portal.Config; their defaults when zero).
 	WindowBudgetMiB  int `json:"window_budget_mib,omitempty"`
 	MaxFlowWindowMiB int `json:"max_flow_window_mib,omitempty"`
+	// ResumeGrace is how long carried connections wait for their channel
+	// to come back and resume (a Go duration, "0s": they end with it);
+	// empty for portal.DefaultResumeGrace.
+	ResumeGrace string `json:"resume_grace,omitempty"`
 }
 
 // IsZero reports whether no setting is set.
 func (s NodeSettings) IsZero() bool {
 	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
 		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" &&
-		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0
+		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0 && s.ResumeGrace == ""
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ockam-go/ockam/internal/api"
 	"github.com/ockam-go/ockam/internal/router"
@@ -79,16 +80,20 @@ func (d *Daemon) startRelay(name string, at routing.Route) (*relay.Registration,
 	if d.regs == nil {
 		return nil, errors.New("node is shutting down")
 	}
-	if _, ok := d.regs[name]; ok {
-		return nil, conflict(fmt.Errorf("relay %s already exists on this node", name))
+	if _, ok := d.regs[regKey(name, at)]; ok {
+		return nil, conflict(fmt.Errorf("relay %s at %s already exists on this node", name, at))
 	}
 	reg, err := relay.Register(d.node, at, name, d.me, d.log)
 	if err != nil {
 		return nil, badRequest(err)
 	}
-	d.regs[name] = reg
+	d.regs[regKey(name, at)] = reg
 	return reg, nil
 }
+
+// regKey names a registration: one name may be registered at several
+// relays (clients' channels then have a route through each).
+func regKey(name string, at routing.Route) string { return name + "@" + at.String() }
 
 // CreateRelay registers a name at a relay node, waits for the first
 // registration, and records it.
@@ -105,12 +110,12 @@ func (d *Daemon) CreateRelay(ctx context.Context, req api.CreateRelay) (api.Rela
 	defer cancel()
 	if err := reg.WaitReady(ctx); err != nil {
 		d.mu.Lock()
-		delete(d.regs, req.Name)
+		delete(d.regs, regKey(req.Name, at))
 		d.mu.Unlock()
 		reg.Close()
 		return api.RelayInfo{}, fmt.Errorf("relay %s at %s: %w", req.Name, req.At, err)
 	}
-	d.remember(kindRelay, req.Name, api.CreateRelay{Name: req.Name, At: at.String()})
+	d.remember(kindRelay, regKey(req.Name, at), api.CreateRelay{Name: req.Name, At: at.String()})
 	return regInfo(reg.Status()), nil
 }
 
@@ -133,16 +138,23 @@ func (d *Daemon) Relays(context.Context) (api.Relays, error) {
 	return out, nil
 }
 
-// DeleteRelay stops keeping a name registered.
+// DeleteRelay stops keeping a name registered, at every relay.
 func (d *Daemon) DeleteRelay(_ context.Context, name string) error {
+	var regs []*relay.Registration
 	d.mu.Lock()
-	reg := d.regs[name]
-	delete(d.regs, name)
+	for k, reg := range d.regs {
+		if strings.HasPrefix(k, name+"@") {
+			regs = append(regs, reg)
+			delete(d.regs, k)
+		}
+	}
 	d.mu.Unlock()
-	if reg == nil {
+	if len(regs) == 0 {
 		return notFound(fmt.Errorf("no relay %s on this node", name))
 	}
-	reg.Close()
-	d.forget(kindRelay, name)
+	for _, reg := range regs {
+		reg.Close()
+	}
+	d.forgetIf(kindRelay, func(k string) bool { return k == name || strings.HasPrefix(k, name+"@") })
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ockam-go/ockam/internal/api"
 	"github.com/ockam-go/ockam/internal/home"
@@ -53,9 +54,13 @@ var kinds = []struct {
 		return err
 	})},
 	{kindChannel, restoreAs(func(d *Daemon, c savedChannel) error {
-		route, err := routing.ParseRoute(c.To, nil)
-		if err != nil {
-			return err
+		var routes []routing.Route
+		for _, part := range strings.Split(c.To, ",") {
+			route, err := routing.ParseRoute(part, nil)
+			if err != nil {
+				return err
+			}
+			routes = append(routes, route)
 		}
 		ids, err := parseIDs(c.Authorized)
 		if err != nil {
@@ -63,7 +68,7 @@ var kinds = []struct {
 		}
 		// At its old address, established in the background, so that
 		// the routes of inlets and mappings through it stay valid.
-		_, err = d.sc.Restore(c.Address, route, ids)
+		_, err = d.sc.RestoreRoutes(c.Address, routes, ids)
 		return err
 	})},
 	{kindInlet, restoreAs(func(d *Daemon, r api.CreateInlet) error { _, err := d.createInlet(r); return err })},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ockam-go/ockam/internal/api"
 	"github.com/ockam-go/ockam/internal/identity"
@@ -41,11 +42,16 @@ func (d *Daemon) startSecure() error {
 	if _, err := d.sc.Listen(secure.DefaultListener, nil, false); err != nil {
 		return err
 	}
+	grace, err := resumeGrace(d.conf.Settings.ResumeGrace)
+	if err != nil {
+		return err
+	}
 	d.portals, err = portal.New(d.node, portal.Config{
 		Logger:        d.log,
 		Path:          d.sc,
 		WindowBudget:  d.conf.Settings.WindowBudgetMiB << 20,
 		MaxFlowWindow: d.conf.Settings.MaxFlowWindowMiB << 20,
+		ResumeGrace:   grace,
 		Allowed: func(peer string) error {
 			id, err := identity.ParseIdentifier(peer)
 			if err != nil {
@@ -55,6 +61,21 @@ func (d *Daemon) startSecure() error {
 		},
 	})
 	return err
+}
+
+// resumeGrace is portal.Config.ResumeGrace for the node setting s.
+func resumeGrace(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	g, err := time.ParseDuration(s)
+	if err != nil || g < 0 {
+		return 0, fmt.Errorf("resume grace %q: want a duration such as 30s", s)
+	}
+	if g == 0 {
+		return -1, nil
+	}
+	return g, nil
 }
 
 func (d *Daemon) stopSecure() {
@@ -102,7 +123,8 @@ func channelInfo(c *secure.Channel) api.ChannelInfo {
 		info.Peer = p.String()
 	}
 	if c.Role() == "initiator" {
-		info.To = c.ListenerRoute().String()
+		info.To = joinRoutes(c.Routes())
+		info.Route = c.ListenerRoute().String()
 	}
 	return info
 }
@@ -112,9 +134,38 @@ func channelAddr(s string) string {
 	return strings.TrimPrefix(s, "/service/")
 }
 
+// resolveRoutes resolves "ROUTE[,ROUTE...]": several routes to the same
+// listener (through several relays).
+func (d *Daemon) resolveRoutes(s string) ([]routing.Route, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxChannelRoutes {
+		return nil, fmt.Errorf("%d routes, at most %d", len(parts), MaxChannelRoutes)
+	}
+	var out []routing.Route
+	for _, p := range parts {
+		r, err := d.resolve(strings.TrimSpace(p))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// MaxChannelRoutes bounds the routes one channel is given.
+const MaxChannelRoutes = 8
+
+func joinRoutes(rs []routing.Route) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ",")
+}
+
 // CreateChannel opens a secure channel to a listener and records it.
 func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.ChannelInfo, error) {
-	route, err := d.resolve(req.To)
+	routes, err := d.resolveRoutes(req.To)
 	if err != nil {
 		return api.ChannelInfo{}, badRequest(err)
 	}
@@ -124,7 +175,7 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 	}
 	ctx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
-	c, err := d.sc.Create(ctx, route, ids)
+	c, err := d.sc.CreateRoutes(ctx, routes, ids)
 	if err != nil {
 		if strings.Contains(err.Error(), "got handshake1 message, want handshake2") {
 			// Our own first message came back: the route ends at a
@@ -136,7 +187,7 @@ func (d *Daemon) CreateChannel(ctx context.Context, req api.CreateChannel) (api.
 		}
 		return api.ChannelInfo{}, err
 	}
-	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: route.String(), Authorized: req.Authorized})
+	d.remember(kindChannel, c.Address(), savedChannel{Address: c.Address(), To: joinRoutes(routes), Authorized: req.Authorized})
 	return channelInfo(c), nil
 }
 

@@ -106,6 +106,36 @@ type Flow struct {
 	hasPeer bool   // set at an outlet when the flow is made, at an inlet by Opened
 	// Foreign counts messages from anyone but the flow's peer, dropped.
 	Foreign atomic.Uint64
+
+	// Resumption (resume.go).
+	resumable   bool
+	path        Path
+	grace       time.Duration
+	opener      bool
+	openRoute   routing.Route   // opener: the route it opened the flow to
+	smu         sync.Mutex      // serialises Data and Fin sends; owns unacked
+	held        bool            // fromLocal only buffers: suspended or retransmitting
+	suspended   bool            // the path failed and the flow has not resumed
+	gen         uint32          // the last Resume sent (opener) or taken (outlet)
+	awaitGen    uint32          // opener: the Resume whose answer it waits for
+	nextPath    <-chan struct{} // opener: the session that Resume went on
+	pending     *Msg            // the peer's Resume or Resumed, for retransmit
+	retxRunning bool
+	tx          uint64 // stream bytes sent in all, early bytes included
+	ubase       uint64 // stream offset of unacked[0]'s first byte
+	unacked     []seg
+	cursor      uint64 // retransmit: the next stream byte to send
+	peerRecv    uint64 // the most the peer said it received
+	acked       uint64 // the most we said we received
+	finSent     bool
+	peerFin     bool
+	rebound     chan struct{} // cap 1: the flow resumed
+	recovering  bool          // a goroutine waits for the path to come back
+	finished    bool          // finish ran: nothing rebinds the flow
+	portals     *Portals
+	// Suspends and Resumes count the flow's suspensions and resumes;
+	// Stale counts messages dropped as from another channel or resume.
+	Suspends, Resumes, Stale atomic.Uint64
 }
 
 // errForeign is returned for a message to a flow from another identity
@@ -128,7 +158,7 @@ func (f *Flow) fromPeer(peer string, opened bool) bool {
 }
 
 func newFlow(p *Portals) (*Flow, error) {
-	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), Opened: time.Now().UTC()}
+	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
 	var err error
@@ -143,8 +173,11 @@ func (f *Flow) ID() string { return f.addr }
 func (f *Flow) Done() <-chan struct{} { return f.done }
 
 func (f *Flow) send(payload []byte) error {
+	f.mu.Lock()
+	remote := f.remote // a Resume rebinds an outlet's flow
+	f.mu.Unlock()
 	return f.n.Send(context.Background(), &routing.Message{
-		Onward:  f.remote,
+		Onward:  remote,
 		Return:  routing.Route{routing.LocalAddr(f.addr)},
 		Payload: payload,
 	})
@@ -164,6 +197,18 @@ func (f *Flow) handle(m *routing.Message) error {
 	if !f.fromPeer(m.Peer, pm.Kind == KindOpened || pm.Kind == KindRefused) {
 		f.Foreign.Add(1)
 		return errForeign
+	}
+	if f.resumable {
+		switch pm.Kind {
+		case KindResume:
+			return f.handleResume(m, pm)
+		case KindResumed:
+			return f.handleResumed(pm)
+		}
+		if !f.boundTo(m, pm.Kind) {
+			f.Stale.Add(1)
+			return errStale
+		}
 	}
 	switch pm.Kind {
 	case KindOpened, KindRefused:
@@ -204,6 +249,7 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.recvSeq++
 		data := pm.Data
 		ping, sendPing := f.receivedLocked(len(data))
+		recv := f.rx
 		credit := 0
 		if f.raw != nil && !f.writing && len(f.queue) == 0 {
 			// Nothing waits for the socket: write now, without blocking,
@@ -227,21 +273,32 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.queued += len(data)
 			f.cond.Broadcast()
 		}
+		// Bytes received but not yet written (a slow or stalled reader)
+		// are acknowledged each quarter window all the same (Credit 0),
+		// so that the peer does not keep them too.
+		ack := credit > 0 || f.resumable && f.rx-f.acked >= uint64(min(f.win/4, creditStep))
+		if ack {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if sendPing {
 			f.sendCtl(Msg{Kind: KindPing, ID: ping})
 		}
-		if credit > 0 {
-			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit)})
+		if ack {
+			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
 		}
 	case KindPing:
 		f.sendCtl(Msg{Kind: KindPong, ID: pm.ID})
 	case KindPong:
 		f.mu.Lock()
 		credit := f.pongedLocked(pm.ID)
+		recv := f.rx
+		if credit > 0 {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if credit > 0 {
-			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit)})
+			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
 		}
 	case KindRelease:
 		f.mu.Lock()
@@ -257,6 +314,19 @@ func (f *Flow) handle(m *routing.Message) error {
 			f.mu.Unlock()
 			f.reset(errors.New("portal: peer granted more credit than any window"), true)
 			return nil
+		}
+		if f.resumable {
+			if f.pending != nil {
+				// The peer's resume state, not yet taken, predates
+				// this credit.
+				f.pending.Granted += uint64(pm.Credit)
+			}
+			if pm.Recv > f.tx {
+				f.mu.Unlock()
+				f.reset(errors.New("portal: peer acknowledged bytes never sent"), true)
+				return nil
+			}
+			f.peerRecv = max(f.peerRecv, pm.Recv)
 		}
 		f.armIdleLocked(true)
 		f.cond.Broadcast()
@@ -308,10 +378,34 @@ func (f *Flow) sendCtl(m Msg) {
 	if stop {
 		return
 	}
-	var b [8]byte
+	var b [MaxCtl]byte
 	if err := f.send(Append(b[:0], m)); err != nil {
+		f.sendFailed(err)
+	}
+}
+
+// sendFailed handles a failed send: a flow that resumes waits for its path
+// watcher (what it sent goes again after the resume), another resets.
+func (f *Flow) sendFailed(err error) {
+	if !f.resumable {
 		f.reset(fmt.Errorf("portal: sending: %w", err), false)
 	}
+}
+
+// boundTo reports whether m came through the channel the flow is bound to:
+// the first hop of its return route is that of the flow's route to the peer.
+// The outlet's flow moves to another channel only by a Resume.
+func (f *Flow) boundTo(m *routing.Message, k Kind) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.remote == nil {
+		return true // an opener before Opened
+	}
+	if len(m.Return) == 0 || m.Return[0] != f.remote[0] {
+		return false
+	}
+	// An opener waiting for Resumed takes nothing else but a Reset.
+	return f.awaitGen == 0 || k == KindReset
 }
 
 // reset aborts the flow: the local connection is closed with a TCP reset
@@ -373,7 +467,7 @@ func (f *Flow) run(c conn) {
 	// goroutine waits for them, and one per path watches it for all its
 	// flows (pathwatch.go): an idle flow costs its two stacks.
 	if f.pathEnd != nil {
-		f.paths.add(f) // before the directions: finish removes it
+		f.paths.add(f, f.pathEnd) // before the directions: finish removes it
 	}
 	f.running.Store(2)
 	go f.fromLocal(c)
@@ -390,10 +484,11 @@ func (f *Flow) exited() {
 func (f *Flow) finish() {
 	f.closeOnce.Do(func() {
 		f.n.Unregister(f.addr)
-		if f.pathEnd != nil {
-			f.paths.remove(f)
-		}
 		f.mu.Lock()
+		f.finished = true
+		if f.pathEnd != nil {
+			f.paths.remove(f, f.pathEnd) // under f.mu: a resume moves it
+		}
 		c := f.c
 		for _, bp := range f.queue {
 			chunkPool.Put(bp)
@@ -401,6 +496,7 @@ func (f *Flow) finish() {
 		f.queue, f.queued = nil, 0
 		f.shrinkLocked(f.win - Window) // the window's growth back to the budget
 		f.mu.Unlock()
+		f.freeUnacked()
 		if c != nil {
 			c.Close()
 		}
@@ -449,7 +545,9 @@ func (f *Flow) fromLocal(c conn) {
 			continue
 		}
 		buf := (*bp)[:cap(*bp)]
-		if n > 0 {
+		if n > 0 && f.resumable {
+			f.sendData(bp, n)
+		} else if n > 0 {
 			f.mu.Lock()
 			seq := f.sendSeq
 			f.sendSeq++
@@ -467,6 +565,10 @@ func (f *Flow) fromLocal(c conn) {
 			chunkPool.Put(bp)
 		}
 		if err != nil {
+			if errors.Is(err, io.EOF) && f.resumable {
+				f.sendFin()
+				return
+			}
 			if errors.Is(err, io.EOF) {
 				f.mu.Lock()
 				seq := f.sendSeq
@@ -538,11 +640,17 @@ func (f *Flow) toLocal(c conn) {
 		f.mu.Lock()
 		f.writing = false
 		credit := f.wroteLocked(n)
+		recv := f.rx
+		if credit > 0 {
+			f.acked = recv
+		}
 		f.mu.Unlock()
 		if credit > 0 {
-			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit)})); err != nil {
-				f.reset(fmt.Errorf("portal: sending: %w", err), false)
-				return
+			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})); err != nil {
+				f.sendFailed(err)
+				if !f.resumable {
+					return
+				}
 			}
 		}
 	}

@@ -1,7 +1,9 @@
 package portal
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/ockam-go/ockam/internal/router"
@@ -47,6 +49,80 @@ func TestFlowIgnoresOtherIdentities(t *testing.T) {
 	f.mu.Unlock()
 	if credit != 1024 || reset != nil {
 		t.Fatalf("after foreign messages: credit %d, reset %v; want 1024 and none", credit, reset)
+	}
+}
+
+// anyChannel is a Path on which every route starting with "chan" is a
+// channel that is up.
+type anyChannel struct{}
+
+func (anyChannel) Watch(_ context.Context, r routing.Route) (<-chan struct{}, error) {
+	if len(r) == 0 || !strings.HasPrefix(r[0].Value, "chan") {
+		return nil, nil
+	}
+	return make(chan struct{}), nil
+}
+
+// TestResumeOnlyFromPeerFreshAndThroughAChannel: an outlet's flow moves to
+// another channel only by a Resume from its own peer identity, through a
+// secure channel, numbered higher than any before; a replayed Resume,
+// another identity's, and anything else through another channel change
+// nothing.
+func TestResumeOnlyFromPeerFreshAndThroughAChannel(t *testing.T) {
+	n := router.New(router.Config{})
+	defer n.Close()
+	p, err := New(n, Config{Path: anyChannel{}, Allowed: func(string) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := newFlow(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.finish() // stops watching the path it was moved to
+	f.peer, f.hasPeer, f.resumable = "Ialice", true, true
+	f.remote = routing.Route{routing.LocalAddr("chanA"), routing.LocalAddr("flow_peer")}
+	f.pathEnd = make(chan struct{})
+	msg := func(peer, ch string, pm Msg) *routing.Message {
+		return &routing.Message{Onward: routing.Route{routing.LocalAddr(f.addr)}, Return: routing.Route{routing.LocalAddr(ch), routing.LocalAddr("flow_peer")}, Payload: Append(nil, pm), Peer: peer}
+	}
+	resume := func(gen uint32) Msg { return Msg{Kind: KindResume, Gen: gen, Flow: f.addr} }
+	bound := func() string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.remote[0].Value
+	}
+	for _, c := range []struct {
+		name string
+		m    *routing.Message
+		want error
+		ch   string
+	}{
+		{"another identity's resume", msg("Imallory", "chanM", resume(1)), errForeign, "chanA"},
+		{"a resume outside any channel", msg("", "chanM", resume(1)), errForeign, "chanA"},
+		{"the peer's resume not through a channel", msg("Ialice", "tcp0", resume(1)), errStale, "chanA"},
+		{"credit through another channel", msg("Ialice", "chanB", Msg{Kind: KindCredit, Credit: 1}), errStale, "chanA"},
+		{"reset through another channel", msg("Ialice", "chanB", Msg{Kind: KindReset, Reason: "x"}), errStale, "chanA"},
+		{"the peer's resume 1", msg("Ialice", "chanB", resume(1)), nil, "chanB"},
+		{"resume 1 replayed", msg("Ialice", "chanC", resume(1)), errStale, "chanB"},
+		{"an older resume", msg("Ialice", "chanC", resume(0)), errStale, "chanB"},
+		{"data through the old channel", msg("Ialice", "chanA", Msg{Kind: KindData, Data: []byte("x")}), errStale, "chanB"},
+		{"a resumed at an outlet", msg("Ialice", "chanB", Msg{Kind: KindResumed, Gen: 1}), errStale, "chanB"},
+		{"the peer's resume 2", msg("Ialice", "chanC", resume(2)), nil, "chanC"},
+	} {
+		if err := f.handle(c.m); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if got := bound(); got != c.ch {
+			t.Errorf("%s: bound to %s, want %s", c.name, got, c.ch)
+		}
+	}
+	f.mu.Lock()
+	reset := f.resetErr
+	f.mu.Unlock()
+	if reset != nil {
+		t.Fatalf("flow reset: %v", reset)
 	}
 }
 

@@ -1,9 +1,6 @@
 package portal
 
-import (
-	"errors"
-	"sync"
-)
+import "sync"
 
 // paths resets flows when their path fails with one goroutine per path (a
 // secure channel's session), not one per flow: an idle flow costs only the
@@ -18,9 +15,9 @@ type pathFlows struct {
 	stop  chan struct{} // closed when the last flow has left
 }
 
-// add watches end for f until remove(f).
-func (ps *paths) add(f *Flow) {
-	end := f.pathEnd
+// add watches end for f until remove(f, end). A flow that resumes on
+// another session moves from its old end to the new one (resume.go).
+func (ps *paths) add(f *Flow, end <-chan struct{}) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.m == nil {
@@ -52,21 +49,21 @@ func (ps *paths) watch(end <-chan struct{}, pf *pathFlows) {
 	pf.flows = nil // later removes find nothing to do
 	ps.mu.Unlock()
 	for _, f := range flows {
-		f.reset(errors.New("portal: the path to the peer failed"), false)
+		f.pathFailed(end)
 	}
 }
 
-// remove stops watching f's path for f.
-func (ps *paths) remove(f *Flow) {
+// remove stops watching end for f.
+func (ps *paths) remove(f *Flow, end <-chan struct{}) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	pf := ps.m[f.pathEnd]
+	pf := ps.m[end]
 	if pf == nil || pf.flows == nil {
 		return
 	}
 	delete(pf.flows, f)
 	if len(pf.flows) == 0 {
-		delete(ps.m, f.pathEnd)
+		delete(ps.m, end)
 		close(pf.stop)
 	}
 }

@@ -42,6 +42,21 @@ type Config struct {
 	// bytes to send them with the open (0: DefaultEarlyWait; negative: do
 	// not wait, send only what has already arrived).
 	EarlyWait time.Duration
+	// ResumeGrace is how long a flow through a secure channel waits for
+	// the channel to come back after its session ended, to resume where it
+	// stopped (0: DefaultResumeGrace; negative: flows end with their path).
+	ResumeGrace time.Duration
+}
+
+func (p *Portals) grace() time.Duration {
+	switch g := p.cfg.ResumeGrace; {
+	case g == 0:
+		return DefaultResumeGrace
+	case g < 0:
+		return 0
+	default:
+		return g
+	}
 }
 
 // Portals owns the inlets, outlets and flows of one node.
@@ -57,6 +72,8 @@ type Portals struct {
 	// waited for the peer's window (a slow reader at the other end, or a
 	// window smaller than the path needs).
 	Stalls atomic.Uint64
+
+	resumes, suspends atomic.Uint64 // over all flows
 
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
@@ -85,6 +102,12 @@ func New(n *router.Node, cfg Config) (*Portals, error) {
 	}
 	p.budget.limit = max(p.budget.limit, 0)
 	return p, nil
+}
+
+// Resumes returns how many times flows were suspended and resumed on this
+// node, in all.
+func (p *Portals) Resumes() (suspends, resumes uint64) {
+	return p.suspends.Load(), p.resumes.Load()
 }
 
 // Dial opens a flow to the outlet at route, asking for port (0: the
@@ -116,6 +139,10 @@ func (p *Portals) DialEarly(ctx context.Context, route routing.Route, port uint1
 		return nil, err
 	}
 	f.pathEnd = pathEnd
+	f.resumable = pathEnd != nil && f.grace > 0
+	f.opener = true
+	f.openRoute = route.Clone()
+	f.tx, f.ubase, f.peerRecv = uint64(len(early)), uint64(len(early)), uint64(len(early))
 	f.Target = route.String()
 	f.early = len(early)
 	f.BytesOut.Add(uint64(len(early)))
@@ -194,6 +221,9 @@ type FlowInfo struct {
 	Opened   time.Time
 	Window   int // receive window now
 	Queued   int // bytes received, waiting for the local socket
+	Resumes  uint64
+	Held     int    // bytes sent and kept until the peer has them
+	Foreign  uint64 // messages from other identities, dropped
 }
 
 // CreateInlet listens on addr and carries each connection to route.
@@ -348,9 +378,9 @@ func flowInfos(m map[*Flow]struct{}) []FlowInfo {
 	out := make([]FlowInfo, 0, len(m))
 	for f := range m {
 		f.mu.Lock()
-		win, queued := f.win, f.queued
+		win, queued, held := f.win, f.queued, int(f.tx-f.peerRecv)
 		f.mu.Unlock()
-		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued})
+		out = append(out, FlowInfo{ID: f.addr, Client: f.Client, Target: f.Target, BytesIn: f.BytesIn.Load(), BytesOut: f.BytesOut.Load(), Opened: f.Opened, Window: win, Queued: queued, Resumes: f.Resumes.Load(), Held: held, Foreign: f.Foreign.Load()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Opened.Before(out[j].Opened) })
 	return out
@@ -409,6 +439,7 @@ type Outlet struct {
 
 	mu      sync.Mutex
 	flows   map[*Flow]struct{}
+	byAddr  map[string]*Flow
 	pending atomic.Int32
 	total   atomic.Uint64
 	lastErr atomic.Value
@@ -431,7 +462,7 @@ type OutletConfig struct {
 
 // CreateOutlet registers an outlet.
 func (p *Portals) CreateOutlet(cfg OutletConfig) (*Outlet, error) {
-	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, done: make(chan struct{})}
+	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, byAddr: map[string]*Flow{}, done: make(chan struct{})}
 	if o.addr == "" {
 		return nil, errors.New("portal: outlet needs an address (--from /service/NAME)")
 	}
@@ -531,6 +562,9 @@ func (o *Outlet) open(m *routing.Message) error {
 		return nil
 	}
 	pm, err := Decode(m.Payload)
+	if err == nil && pm.Kind == KindResume {
+		return o.resume(m, pm)
+	}
 	if err != nil || pm.Kind != KindOpen {
 		return o.refuse(m, "expected an open message")
 	}
@@ -641,6 +675,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	f.credit = int(window)
 	f.peerWindow = int(window)
 	f.pathEnd = pathEnd
+	f.resumable = pathEnd != nil && f.grace > 0
 	f.Client = peer
 	f.peer, f.hasPeer = peer, true
 	f.Target = target
@@ -656,11 +691,13 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	f.onFinish = func() {
 		o.mu.Lock()
 		delete(o.flows, f)
+		delete(o.byAddr, f.addr)
 		o.mu.Unlock()
 		o.wg.Done()
 	}
 	o.mu.Lock()
 	o.flows[f] = struct{}{}
+	o.byAddr[f.addr] = f
 	o.mu.Unlock()
 	f.Run(c)
 	select {
@@ -668,6 +705,26 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 		f.reset(errOutletDeleted, true)
 	default:
 	}
+}
+
+// resume passes a Resume to the flow it names; one for a flow the outlet
+// does not have (its node restarted, the flow ended) is answered with a
+// Reset, so that the opener ends at once rather than after its grace.
+func (o *Outlet) resume(m *routing.Message, pm Msg) error {
+	if m.Peer == "" {
+		return errors.New("portal: resume outside a secure channel")
+	}
+	o.mu.Lock()
+	f := o.byAddr[pm.Flow]
+	o.mu.Unlock()
+	if f == nil {
+		o.p.n.Send(context.Background(), &routing.Message{
+			Onward: m.Return.Clone(), Return: routing.Route{routing.LocalAddr(o.addr)},
+			Payload: Append(nil, Msg{Kind: KindReset, Reason: "no such flow at the outlet"}),
+		})
+		return fmt.Errorf("portal: resume of unknown flow %s", pm.Flow)
+	}
+	return f.handle(m)
 }
 
 var errOutletDeleted = errors.New("portal: outlet deleted")

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +38,7 @@ type world struct {
 	ch                     *secure.Channel
 	inlet                  *portal.Inlet
 	relayAddr              string
+	sid                    *identity.Secret
 }
 
 func trustAll(identity.Identifier) error { return nil }
@@ -60,6 +63,7 @@ func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *worl
 
 	cid, _ := identity.Generate(nil)
 	sid, _ := identity.Generate(nil)
+	w.sid = sid
 	w.client, w.server = router.New(router.Config{}), router.New(router.Config{})
 	w.cm, _ = secure.NewManager(w.client, secure.Config{Identity: cid, Trust: trustAll})
 	w.sm, _ = secure.NewManager(w.server, secure.Config{Identity: sid, Trust: trustAll})
@@ -408,11 +412,18 @@ func TestStalledFlowDoesNotBlockOthers(t *testing.T) {
 	if stalledOut > stalledIn+portal.DefaultMaxFlowWindow {
 		t.Errorf("outlet sent %d bytes, inlet wrote %d: more than a window in flight", stalledOut, stalledIn)
 	}
+	// What the outlet keeps for a resume is acknowledged as the inlet
+	// receives it, written or not: about a credit step, not the window
+	// the inlet holds.
+	if f.Held > 1<<20+2*portal.MaxChunk {
+		t.Errorf("outlet holds %d unacknowledged bytes of a stalled flow, want at most about 1 MiB", f.Held)
+	}
+	t.Logf("stalled flow: the outlet keeps %d unacknowledged bytes", f.Held)
 }
 
 func TestChannelLossEndsFlowsAndRecovers(t *testing.T) {
 	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
-	w := newWorld(t, s.addr())
+	w := newWorldConfig(t, s.addr(), portal.Config{ResumeGrace: -1}, portal.Config{ResumeGrace: -1})
 	c := dialInlet(t, w)
 	c.Write([]byte("ping"))
 	buf := make([]byte, 4)
@@ -516,4 +527,417 @@ func BenchmarkFlowThroughput(b *testing.B) {
 		b.Fatalf("server got %d bytes, want %d", n, int64(b.N)*int64(len(chunk)))
 	}
 	c.Close()
+}
+
+// cutPath closes the client's connections (to the relay): the channel's
+// session ends and the initiator re-establishes it.
+func cutPath(w *world) {
+	for _, l := range w.client.Links() {
+		l.Close()
+	}
+}
+
+// TestFlowsResumeAfterPathLoss sends 64 MiB each way through an echo while
+// the path is cut three times: every byte comes back, in order, and the
+// application's connection sees no error.
+func TestFlowsResumeAfterPathLoss(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	const total = 64 << 20
+	want := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for sent := 0; sent < total; sent += len(buf) {
+			rand.Read(buf)
+			want.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- c.CloseWrite()
+	}()
+	got := sha256.New()
+	c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	buf := make([]byte, 64<<10)
+	n, cuts := 0, 0
+	for n < total {
+		k, err := c.Read(buf)
+		got.Write(buf[:k])
+		n += k
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		if cuts < 3 && n > (cuts+1)*total/4 {
+			cuts++
+			cutPath(w)
+		}
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("after the echo: %v, want EOF", err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("the echo differs from what was sent")
+	}
+	_, resumes := w.cp.Resumes()
+	if resumes < uint64(cuts) {
+		t.Errorf("inlet flow resumed %d times for %d cuts", resumes, cuts)
+	}
+	t.Logf("%d MiB each way across %d path cuts, %d resumes", total>>20, cuts, resumes)
+}
+
+// TestFlowResumesAcrossRelayRestart stops the relay node and starts another
+// on the same address: an interactive flow pauses and goes on.
+func TestFlowResumesAcrossRelayRestart(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	ask := func(i int) error {
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if !bytes.Equal(b, msg) {
+			return fmt.Errorf("got %q, want %q", b, msg)
+		}
+		return nil
+	}
+	for i := 0; i < 10; i++ {
+		if err := ask(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.relayN.Close()
+	n := router.New(router.Config{})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := n.Listen(w.relayAddr); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	svc, _ := relay.NewService(n, relay.Config{})
+	t.Cleanup(func() { svc.Close(); n.Close() })
+	start := time.Now()
+	if err := ask(10); err != nil {
+		t.Fatalf("first request after the relay restarted: %v", err)
+	}
+	t.Logf("first answer %v after the relay restarted", time.Since(start).Round(time.Millisecond))
+	for i := 11; i < 20; i++ {
+		if err := ask(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := w.inlet.Flows()
+	if len(fs) != 1 || fs[0].Resumes == 0 {
+		t.Fatalf("inlet flows %+v: want one, resumed", fs)
+	}
+}
+
+// TestFlowEndsAfterGrace: with the relay gone for longer than the grace
+// period, the flow ends with a reset.
+func TestFlowEndsAfterGrace(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	cfg := portal.Config{ResumeGrace: 500 * time.Millisecond}
+	w := newWorldConfig(t, s.addr(), cfg, cfg)
+	c := dialInlet(t, w)
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	w.relayN.Close()
+	start := time.Now()
+	_, err := c.Read(buf)
+	took := time.Since(start)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the grace: %v, want a reset", err)
+	}
+	if took < 400*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("flow ended %v after the relay went, grace 500ms", took)
+	}
+	t.Logf("flow reset %v after the relay went (grace 500ms)", took.Round(time.Millisecond))
+}
+
+// recorder is a hostile relay worker in the channel's path: it forwards
+// everything (pushing itself on the return route, so both directions cross
+// it) and keeps a copy of every message.
+type recorder struct {
+	n    *router.Node
+	mu   sync.Mutex
+	kept []*routing.Message
+}
+
+func (r *recorder) handle(m *routing.Message) error {
+	out := &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr("evil")}, m.Return...), Payload: bytes.Clone(m.Payload)}
+	if len(out.Onward) > 0 {
+		r.mu.Lock()
+		r.kept = append(r.kept, &routing.Message{Onward: out.Onward.Clone(), Return: out.Return.Clone(), Payload: bytes.Clone(out.Payload)})
+		r.mu.Unlock()
+	}
+	return r.n.Send(context.Background(), out)
+}
+
+// replay sends every kept message again: to where it went, and to where the
+// last message with the same first hop went (towards the server, whose
+// connection to the relay stays, that is the current session's decryptor).
+// It returns how many it kept.
+func (r *recorder) replay() int {
+	r.mu.Lock()
+	kept := slices.Clone(r.kept)
+	r.mu.Unlock()
+	latest := map[routing.Address]routing.Route{}
+	for _, m := range kept {
+		latest[m.Onward[0]] = m.Onward
+	}
+	for _, m := range kept {
+		for _, to := range []routing.Route{m.Onward, latest[m.Onward[0]]} {
+			r.n.Send(context.Background(), &routing.Message{Onward: to.Clone(), Return: m.Return.Clone(), Payload: bytes.Clone(m.Payload)})
+		}
+	}
+	return len(kept)
+}
+
+// TestHostileRelayReplaysResumes: a relay that records a flow's messages
+// over three sessions (two path cuts, so two Resumes) and replays all of
+// them, old Resumes included, into the current session and the old ones,
+// changes nothing: the flow goes on exactly, the server's channel refuses
+// every replayed message, and no flow resets.
+func TestHostileRelayReplaysResumes(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	rec := &recorder{n: w.relayN}
+	if err := w.relayN.Register("evil", router.Public, rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/evil/service/forward_to_server/service/api", nil)
+	ch, err := w.cm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := w.cp.CreateInlet("evil", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", in.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	i := 0
+	ask := func() {
+		t.Helper()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+	}
+	for cut := 0; cut < 2; cut++ {
+		for k := 0; k < 5; k++ {
+			ask()
+		}
+		cutPath(w)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	if _, resumes := w.cp.Resumes(); resumes < 2 {
+		t.Fatalf("%d resumes, want 2", resumes)
+	}
+	refused := func() (n uint64) {
+		for _, m := range []*secure.Manager{w.sm, w.cm} {
+			for _, c := range m.Channels() {
+				n += c.Stats().Rejected
+			}
+		}
+		return n
+	}
+	rejectedBefore := refused()
+	n := rec.replay()
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	rejected := refused() - rejectedBefore
+	if rejected == 0 {
+		t.Fatal("the channels refused none of the replayed messages")
+	}
+	if fs := in.Flows(); len(fs) != 1 {
+		t.Fatalf("inlet flows: %+v", fs)
+	}
+	for _, o := range w.sp.Outlets() {
+		if fs := o.Flows(); len(fs) != 1 {
+			t.Fatalf("outlet flows: %+v", fs)
+		}
+	}
+	t.Logf("replayed %d recorded messages of three sessions (two Resumes among them) twice: %d refused by the channels, the flow unchanged", n, rejected)
+}
+
+// TestFlowMovesToAnotherRelay: the server registers its name at two relays,
+// the client's channel has a route through each; when the relay in use
+// dies, the channel moves to the other within 2 s and the flow resumes on
+// it, exactly.
+func TestFlowMovesToAnotherRelay(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	// A second relay, where the server registers the same name.
+	r2 := router.New(router.Config{})
+	ra2, err := r2.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc2, _ := relay.NewService(r2, relay.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reg2, err := relay.Register(w.server, routing.Route{routing.TCPAddr(ra2.String())}, "server", w.sid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg2.Close(); svc2.Close(); r2.Close() })
+	if err := reg2.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var routes []routing.Route
+	for _, a := range []string{w.relayAddr, ra2.String()} {
+		rt, _ := routing.ParseRoute("/tcp/"+a+"/service/forward_to_server/service/api", nil)
+		routes = append(routes, rt)
+	}
+	ch, err := w.cm.CreateRoutes(ctx, routes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ch.ListenerRoute().String(); got != routes[0].String() {
+		t.Fatalf("route in use %s, want the first", got)
+	}
+	in, err := w.cp.CreateInlet("two", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", in.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	i := 0
+	ask := func() time.Duration {
+		t.Helper()
+		start := time.Now()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+		return time.Since(start)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	w.relayN.Close() // the relay in use dies
+	gap := ask()
+	if gap > 2*time.Second {
+		t.Errorf("the first answer took %v after the relay in use died, want < 2s", gap)
+	}
+	if got := ch.ListenerRoute().String(); got != routes[1].String() {
+		t.Fatalf("route in use %s, want the second", got)
+	}
+	for k := 0; k < 5; k++ {
+		ask()
+	}
+	t.Logf("relay in use killed: the channel moved to the other relay, the flow resumed; the request across it took %v", gap.Round(time.Millisecond))
+}
+
+// TestOtherIdentityCannotResumeAFlow: another identity the server trusts,
+// with a channel of its own, sends Resumes (and a Reset) naming a flow that
+// is not its own, at the outlet and at the flow's address: the flow stays
+// bound to its peer and carries on exactly.
+func TestOtherIdentityCannotResumeAFlow(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	w := newWorld(t, s.addr())
+	c := dialInlet(t, w)
+	i := 0
+	ask := func() {
+		t.Helper()
+		msg := []byte(fmt.Sprintf("request %06d", i))
+		i++
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, msg) {
+			t.Fatalf("got %q, want %q", b, msg)
+		}
+	}
+	ask()
+	flows := w.sp.Outlets()[0].Flows()
+	if len(flows) != 1 {
+		t.Fatalf("outlet flows %+v", flows)
+	}
+	victim := flows[0].ID
+	mid, _ := identity.Generate(nil)
+	mn := router.New(router.Config{})
+	defer mn.Close()
+	mm, _ := secure.NewManager(mn, secure.Config{Identity: mid, Trust: trustAll})
+	defer mm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/forward_to_server/service/api", nil)
+	mch, err := mm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mn.Register("mallory", router.Public, func(*routing.Message) error { return nil })
+	for gen := uint32(1); gen <= 3; gen++ {
+		for _, to := range []string{"outlet", victim} {
+			for _, pm := range []portal.Msg{
+				{Kind: portal.KindResume, Gen: gen << 20, Flow: victim},
+				{Kind: portal.KindResumed, Gen: gen},
+				{Kind: portal.KindReset, Reason: "mallory"},
+			} {
+				mn.Send(ctx, &routing.Message{Onward: append(mch.Route(), routing.LocalAddr(to)), Return: routing.Route{routing.LocalAddr("mallory")}, Payload: portal.Append(nil, pm)})
+			}
+		}
+	}
+	for k := 0; k < 10; k++ {
+		ask()
+	}
+	flows = w.sp.Outlets()[0].Flows()
+	if len(flows) != 1 || flows[0].ID != victim || flows[0].Resumes != 0 || flows[0].Foreign == 0 {
+		t.Fatalf("outlet flows after another identity's resumes: %+v (want the same flow, no resume, foreign messages counted)", flows)
+	}
+	t.Logf("%d messages of another identity dropped by the flow", flows[0].Foreign)
 }

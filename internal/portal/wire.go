@@ -15,12 +15,19 @@ import (
 //	Opened   kind(1)=2 | window(4)                          the outlet connected
 //	Refused  kind(1)=3 | reason (UTF-8, ≤ MaxReason)        the flow could not open
 //	Data     kind(1)=4 | seq(4) | bytes (≤ MaxChunk)        the next chunk of the stream
-//	Credit   kind(1)=5 | bytes(4)                           the receiver consumed this much
+//	Credit   kind(1)=5 | bytes(4) | received(8)             more credit, and the stream bytes received in all
 //	Fin      kind(1)=6 | seq(4)                             no more data after seq-1 (half-close)
 //	Reset    kind(1)=7 | reason (UTF-8, ≤ MaxReason)        the flow is aborted, both ways
 //	Ping     kind(1)=8 | id(4)                              receiver → sender: answer Pong at once
 //	Pong     kind(1)=9 | id(4)                              the answer (one round trip: a BDP sample)
 //	Release  kind(1)=10 | bytes(4)                          sender → receiver: unused credit given back
+//	Resume   kind(1)=11 | state | flow id (1..MaxFlowID)    opener → outlet, after its path came back
+//	Resumed  kind(1)=12 | state                             the outlet's answer
+//
+// state (ResumeState bytes) is gen(4) | received(8) | granted(8) | seq(4) | flags(1):
+// the resume's number (strictly increasing per flow), the stream bytes the
+// sender of the message has received in all, the bytes it grants in all,
+// the Data seq it expects next, and flag 1: it has received Fin.
 //
 // All integers are big-endian.
 type Kind uint8
@@ -36,6 +43,8 @@ const (
 	KindPing    Kind = 8
 	KindPong    Kind = 9
 	KindRelease Kind = 10
+	KindResume  Kind = 11
+	KindResumed Kind = 12
 )
 
 func (k Kind) String() string {
@@ -60,13 +69,19 @@ func (k Kind) String() string {
 		return "pong"
 	case KindRelease:
 		return "release"
+	case KindResume:
+		return "resume"
+	case KindResumed:
+		return "resumed"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // Version is the portal protocol version carried by Open. Version 2 added
-// early data in Open, Ping/Pong (window autotuning) and Release.
-const Version = 2
+// early data in Open, Ping/Pong (window autotuning) and Release; version 3
+// added the received count in Credit and Resume/Resumed (flows that survive
+// their path).
+const Version = 3
 
 const (
 	// MaxChunk is the most stream bytes one Data message carries. It keeps
@@ -84,6 +99,13 @@ const (
 	MaxEarly = 16 << 10
 	// OpenHeader is the size of an Open message before its early bytes.
 	OpenHeader = 8
+	// ResumeState is the size of the state in Resume and Resumed.
+	ResumeState = 25
+	// MaxFlowID bounds the flow address a Resume names.
+	MaxFlowID = 64
+	// MaxCtl is the most bytes any message but Open, Data, Refused and
+	// Reset takes.
+	MaxCtl = 1 + ResumeState + MaxFlowID
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -97,8 +119,14 @@ type Msg struct {
 	Seq    uint32 // Data, Fin
 	Credit uint32 // Credit, Release
 	ID     uint32 // Ping, Pong
-	Reason string // Refused, Reset
-	Data   []byte // Data; Open: the early bytes
+	Recv   uint64 // Credit, Resume, Resumed: stream bytes received in all
+	// Resume, Resumed.
+	Gen     uint32
+	Granted uint64
+	Fin     bool   // Seq is the Data seq expected next; Fin: Fin was received
+	Flow    string // Resume: the outlet's flow address
+	Reason  string // Refused, Reset
+	Data    []byte // Data; Open: the early bytes
 }
 
 // Decode parses a portal message. It never allocates for Data.
@@ -144,11 +172,42 @@ func Decode(b []byte) (Msg, error) {
 		}
 		m.Seq = binary.BigEndian.Uint32(b)
 		m.Data = b[4:]
-	case KindCredit, KindRelease:
+	case KindCredit:
+		if len(b) != 12 {
+			return m, fmt.Errorf("%w: credit of %d bytes", ErrMalformed, len(b))
+		}
+		m.Credit = binary.BigEndian.Uint32(b)
+		m.Recv = binary.BigEndian.Uint64(b[4:])
+	case KindRelease:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.Credit = binary.BigEndian.Uint32(b)
+	case KindResume, KindResumed:
+		if len(b) < ResumeState {
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
+		}
+		m.Gen = binary.BigEndian.Uint32(b)
+		m.Recv = binary.BigEndian.Uint64(b[4:])
+		m.Granted = binary.BigEndian.Uint64(b[12:])
+		m.Seq = binary.BigEndian.Uint32(b[20:])
+		switch b[24] {
+		case 0:
+		case 1:
+			m.Fin = true
+		default:
+			return m, fmt.Errorf("%w: %v flags %#x", ErrMalformed, m.Kind, b[24])
+		}
+		id := b[ResumeState:]
+		if m.Kind == KindResumed && len(id) != 0 || m.Kind == KindResume && (len(id) == 0 || len(id) > MaxFlowID) {
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
+		}
+		for _, c := range id {
+			if c <= ' ' || c >= 0x7f || c == '/' {
+				return m, fmt.Errorf("%w: flow id", ErrMalformed)
+			}
+		}
+		m.Flow = string(id)
 	case KindPing, KindPong:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
@@ -187,8 +246,24 @@ func Append(dst []byte, m Msg) []byte {
 	case KindData:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 		dst = append(dst, m.Data...)
-	case KindCredit, KindRelease:
+	case KindCredit:
 		dst = binary.BigEndian.AppendUint32(dst, m.Credit)
+		dst = binary.BigEndian.AppendUint64(dst, m.Recv)
+	case KindRelease:
+		dst = binary.BigEndian.AppendUint32(dst, m.Credit)
+	case KindResume, KindResumed:
+		dst = binary.BigEndian.AppendUint32(dst, m.Gen)
+		dst = binary.BigEndian.AppendUint64(dst, m.Recv)
+		dst = binary.BigEndian.AppendUint64(dst, m.Granted)
+		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
+		flags := byte(0)
+		if m.Fin {
+			flags = 1
+		}
+		dst = append(dst, flags)
+		if m.Kind == KindResume {
+			dst = append(dst, m.Flow...)
+		}
 	case KindPing, KindPong:
 		dst = binary.BigEndian.AppendUint32(dst, m.ID)
 	case KindFin:

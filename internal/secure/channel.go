@@ -20,11 +20,14 @@ import (
 // Channel is one end of a secure channel. Local workers send to its address;
 // its current link (one handshake's session) carries the messages.
 type Channel struct {
-	mgr   *Manager
-	addr  string // encryptor: /service/<addr>
-	role  string
-	route routing.Route // initiator: the listener's route
-	trust func(identity.Identifier) error
+	mgr  *Manager
+	addr string // encryptor: /service/<addr>
+	role string
+	// routes are the initiator's routes to the listener (several: through
+	// several relays); at is the one in use, the next after a failure.
+	routes []routing.Route
+	at     atomic.Int32
+	trust  func(identity.Identifier) error
 
 	cur         atomic.Pointer[link]
 	established atomic.Bool
@@ -77,8 +80,26 @@ func (c *Channel) Route() routing.Route { return routing.Route{routing.LocalAddr
 // Role is "initiator" or "responder".
 func (c *Channel) Role() string { return c.role }
 
-// ListenerRoute is the route the initiator opened the channel to.
-func (c *Channel) ListenerRoute() routing.Route { return c.route }
+// ListenerRoute is the route to the listener in use (initiator).
+func (c *Channel) ListenerRoute() routing.Route {
+	if len(c.routes) == 0 {
+		return nil
+	}
+	return c.routes[int(c.at.Load())%len(c.routes)]
+}
+
+// Routes are all the initiator's routes to the listener, in order.
+func (c *Channel) Routes() []routing.Route { return c.routes }
+
+// nextRoute moves to the next route, if there is more than one, and
+// reports whether it did.
+func (c *Channel) nextRoute() bool {
+	if len(c.routes) < 2 {
+		return false
+	}
+	c.at.Store((c.at.Load() + 1) % int32(len(c.routes)))
+	return true
+}
 
 // Peer returns the peer's identifier (zero while down before any link).
 func (c *Channel) Peer() identity.Identifier {
@@ -194,6 +215,10 @@ func (c *Channel) linkDown(l *link, reason error) {
 	closed := c.closed
 	c.mu.Unlock()
 	l.close(c, false)
+	if c.role == "initiator" && c.nextRoute() {
+		// The route in use failed: the next handshake takes another.
+		reason = fmt.Errorf("%w; next route: %s", reason, c.ListenerRoute())
+	}
 	if !closed {
 		c.mgr.log.Warn("secure channel down", "channel", c.addr, "role", c.role, "reason", reason)
 	}
@@ -332,6 +357,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	route := c.ListenerRoute()
 	hs, err := channel.NewInitiator(&channel.Config{Identity: c.mgr.cfg.Identity, Trust: c.trust})
 	if err != nil {
 		return nil, err
@@ -401,18 +427,18 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 		c.mgr.failed(reason)
 		return nil, err
 	}
-	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: c.route, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg1}); err != nil {
-		return fail(FailUnreachable, fmt.Errorf("securechannel: sending to %s: %w", c.route, err))
+	if err := c.mgr.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(l.dec)}, Payload: msg1}); err != nil {
+		return fail(FailUnreachable, fmt.Errorf("securechannel: sending to %s: %w", route, err))
 	}
 	var msg2 *routing.Message
 	select {
 	case msg2 = <-got:
 	case <-unknown:
-		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s (yet)", c.route))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s (yet)", route))
 	case hop := <-missing:
-		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", c.route, hop))
+		return fail(FailUnreachable, fmt.Errorf("securechannel: nothing listens at %s: a node on it has no %s", route, hop))
 	case <-ctx.Done():
-		return fail(FailTimeout, fmt.Errorf("securechannel: no answer from %s within %v", c.route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: no answer from %s within %v", route, timeout))
 	}
 	msg3, err := hs.Step(msg2.Payload)
 	if err != nil {
@@ -440,7 +466,7 @@ func (c *Channel) handshake(ctx context.Context, timeout time.Duration) (*link, 
 			return fail(FailRefused, err)
 		}
 	case <-ctx.Done():
-		return fail(FailTimeout, fmt.Errorf("securechannel: %s did not confirm the channel within %v", c.route, timeout))
+		return fail(FailTimeout, fmt.Errorf("securechannel: %s did not confirm the channel within %v", route, timeout))
 	}
 	return l, nil
 }
@@ -537,6 +563,7 @@ func (c *Channel) maintain() {
 	shortest := min(firstAttempt, c.mgr.cfg.HandshakeTimeout)
 	attempt := shortest
 	var downSince time.Time      // first failed attempt of this outage
+	tried := 0                   // failed attempts since the last success
 	first := c.cur.Load() == nil // restored: try at once
 	for {
 		if !first {
@@ -574,6 +601,22 @@ func (c *Channel) maintain() {
 		began := time.Now()
 		nl, err := c.handshake(ctx, attempt)
 		cancel()
+		if err != nil && c.nextRoute() {
+			// Several routes: try the next one at once, and back off only
+			// once each has failed in turn.
+			tried++
+			if tried%len(c.routes) != 0 {
+				c.mu.Lock()
+				c.lastErr = err.Error()
+				c.mu.Unlock()
+				select {
+				case <-c.stop:
+					return
+				case <-time.After(jitter(c.mgr.cfg.BackoffMin)):
+				}
+				continue
+			}
+		}
 		if err != nil {
 			if time.Since(began) >= attempt {
 				attempt = min(2*attempt, c.mgr.cfg.HandshakeTimeout)
@@ -601,7 +644,7 @@ func (c *Channel) maintain() {
 			}
 			continue
 		}
-		backoff, attempt, downSince = c.mgr.cfg.BackoffMin, shortest, time.Time{}
+		backoff, attempt, downSince, tried = c.mgr.cfg.BackoffMin, shortest, time.Time{}, 0
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()

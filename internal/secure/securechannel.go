@@ -189,14 +189,32 @@ func trustFor(ids []identity.Identifier, fallback func(identity.Identifier) erro
 // otherwise the node's trust decides. The channel re-establishes itself
 // through the same route when its path fails, until it is closed.
 func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []identity.Identifier) (*Channel, error) {
+	return m.CreateRoutes(ctx, []routing.Route{route}, authorized)
+}
+
+func cloneRoutes(routes []routing.Route) []routing.Route {
+	out := make([]routing.Route, len(routes))
+	for i, r := range routes {
+		out[i] = r.Clone()
+	}
+	return out
+}
+
+// CreateRoutes is Create with several routes to the same listener (through
+// several relays): the handshake takes the first that answers, and when the
+// route in use fails the channel re-establishes itself through the next.
+func (m *Manager) CreateRoutes(ctx context.Context, routes []routing.Route, authorized []identity.Identifier) (*Channel, error) {
+	if len(routes) == 0 {
+		return nil, errors.New("securechannel: no route to the listener")
+	}
 	c := &Channel{
-		mgr:   m,
-		role:  "initiator",
-		route: route.Clone(),
-		trust: trustFor(authorized, m.cfg.Trust),
-		stop:  make(chan struct{}),
-		kick:  make(chan struct{}, 1),
-		up:    make(chan struct{}),
+		mgr:    m,
+		role:   "initiator",
+		routes: cloneRoutes(routes),
+		trust:  trustFor(authorized, m.cfg.Trust),
+		stop:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		up:     make(chan struct{}),
 	}
 	var err error
 	c.addr, err = m.n.RegisterRandom("", router.Private, c.encrypt)
@@ -204,10 +222,20 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 		return nil, err
 	}
 	m.n.AcceptErrors(c.addr) // error replies go through to the peer
-	l, err := c.handshake(ctx, m.cfg.HandshakeTimeout)
-	if err != nil {
+	var l *link
+	var errs []error
+	for range c.routes {
+		if l, err = c.handshake(ctx, m.cfg.HandshakeTimeout); err == nil {
+			break
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || !c.nextRoute() {
+			break
+		}
+	}
+	if l == nil {
 		m.n.Unregister(c.addr)
-		return nil, err
+		return nil, errors.Join(errs...)
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -221,7 +249,7 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 	m.mu.Unlock()
 	c.setLink(l)
 	go c.maintain()
-	m.log.Info("secure channel created", "channel", c.addr, "peer", l.sess.Peer().Short(), "route", route.String())
+	m.log.Info("secure channel created", "channel", c.addr, "peer", l.sess.Peer().Short(), "route", c.ListenerRoute().String())
 	return c, nil
 }
 
@@ -230,15 +258,23 @@ func (m *Manager) Create(ctx context.Context, route routing.Route, authorized []
 // the background (with backoff), so that routes through /service/<addr>
 // saved elsewhere (inlets) work again once the peer answers.
 func (m *Manager) Restore(addr string, route routing.Route, authorized []identity.Identifier) (*Channel, error) {
+	return m.RestoreRoutes(addr, []routing.Route{route}, authorized)
+}
+
+// RestoreRoutes is Restore with several routes (CreateRoutes).
+func (m *Manager) RestoreRoutes(addr string, routes []routing.Route, authorized []identity.Identifier) (*Channel, error) {
+	if len(routes) == 0 {
+		return nil, errors.New("securechannel: no route to the listener")
+	}
 	c := &Channel{
-		mgr:   m,
-		addr:  addr,
-		role:  "initiator",
-		route: route.Clone(),
-		trust: trustFor(authorized, m.cfg.Trust),
-		stop:  make(chan struct{}),
-		kick:  make(chan struct{}, 1),
-		up:    make(chan struct{}),
+		mgr:    m,
+		addr:   addr,
+		role:   "initiator",
+		routes: cloneRoutes(routes),
+		trust:  trustFor(authorized, m.cfg.Trust),
+		stop:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		up:     make(chan struct{}),
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,0 +1,484 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ockam-go/ockam/internal/routing"
+)
+
+// Flows that survive their path.
+//
+// A flow whose messages go through a secure channel keeps the stream bytes it
+// sent until the peer says it received them (Credit carries the bytes
+// received in all), so at most about a window per direction. When the
+// channel's session ends (the relay restarted, the path failed), the flow
+// suspends instead of resetting: fromLocal keeps reading as far as its
+// credit goes but only buffers, toLocal keeps writing what was queued. The
+// opener waits for its channel to be up again and sends Resume (to the
+// outlet's address, naming the outlet's flow) with its receive state: a
+// resume number, the bytes it received, the bytes it grants, the Data seq it
+// expects and whether it got Fin. The outlet's flow checks that the Resume
+// comes through a secure channel from the flow's own peer identity and that
+// its number is higher than any before, rebinds to the channel it came on,
+// and answers Resumed with its own state. Each side then sends again, from
+// the bytes the other received, everything after them: no byte is lost,
+// duplicated or reordered, and the applications' connections see a pause.
+//
+// A flow accepts messages only from the channel it is bound to (the first
+// hop of their return route): a message from an older session, or sent by
+// the opener on the new session before the outlet took its Resume, is
+// dropped, and what it carried is sent again after the resume. An opener
+// that sent Resume number g drops everything but Resumed g and Reset until
+// that answer, so a late answer to an earlier Resume (and the Data after it)
+// cannot interleave with the answer it waits for.
+//
+// No resume within the grace period (DefaultResumeGrace) ends the flow with a
+// reset, as a flow without resumption ends at once.
+
+const (
+	// DefaultResumeGrace is how long a flow waits for its path to come back.
+	DefaultResumeGrace = 30 * time.Second
+	// resumeRetry is how often an opener sends Resume again while no answer
+	// comes on a channel that is up.
+	resumeRetry = time.Second
+	// keepWhole is the read size from which a sent chunk is kept as it is
+	// for retransmission; smaller reads are copied into a shared buffer, so
+	// that an interactive flow holds its unacknowledged bytes, not a pool
+	// chunk per message.
+	keepWhole = 8 << 10
+	// smallSeg is the most capacity a buffer that small reads share grows to.
+	smallSeg = 4 << 10
+)
+
+// seg is a run of sent, unacknowledged stream bytes: b[DataHeader:], with
+// room for a Data header in front. pooled is b's pool chunk, if it is one.
+type seg struct {
+	b      []byte
+	pooled *[]byte
+}
+
+var errStale = errors.New("portal: message for a flow from a channel it is not bound to")
+
+// claim counts one more goroutine that must end before the flow finishes;
+// false if the flow has finished.
+func (f *Flow) claim() bool {
+	for {
+		r := f.running.Load()
+		if r <= 0 {
+			return false
+		}
+		if f.running.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// keepLocked stores the n bytes read into bp for retransmission and says
+// whether it kept bp itself. f.smu and f.mu are held.
+func (f *Flow) keepLocked(bp *[]byte, n int) bool {
+	data := (*bp)[DataHeader : DataHeader+n]
+	f.tx += uint64(n)
+	if k := len(f.unacked); k > 0 {
+		last := &f.unacked[k-1]
+		if last.pooled == nil && len(last.b)+n <= cap(last.b) {
+			last.b = append(last.b, data...)
+			return false
+		}
+	}
+	if n >= keepWhole {
+		f.unacked = append(f.unacked, seg{b: (*bp)[:DataHeader+n], pooled: bp})
+		return true
+	}
+	// A new shared buffer: the bytes rounded up at first (an idle
+	// interactive flow keeps what it last sent, not a buffer), then twice
+	// the last one, up to smallSeg.
+	room := (n + 63) &^ 63
+	if k := len(f.unacked); k > 0 && f.unacked[k-1].pooled == nil {
+		room = max(n, min(2*(cap(f.unacked[k-1].b)-DataHeader), smallSeg))
+	}
+	b := make([]byte, DataHeader, DataHeader+room)
+	f.unacked = append(f.unacked, seg{b: append(b, data...)})
+	return false
+}
+
+// pruneLocked drops the segments the peer has received in full. f.smu and
+// f.mu are held.
+func (f *Flow) pruneLocked() {
+	for len(f.unacked) > 0 {
+		s := f.unacked[0]
+		end := f.ubase + uint64(len(s.b)-DataHeader)
+		if end > f.peerRecv {
+			return
+		}
+		if s.pooled != nil {
+			chunkPool.Put(s.pooled)
+		}
+		f.unacked[0] = seg{}
+		f.unacked = f.unacked[1:]
+		f.ubase = end
+	}
+}
+
+// freeUnacked drops the retransmit buffer (the flow has ended).
+func (f *Flow) freeUnacked() {
+	f.smu.Lock()
+	f.mu.Lock()
+	for _, s := range f.unacked {
+		if s.pooled != nil {
+			chunkPool.Put(s.pooled)
+		}
+	}
+	f.unacked = nil
+	f.mu.Unlock()
+	f.smu.Unlock()
+}
+
+// pieceLocked returns the Data message (header room included) that sends the
+// stream from off to the end of its segment. The header goes over bytes
+// before off, which the peer has. f.smu and f.mu are held.
+func (f *Flow) pieceLocked(off uint64) []byte {
+	start := f.ubase
+	for _, s := range f.unacked {
+		n := uint64(len(s.b) - DataHeader)
+		if off < start+n {
+			return s.b[off-start:]
+		}
+		start += n
+	}
+	return nil
+}
+
+// sendData sends (or, while the flow is held, only keeps) the n bytes read
+// into bp, then gives bp back unless it was kept.
+func (f *Flow) sendData(bp *[]byte, n int) {
+	f.smu.Lock()
+	f.mu.Lock()
+	f.credit -= n
+	f.pruneLocked()
+	kept := f.keepLocked(bp, n)
+	held := f.held
+	seq := f.sendSeq
+	if !held {
+		f.sendSeq++
+	}
+	f.mu.Unlock()
+	if !held {
+		buf := (*bp)[:DataHeader+n]
+		PutDataHeader(buf, seq)
+		// An error is a path that fails: the watcher suspends the flow
+		// and the bytes go again after the resume.
+		f.send(buf)
+	}
+	f.smu.Unlock()
+	if !kept {
+		chunkPool.Put(bp)
+	}
+	f.BytesOut.Add(uint64(n))
+}
+
+// sendFin sends Fin after the last Data (or, while held, leaves it to the
+// resume).
+func (f *Flow) sendFin() {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	f.mu.Lock()
+	f.finSent = true
+	held, seq := f.held, f.sendSeq
+	f.mu.Unlock()
+	if !held {
+		f.send(Append(nil, Msg{Kind: KindFin, Seq: seq}))
+	}
+}
+
+// stateLocked is this side's receive state for Resume or Resumed.
+func (f *Flow) stateLocked(kind Kind, gen uint32) Msg {
+	return Msg{Kind: kind, Gen: gen, Recv: f.rx, Granted: f.granted, Seq: f.recvSeq, Fin: f.finRecv}
+}
+
+// applyLocked takes the peer's receive state: sending restarts from the
+// bytes it received. f.smu and f.mu are held.
+func (f *Flow) applyLocked(p *Msg) error {
+	if p.Recv < f.peerRecv || p.Recv < f.ubase || p.Recv > f.tx {
+		return fmt.Errorf("portal: peer resumes from byte %d, outside [%d, %d]", p.Recv, max(f.peerRecv, f.ubase), f.tx)
+	}
+	if p.Granted < f.tx || p.Granted-f.tx > MaxWindow {
+		return fmt.Errorf("portal: peer resumes granting %d bytes, %d sent", p.Granted, f.tx)
+	}
+	if p.Fin && (!f.finSent || p.Recv != f.tx) {
+		return errors.New("portal: peer resumes after a Fin we did not send")
+	}
+	f.peerRecv = p.Recv
+	f.pruneLocked()
+	f.cursor = p.Recv
+	f.sendSeq = p.Seq
+	f.credit = int(p.Granted - f.tx)
+	f.peerFin = p.Fin
+	f.pingOut = false
+	f.cond.Broadcast()
+	return nil
+}
+
+// startRetransmit runs the retransmitter unless it runs already. f.mu is
+// held.
+func (f *Flow) startRetransmitLocked() {
+	if f.retxRunning {
+		return
+	}
+	if !f.claim() {
+		return
+	}
+	f.retxRunning = true
+	go f.retransmit()
+}
+
+// retransmit takes the peer's state (the outlet answers Resumed with its
+// own first), sends everything the peer has not received, then Fin if the
+// peer missed it, and lets fromLocal send again. It holds f.smu throughout:
+// fromLocal meanwhile only buffers, and what is on the wire stays in order.
+func (f *Flow) retransmit() {
+	defer f.exited()
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	for {
+		f.mu.Lock()
+		if f.resetErr != nil {
+			f.retxRunning = false
+			f.mu.Unlock()
+			return
+		}
+		if p := f.pending; p != nil {
+			f.pending = nil
+			if err := f.applyLocked(p); err != nil {
+				f.retxRunning = false
+				f.mu.Unlock()
+				f.reset(err, true)
+				return
+			}
+			var reply []byte
+			if !f.opener {
+				reply = Append(nil, f.stateLocked(KindResumed, p.Gen))
+			}
+			f.mu.Unlock()
+			if reply != nil {
+				f.send(reply)
+			}
+			continue
+		}
+		if f.cursor < f.tx {
+			b := f.pieceLocked(f.cursor)
+			if b == nil {
+				f.retxRunning = false
+				f.mu.Unlock()
+				f.reset(fmt.Errorf("portal: byte %d is not in the retransmit buffer", f.cursor), true)
+				return
+			}
+			PutDataHeader(b, f.sendSeq)
+			f.sendSeq++
+			f.cursor += uint64(len(b) - DataHeader)
+			f.mu.Unlock()
+			f.send(b)
+			continue
+		}
+		fin := f.finSent && !f.peerFin
+		seq := f.sendSeq
+		f.held = f.suspended
+		f.retxRunning = false
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		if fin {
+			f.send(Append(nil, Msg{Kind: KindFin, Seq: seq}))
+		}
+		f.Resumes.Add(1)
+		f.portals.resumes.Add(1)
+		return
+	}
+}
+
+// handleResume is the outlet's side: a Resume from the flow's peer,
+// through a secure channel, numbered higher than any before.
+func (f *Flow) handleResume(m *routing.Message, pm Msg) error {
+	if f.opener || !f.resumable || m.Peer == "" {
+		f.Stale.Add(1)
+		return errStale
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the channel it came on is up: Watch must not wait
+	pe, err := f.path.Watch(ctx, m.Return)
+	if err != nil || pe == nil {
+		f.Stale.Add(1)
+		return errStale
+	}
+	f.mu.Lock()
+	if pm.Gen <= f.gen || f.resetErr != nil || f.finished {
+		f.mu.Unlock()
+		f.Stale.Add(1)
+		return errStale
+	}
+	f.gen = pm.Gen
+	f.remote = m.Return.Clone()
+	f.rebindLocked(pe)
+	f.suspended, f.held = false, true
+	f.pending = &pm
+	f.startRetransmitLocked()
+	f.mu.Unlock()
+	f.kickWatcher()
+	f.log.Debug("flow resumed by peer", "flow", f.addr, "gen", pm.Gen, "from", pm.Recv)
+	return nil
+}
+
+// handleResumed is the opener's side: the answer to its latest Resume.
+func (f *Flow) handleResumed(pm Msg) error {
+	f.mu.Lock()
+	if !f.opener || f.awaitGen == 0 || pm.Gen != f.awaitGen || f.resetErr != nil || f.finished {
+		f.mu.Unlock()
+		f.Stale.Add(1)
+		return errStale
+	}
+	f.awaitGen = 0
+	f.suspended, f.held = false, true
+	f.rebindLocked(f.nextPath)
+	f.pending = &pm
+	f.startRetransmitLocked()
+	f.mu.Unlock()
+	f.kickWatcher()
+	f.log.Debug("flow resumed", "flow", f.addr, "gen", pm.Gen, "from", pm.Recv)
+	return nil
+}
+
+func (f *Flow) kickWatcher() {
+	select {
+	case f.rebound <- struct{}{}:
+	default:
+	}
+}
+
+// pathFailed is called by the path watcher (pathwatch.go) when end, a
+// session the flow was bound to, has ended: a flow without resumption
+// resets; one with resumption suspends, and a goroutine of its own (only
+// while the outage lasts) recovers it or resets it after the grace period.
+func (f *Flow) pathFailed(end <-chan struct{}) {
+	if !f.resumable {
+		f.reset(errors.New("portal: the path to the peer failed"), false)
+		return
+	}
+	f.mu.Lock()
+	if f.resetErr != nil || f.finished || f.pathEnd != end {
+		f.mu.Unlock()
+		return // ended, or rebound meanwhile
+	}
+	f.suspended, f.held = true, true
+	start := !f.recovering
+	f.recovering = true
+	select {
+	case <-f.rebound:
+	default:
+	}
+	f.mu.Unlock()
+	f.Suspends.Add(1)
+	f.portals.suspends.Add(1)
+	f.log.Debug("flow suspended: its path failed", "flow", f.addr)
+	if start {
+		go f.recovery()
+	}
+}
+
+// recovery recovers the flow, again if its new session failed before it
+// was done, or resets it.
+func (f *Flow) recovery() {
+	for {
+		ok := f.recover()
+		f.mu.Lock()
+		again := ok && f.suspended && f.resetErr == nil && !f.finished
+		if !again {
+			f.recovering = false
+		}
+		f.mu.Unlock()
+		if !ok {
+			f.reset(fmt.Errorf("portal: the path to the peer did not come back within %v", f.grace), true)
+			return
+		}
+		if !again {
+			return
+		}
+	}
+}
+
+// rebindLocked moves the flow to the session end: the path watcher follows
+// it there. f.mu is held.
+func (f *Flow) rebindLocked(end <-chan struct{}) {
+	if f.pathEnd != nil {
+		f.paths.remove(f, f.pathEnd)
+	}
+	f.pathEnd = end
+	if !f.finished {
+		f.paths.add(f, end)
+	}
+}
+
+func (f *Flow) isSuspended() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.suspended
+}
+
+// recover waits for the flow to resume within the grace period; the opener
+// sends Resume on each session of its channel until answered.
+func (f *Flow) recover() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), f.grace)
+	defer cancel()
+	if !f.opener {
+		for {
+			select {
+			case <-f.rebound:
+				if !f.isSuspended() {
+					return true
+				}
+			case <-ctx.Done():
+				return !f.isSuspended()
+			case <-f.done:
+				return true
+			}
+		}
+	}
+	go func() {
+		select {
+		case <-f.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	retry := time.NewTimer(resumeRetry)
+	defer retry.Stop()
+	for {
+		pe, err := f.path.Watch(ctx, f.remote)
+		if err != nil || pe == nil {
+			return false
+		}
+		f.mu.Lock()
+		f.gen++
+		msg := f.stateLocked(KindResume, f.gen)
+		msg.Flow = f.remote[len(f.remote)-1].Value
+		f.awaitGen, f.nextPath = f.gen, pe
+		f.mu.Unlock()
+		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg)})
+		retry.Reset(resumeRetry)
+	wait:
+		for {
+			select {
+			case <-f.rebound:
+				if !f.isSuspended() {
+					return true
+				}
+			case <-pe:
+				break wait // the new session failed too
+			case <-retry.C:
+				break wait
+			case <-ctx.Done():
+				return !f.isSuspended()
+			}
+		}
+	}
+}
