@@ -207,15 +207,7 @@ func (m *Manager) CreateRoutes(ctx context.Context, routes []routing.Route, auth
 	if len(routes) == 0 {
 		return nil, errors.New("securechannel: no route to the listener")
 	}
-	c := &Channel{
-		mgr:    m,
-		role:   "initiator",
-		routes: cloneRoutes(routes),
-		trust:  trustFor(authorized, m.cfg.Trust),
-		stop:   make(chan struct{}),
-		kick:   make(chan struct{}, 1),
-		up:     make(chan struct{}),
-	}
+	c := m.newInitiator("", routes, authorized)
 	var err error
 	c.addr, err = m.n.RegisterRandom("", router.Private, c.encrypt)
 	if err != nil {
@@ -253,6 +245,21 @@ func (m *Manager) CreateRoutes(ctx context.Context, routes []routing.Route, auth
 	return c, nil
 }
 
+// newInitiator is an initiator's channel at addr ("" for one to be
+// registered), before any handshake.
+func (m *Manager) newInitiator(addr string, routes []routing.Route, authorized []identity.Identifier) *Channel {
+	return &Channel{
+		mgr:    m,
+		addr:   addr,
+		role:   "initiator",
+		routes: cloneRoutes(routes),
+		trust:  trustFor(authorized, m.cfg.Trust),
+		stop:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		up:     make(chan struct{}),
+	}
+}
+
 // Restore brings back, at its old address, a channel that a node had
 // before it restarted: the channel starts down and establishes itself in
 // the background (with backoff), so that routes through /service/<addr>
@@ -266,16 +273,7 @@ func (m *Manager) RestoreRoutes(addr string, routes []routing.Route, authorized 
 	if len(routes) == 0 {
 		return nil, errors.New("securechannel: no route to the listener")
 	}
-	c := &Channel{
-		mgr:    m,
-		addr:   addr,
-		role:   "initiator",
-		routes: cloneRoutes(routes),
-		trust:  trustFor(authorized, m.cfg.Trust),
-		stop:   make(chan struct{}),
-		kick:   make(chan struct{}, 1),
-		up:     make(chan struct{}),
-	}
+	c := m.newInitiator(addr, routes, authorized)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
