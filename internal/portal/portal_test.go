@@ -597,21 +597,7 @@ func TestFlowResumesAcrossRelayRestart(t *testing.T) {
 	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
 	w := newWorld(t, s.addr())
 	c := dialInlet(t, w)
-	ask := func(i int) error {
-		msg := []byte(fmt.Sprintf("request %06d", i))
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := c.Write(msg); err != nil {
-			return err
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, b); err != nil {
-			return err
-		}
-		if !bytes.Equal(b, msg) {
-			return fmt.Errorf("got %q, want %q", b, msg)
-		}
-		return nil
-	}
+	ask := func(i int) error { return echoRequest(c, i) }
 	for i := 0; i < 10; i++ {
 		if err := ask(i); err != nil {
 			t.Fatal(err)
@@ -742,19 +728,10 @@ func TestHostileRelayReplaysResumes(t *testing.T) {
 	i := 0
 	ask := func() {
 		t.Helper()
-		msg := []byte(fmt.Sprintf("request %06d", i))
+		if err := echoRequest(conn, i); err != nil {
+			t.Fatal(err)
+		}
 		i++
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := conn.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(conn, b); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(b, msg) {
-			t.Fatalf("got %q, want %q", b, msg)
-		}
 	}
 	for cut := 0; cut < 2; cut++ {
 		for k := 0; k < 5; k++ {
@@ -845,19 +822,10 @@ func TestFlowMovesToAnotherRelay(t *testing.T) {
 	ask := func() time.Duration {
 		t.Helper()
 		start := time.Now()
-		msg := []byte(fmt.Sprintf("request %06d", i))
+		if err := echoRequest(conn, i); err != nil {
+			t.Fatal(err)
+		}
 		i++
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := conn.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(conn, b); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(b, msg) {
-			t.Fatalf("got %q, want %q", b, msg)
-		}
 		return time.Since(start)
 	}
 	for k := 0; k < 5; k++ {
@@ -888,19 +856,10 @@ func TestOtherIdentityCannotResumeAFlow(t *testing.T) {
 	i := 0
 	ask := func() {
 		t.Helper()
-		msg := []byte(fmt.Sprintf("request %06d", i))
+		if err := echoRequest(c, i); err != nil {
+			t.Fatal(err)
+		}
 		i++
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, b); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(b, msg) {
-			t.Fatalf("got %q, want %q", b, msg)
-		}
 	}
 	ask()
 	flows := w.sp.Outlets()[0].Flows()
@@ -940,4 +899,22 @@ func TestOtherIdentityCannotResumeAFlow(t *testing.T) {
 		t.Fatalf("outlet flows after another identity's resumes: %+v (want the same flow, no resume, foreign messages counted)", flows)
 	}
 	t.Logf("%d messages of another identity dropped by the flow", flows[0].Foreign)
+}
+
+// echoRequest writes request number i on c, an echo through a flow, and
+// checks that the same bytes come back.
+func echoRequest(c net.Conn, i int) error {
+	msg := []byte(fmt.Sprintf("request %06d", i))
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	b := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, b); err != nil {
+		return err
+	}
+	if !bytes.Equal(b, msg) {
+		return fmt.Errorf("got %q, want %q", b, msg)
+	}
+	return nil
 }
