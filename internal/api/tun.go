@@ -48,6 +48,9 @@ type TunStats struct {
 	UDPAssocsOpen  int64  `json:"udp_associations_open"`
 	UDPAssocsTotal uint64 `json:"udp_associations_total"`
 	UDPDropped     uint64 `json:"udp_dropped"`
+	// UDPPoliced counts datagrams the kernel dropped beyond the UDP rate
+	// before the node read them (see TunInfo.UDPPolicer).
+	UDPPoliced uint64 `json:"udp_policed,omitempty"`
 }
 
 // TunInfo describes a node's virtual interface (absent when Name is empty),
@@ -59,14 +62,17 @@ type TunInfo struct {
 	DNS      string `json:"dns,omitempty"`      // where the interface answers DNS
 	// Families are the address families the interface carries ("ipv4",
 	// "ipv6"); LeftOut says why one is missing (e.g. IPv6 disabled).
-	Families []string   `json:"families,omitempty"`
-	LeftOut  string     `json:"left_out,omitempty"`
-	MTU      int        `json:"mtu,omitempty"`
-	UDPRate  int64      `json:"udp_rate,omitempty"` // bytes per second; 0: no limit
-	Created  time.Time  `json:"created,omitzero"`
-	Mappings []Mapping  `json:"mappings"`
-	Flows    []FlowInfo `json:"flows"`
-	Stats    *TunStats  `json:"stats,omitempty"`
+	Families []string `json:"families,omitempty"`
+	LeftOut  string   `json:"left_out,omitempty"`
+	MTU      int      `json:"mtu,omitempty"`
+	UDPRate  int64    `json:"udp_rate,omitempty"` // bytes per second; 0: no limit
+	// UDPPolicer says who sheds UDP beyond UDPRate: the kernel (and the
+	// node), or the node only, and why.
+	UDPPolicer string     `json:"udp_policer,omitempty"`
+	Created    time.Time  `json:"created,omitzero"`
+	Mappings   []Mapping  `json:"mappings"`
+	Flows      []FlowInfo `json:"flows"`
+	Stats      *TunStats  `json:"stats,omitempty"`
 }
 
 // CreateSocks asks a node to run a SOCKS5 listener. With To, every CONNECT

@@ -31,7 +31,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	var at, name, prefix, udpRate string
 	var mtu int
 	create := &cobra.Command{
-		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N] [--udp-rate 270M]",
+		Use:   "create --at /node/NAME [--name ockam0] [--prefix 100.64.0.0/10] [--mtu N] [--udp-rate 100M]",
 		Short: "Create the node's virtual interface (the node must run as root)",
 		Args:  args(),
 		RunE: func(*cobra.Command, []string) error {
@@ -58,7 +58,7 @@ outlet over the secure channel. The outlet decides which ports it allows.
 	create.Flags().StringVar(&name, "name", "", "interface name (default ockam0)")
 	create.Flags().StringVar(&prefix, "prefix", "", "IPv4 range routed into the interface (default 100.64.0.0/10)")
 	create.Flags().IntVar(&mtu, "mtu", 0, "interface MTU (default 65000)")
-	create.Flags().StringVar(&udpRate, "udp-rate", "", "UDP the interface sends to outlets, in bits/s (e.g. 500M, 2G; off: no limit; default 270M); beyond it datagrams are dropped")
+	create.Flags().StringVar(&udpRate, "udp-rate", "", "UDP the interface sends to outlets, in bits/s (e.g. 500M, 2G; off: no limit; default 100M); beyond it datagrams are dropped, in the kernel where it can")
 
 	del := &cobra.Command{
 		Use: "delete --at /node/NAME", Short: "Remove the interface and its routes, ending its flows", Args: args(),
@@ -138,8 +138,12 @@ outlet over the secure channel. The outlet decides which ports it allows.
 				s := info.Stats
 				fmt.Fprintf(e.stdout, "Interface %s on /node/%s\n  address: %s\n  dns:     %s\n  mtu:     %d\n  flows:   %d open, %d in all, %d refused\n",
 					info.Name, n, tunAddrs(info), info.DNS, info.MTU, s.FlowsOpen, s.FlowsTotal, s.SYNsRefused)
-				if s.UDPAssocsTotal > 0 || s.UDPDropped > 0 {
-					fmt.Fprintf(e.stdout, "  udp:     %d associations open, %d in all, %d datagrams dropped\n", s.UDPAssocsOpen, s.UDPAssocsTotal, s.UDPDropped)
+				if s.UDPAssocsTotal > 0 || s.UDPDropped > 0 || s.UDPPoliced > 0 {
+					fmt.Fprintf(e.stdout, "  udp:     %d associations open, %d in all, %d datagrams dropped by the node, %d by the kernel\n",
+						s.UDPAssocsOpen, s.UDPAssocsTotal, s.UDPDropped, s.UDPPoliced)
+				}
+				if info.UDPRate > 0 {
+					fmt.Fprintf(e.stdout, "  udp rate: %s, shed by %s\n", bitRate(info.UDPRate), info.UDPPolicer)
 				}
 			}
 			var rows [][]string
@@ -186,6 +190,18 @@ func parseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("--udp-rate %q: want bits per second like 500M or 2G, or off", s)
 	}
 	return v * mult / 8, nil
+}
+
+// bitRate prints bytes per second as bits per second, as --udp-rate takes them.
+func bitRate(bytesPerSec int64) string {
+	b := float64(bytesPerSec) * 8
+	switch {
+	case b >= 1e9:
+		return fmt.Sprintf("%.3g Gbit/s", b/1e9)
+	case b >= 1e6:
+		return fmt.Sprintf("%.3g Mbit/s", b/1e6)
+	}
+	return fmt.Sprintf("%.3g kbit/s", b/1e3)
 }
 
 // tunAddrs lists the interface's addresses and says which family it left

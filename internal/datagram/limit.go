@@ -6,13 +6,17 @@ import (
 )
 
 // DefaultRate is the UDP bytes per second a node carries in each direction
-// when nothing else is configured: 32 MiB/s (about 270 Mbit/s). UDP has no
-// congestion control, so a sender can offer more than the channel carries;
-// shaping it before the channel keeps a flood from taking the CPU and the
-// connection from the TCP flows of the same channel (measured in
-// integration TestUDPTun/flood_vs_tcp). Raise it for heavy UDP (QUIC,
-// media) with `tun create --udp-rate`.
-const DefaultRate = 32 << 20
+// when nothing else is configured: 100 Mbit/s, room for DNS, logs, metrics,
+// calls and video. UDP has no congestion control, so a sender can offer
+// more than the channel carries; shaping it before the channel keeps a
+// flood from taking the CPU and the connection from the TCP flows of the
+// same channel. What is carried costs CPU too: with the kernel policer
+// shedding the rest, a 1 Gbit/s flood left a parallel TCP transfer 75-80%
+// of its speed at 100 Mbit/s carried, and 45-75% at 270 Mbit/s, the
+// earlier default, on the 2-core test machine (integration
+// TestUDPTun/flood_vs_tcp). Raise it for heavy UDP (QUIC downloads, media
+// servers) with `tun create --udp-rate`.
+const DefaultRate = 100e6 / 8
 
 // Limiter is a token bucket of bytes: Allow(n) takes n tokens if there are
 // that many. Safe for concurrent use. A nil *Limiter allows everything.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -68,7 +70,9 @@ type iface struct {
 	leftOut     string       // why a family was left out; "" for none
 	dns         netip.Addr
 	mtu         int
-	udpRate     int64 // bytes per second, 0: none
+	udpRate     int64        // bytes per second, 0: none
+	policer     *tun.Policer // sheds UDP beyond udpRate in the kernel; nil: none
+	policerNote string       // why there is no policer despite a rate; "" for none
 	st          *netstack.Stack
 	created     time.Time
 	ctx         context.Context // ends pending opens when the interface goes
@@ -426,10 +430,12 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	}
 	if l := datagram.NewLimiter(int(ifc.udpRate), 0); l != nil {
 		ncfg.UDPAdmit = l.Allow
+		ifc.policer, ifc.policerNote = policeUDP(name, ifc.udpRate, ifc.dns)
 	}
 	st, err := netstack.New(dev, ncfg)
 	if err != nil {
 		dev.Close()
+		ifc.closePolicer(d.log)
 		tun.Delete(name)
 		return fail(err)
 	}
@@ -439,6 +445,7 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 		t.mu.Unlock()
 		cancel()
 		st.Close()
+		ifc.closePolicer(d.log)
 		tun.Delete(name)
 		return api.TunInfo{}, errors.New("node is shutting down")
 	}
@@ -449,7 +456,35 @@ func (d *Daemon) createTun(req api.CreateTun) (api.TunInfo, error) {
 	if ifc.leftOut != "" {
 		d.log.Warn("tun "+ifc.leftOut, "tun", name)
 	}
+	if ifc.policerNote != "" {
+		d.log.Warn("tun: UDP beyond --udp-rate is shed by the node only, after reading it", "tun", name, "why", ifc.policerNote)
+	}
 	return d.tunInfo(), nil
+}
+
+// policeUDP asks the kernel to shed what the interface's UDP sends beyond
+// rate, before the node reads it (tun.PoliceUDP says why). The node's own
+// limiter stays the exact gate: it counts payload bytes over 50 ms, the
+// kernel counts IP packets over a second, so the kernel's rate leaves room
+// for headers (28 to 48 bytes a datagram) and sheds only the excess of a
+// flood. Without the kernel's help (no nftables, a kernel before 5.16) the
+// node still sheds, at the cost of reading every datagram; note says why.
+func policeUDP(name string, rate int64, dns netip.Addr) (p *tun.Policer, note string) {
+	p, err := tun.PoliceUDP(name, uint64(rate+rate/16), uint32(min(rate/20, math.MaxUint32)), dns)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return p, ""
+}
+
+// closePolicer deletes the interface's policer table, if any.
+func (ifc *iface) closePolicer(log *slog.Logger) {
+	if ifc.policer == nil {
+		return
+	}
+	if err := ifc.policer.Close(); err != nil {
+		log.Error("removing the UDP policer", "tun", ifc.name, "err", err)
+	}
 }
 
 // prefixes are the interface's addresses, by family.
@@ -493,6 +528,7 @@ func (d *Daemon) deleteTun() error {
 	t.mu.Unlock()
 	ifc.cancel()
 	ifc.st.Close()
+	ifc.closePolicer(d.log)
 	err := tun.Delete(ifc.name)
 	d.log.Info("tun deleted", "tun", ifc.name)
 	return err
@@ -509,10 +545,18 @@ func (d *Daemon) tunInfo() api.TunInfo {
 		}
 		out.Families, out.LeftOut = families(ifc.prefixes()), ifc.leftOut
 		out.UDPRate = ifc.udpRate
+		if ifc.policer != nil {
+			out.UDPPolicer = "kernel (nftables netdev table " + ifc.policer.Table() + ")"
+		} else if ifc.policerNote != "" {
+			out.UDPPolicer = "node only: " + ifc.policerNote
+		}
 		s := ifc.st.Stats()
 		out.Stats = &api.TunStats{FlowsOpen: s.FlowsOpen, FlowsTotal: s.FlowsTotal, SYNsRefused: s.SYNsRefused,
 			BytesIn: s.BytesIn, BytesOut: s.BytesOut, DNSQueries: s.DNSQueries, EchoReplies: s.EchoReplies,
 			UDPAssocsOpen: t.udpStats.Open.Load(), UDPAssocsTotal: t.udpStats.Total.Load(), UDPDropped: t.udpStats.Dropped.Load() + s.UDPDropped}
+		if ifc.policer != nil {
+			out.Stats.UDPPoliced, _, _ = ifc.policer.Dropped()
+		}
 	}
 	open := map[*mapping]int{}
 	t.sweepLocked()
