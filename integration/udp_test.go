@@ -378,89 +378,29 @@ func TestUDPTun(t *testing.T) {
 
 	t.Run("flood_vs_tcp", func(t *testing.T) {
 		w.startIperf(t)
-		const size = 256 << 20
-		alone, err := w.sink(netip.AddrPortFrom(ip, portSink).String(), size)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// A flood at a fixed rate well beyond what the path carries
-		// (iperf3 -u above found about 300 Mbit/s), while the same
-		// transfer runs again.
-		flood := exec.Command("ip", "netns", "exec", w.client.name, "nice", "-n", "19", "iperf3", "-c", ip.String(), "-p", fmt.Sprint(portIperf),
-			"-u", "-b", floodRate(), "-l", "1400", "-t", "60")
-		if err := flood.Start(); err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		stop := func() {
-			if !stopped {
-				stopped = true
-				flood.Process.Kill()
-				flood.Wait()
+		// (the default --udp-rate, 100 Mbit/s), while a TCP transfer runs.
+		// The control is the same flood on the server namespace's loopback,
+		// through no node: what a flood costs the transfer on this machine
+		// (2 shared cores) whatever the node does. The transfer must keep
+		// 80% of its speed alone, or at least what it keeps beside the
+		// control flood; the shared machine's noise gets three rounds.
+		const rounds = 3
+		var last string
+		for r := 1; r <= rounds; r++ {
+			ratio, control, policed := w.floodRound(t, netip.AddrPortFrom(ip, portSink).String())
+			last = fmt.Sprintf("TCP kept %.0f%% of its speed alone under the flood, %.0f%% beside the control flood", 100*ratio, 100*control)
+			t.Logf("round %d: %s; %d datagrams dropped by the kernel policer", r, last, policed)
+			if policed == 0 {
+				t.Fatal("the kernel policer dropped nothing of the flood (see tun show)")
+			}
+			if ratio >= 0.8 || ratio >= control {
+				return
 			}
 		}
-		defer stop()
-		time.Sleep(500 * time.Millisecond) // the flood is running before the transfer starts
-		before := w.tunStats()
-		flooded, err := w.sink(netip.AddrPortFrom(ip, portSink).String(), size)
-		stop()
-		if err != nil {
-			t.Fatal(err)
+		if os.Getenv("UDP_FLOOD_LAX") == "" {
+			t.Errorf("a UDP flood slowed the TCP transfer in %d rounds; last: %s; want 80%%, or the control's share", rounds, last)
 		}
-		after := w.tunStats()
-		if os.Getenv("UDP_TEST_DEBUG") != "" {
-			out, _ := w.inClient("ip", "-s", "link", "show", "udp0").CombinedOutput()
-			t.Logf("%s", out)
-		}
-		ratio := alone.Seconds() / flooded.Seconds()
-		t.Logf("TCP 256 MiB alone %v (%.2f Gbit/s), under a 1 Gbit/s UDP flood %v (%.2f Gbit/s): %.0f%% of alone; %d datagrams dropped by the node",
-			alone.Round(time.Millisecond), 8*size/alone.Seconds()/1e9, flooded.Round(time.Millisecond), 8*size/flooded.Seconds()/1e9,
-			100*ratio, after.UDPDropped-before.UDPDropped)
-		// On the 2-core test machine the flood's sender and the TUN's
-		// per-packet reads take CPU the TCP path needs, whatever the node
-		// carries (measured: 45% of alone with all but 1 Mbit/s of the
-		// flood shed at the interface), so the 80% goal is held only where
-		// UDP_FLOOD_STRICT is set (a machine with cores to spare).
-		if ratio < 0.8 && os.Getenv("UDP_FLOOD_STRICT") != "" {
-			t.Errorf("a UDP flood slowed the TCP transfer to %.0f%% of its speed; want at least 80%%", 100*ratio)
-		}
-		// The control: the same flood on the server namespace's loopback,
-		// through no node, while the transfer runs a third time. What it
-		// costs the transfer is the machine's share, not the path's.
-		if os.Getenv("UDP_FLOOD_CONTROL") == "" {
-			return
-		}
-		var control time.Duration
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ctl := exec.Command("ip", "netns", "exec", w.server.name, "nice", "-n", "19", "iperf3", "-c", "127.0.0.1", "-p", fmt.Sprint(portIperf),
-				"-u", "-b", floodRate(), "-l", "1400", "-t", "60")
-			var out bytes.Buffer
-			ctl.Stdout, ctl.Stderr = &out, &out
-			if err := ctl.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(500 * time.Millisecond) // the flood is running before the transfer starts
-			exited := make(chan struct{})
-			go func() { ctl.Wait(); close(exited) }()
-			select {
-			case <-exited: // the iperf3 server was still busy with the last test
-				if time.Now().After(deadline) {
-					t.Fatalf("control flood: %s", out.String())
-				}
-				continue
-			default:
-			}
-			control, err = w.sink(netip.AddrPortFrom(ip, portSink).String(), size)
-			ctl.Process.Kill()
-			<-exited
-			if err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		t.Logf("control: the same flood on the server's loopback, through no node: TCP %v, %.0f%% of alone",
-			control.Round(time.Millisecond), 100*alone.Seconds()/control.Seconds())
 	})
 
 	t.Run("ping_tells_the_path", func(t *testing.T) {
@@ -543,6 +483,7 @@ func udpPayload(i int) string {
 
 type tunStats struct {
 	UDPDropped uint64 `json:"udp_dropped"`
+	UDPPoliced uint64 `json:"udp_policed"`
 	UDPTotal   uint64 `json:"udp_associations_total"`
 }
 
@@ -602,6 +543,62 @@ func (w *world) iperf3(host string, args ...string) (iperfResult, error) {
 		return res, fmt.Errorf("%s", res.Error)
 	}
 	return res, err
+}
+
+// floodRound times 256 MiB to sink alone, then under a UDP flood through
+// the interface, then beside the same flood on the server's loopback (the
+// control); it returns the shares of the speed alone the transfer kept and
+// the datagrams the kernel policer dropped.
+func (w *world) floodRound(t *testing.T, sink string) (ratio, control float64, policed uint64) {
+	t.Helper()
+	const size = 256 << 20
+	alone, err := w.sink(sink, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flood := func(ns, to string) (stop func()) {
+		var out bytes.Buffer
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			c := exec.Command("ip", "netns", "exec", ns, "nice", "-n", "19", "iperf3", "-c", to, "-p", fmt.Sprint(portIperf),
+				"-u", "-b", floodRate(), "-l", "1400", "-t", "60")
+			out.Reset()
+			c.Stdout, c.Stderr = &out, &out
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { c.Wait(); close(exited) }()
+			// The flood is running before the transfer starts; an
+			// iperf3 server still busy with the last test refuses it.
+			select {
+			case <-exited:
+				if time.Now().After(deadline) {
+					t.Fatalf("flood to %s: %s", to, out.String())
+				}
+				continue
+			case <-time.After(500 * time.Millisecond):
+			}
+			return func() { c.Process.Kill(); <-exited }
+		}
+	}
+	stop := flood(w.client.name, sink[:strings.LastIndexByte(sink, ':')])
+	before := w.tunStats()
+	flooded, err := w.sink(sink, size)
+	after := w.tunStats()
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = flood(w.server.name, "127.0.0.1")
+	ctl, err := w.sink(sink, size)
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TCP 256 MiB alone %v (%.2f Gbit/s), under a %s UDP flood %v, beside the control flood %v; %d datagrams dropped by the node",
+		alone.Round(time.Millisecond), 8*size/alone.Seconds()/1e9, floodRate(), flooded.Round(time.Millisecond), ctl.Round(time.Millisecond),
+		after.UDPDropped-before.UDPDropped)
+	return alone.Seconds() / flooded.Seconds(), alone.Seconds() / ctl.Seconds(), after.UDPPoliced - before.UDPPoliced
 }
 
 // floodRate is the flood's offered rate: 1G, or UDP_TEST_FLOOD.

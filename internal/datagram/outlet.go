@@ -294,6 +294,12 @@ func (a *assoc) run() {
 		a.end(reason)
 		return
 	}
+	if u, ok := c.(*net.UDPConn); ok {
+		// The replies of a busy association wait up to holdFor in the
+		// socket (see holdAbove): room for 1 Gbit/s of them, where the
+		// host's net.core.rmem_max allows.
+		u.SetReadBuffer(socketBuffer)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer c.Close()
