@@ -133,6 +133,16 @@ type Flow struct {
 	recovering  bool          // a goroutine waits for the path to come back
 	finished    bool          // finish ran: nothing rebinds the flow
 	portals     *Portals
+	repairing   bool        // outlet: Data went missing, Rewind asked the opener to resume
+	repairSince time.Time   // when the first Rewind went
+	repairTimer *time.Timer // asks again while no Resume comes
+	// creditsOut counts Credits decided (their grant is in granted) and not
+	// yet handed to the channel; a resume state waits for them to go first
+	// (waitCreditsSentLocked), creditWaiters for it.
+	creditsOut, creditWaiters atomic.Int32
+	// Gaps counts the messages from the peer that came after lost ones
+	// (dropped by a relay on the way) and waited for a resume.
+	Gaps atomic.Uint64
 	// Suspends and Resumes count the flow's suspensions and resumes;
 	// Stale counts messages dropped as from another channel or resume.
 	Suspends, Resumes, Stale atomic.Uint64
@@ -237,8 +247,21 @@ func (f *Flow) handle(m *routing.Message) error {
 		case f.resetErr != nil:
 			f.mu.Unlock()
 			return nil
-		case pm.Seq != f.recvSeq || f.finRecv:
+		case f.awaitGen != 0:
+			// Passed boundTo as the opener's Resume went out: what it
+			// carried goes again after the answer.
 			f.mu.Unlock()
+			f.Stale.Add(1)
+			return errStale
+		case pm.Seq != f.recvSeq || f.finRecv:
+			repair, then := f.gapLocked(pm.Seq)
+			f.mu.Unlock()
+			if repair {
+				if then != nil {
+					then()
+				}
+				return nil
+			}
 			f.reset(fmt.Errorf("portal: data out of order (got %d, want %d)", pm.Seq, f.recvSeq), true)
 			return nil
 		case f.rx+uint64(len(pm.Data)) > f.granted:
@@ -279,6 +302,7 @@ func (f *Flow) handle(m *routing.Message) error {
 		ack := credit > 0 || f.resumable && f.rx-f.acked >= uint64(min(f.win/4, creditStep))
 		if ack {
 			f.acked = recv
+			f.creditsOut.Add(1)
 		}
 		f.mu.Unlock()
 		if sendPing {
@@ -286,19 +310,25 @@ func (f *Flow) handle(m *routing.Message) error {
 		}
 		if ack {
 			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
+			f.creditSent()
 		}
 	case KindPing:
 		f.sendCtl(Msg{Kind: KindPong, ID: pm.ID})
 	case KindPong:
 		f.mu.Lock()
-		credit := f.pongedLocked(pm.ID)
+		credit := 0
+		if f.awaitGen == 0 { // else the resume's answer resets the sample
+			credit = f.pongedLocked(pm.ID)
+		}
 		recv := f.rx
 		if credit > 0 {
 			f.acked = recv
+			f.creditsOut.Add(1)
 		}
 		f.mu.Unlock()
 		if credit > 0 {
 			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
+			f.creditSent()
 		}
 	case KindRelease:
 		f.mu.Lock()
@@ -334,7 +364,14 @@ func (f *Flow) handle(m *routing.Message) error {
 	case KindFin:
 		f.mu.Lock()
 		if pm.Seq != f.recvSeq {
+			repair, then := f.gapLocked(pm.Seq)
 			f.mu.Unlock()
+			if repair {
+				if then != nil {
+					then()
+				}
+				return nil
+			}
 			f.reset(fmt.Errorf("portal: fin after %d chunks, got %d", pm.Seq, f.recvSeq), true)
 			return nil
 		}
@@ -347,6 +384,12 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.mu.Unlock()
 	case KindReset:
 		f.reset(fmt.Errorf("portal: reset by peer: %s", pm.Reason), false)
+	case KindRewind:
+		if !f.resumable || !f.opener {
+			f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
+			return nil
+		}
+		f.suspend(nil, "the peer lost messages of the flow")
 	default:
 		f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
 	}
@@ -486,6 +529,9 @@ func (f *Flow) finish() {
 		f.n.Unregister(f.addr)
 		f.mu.Lock()
 		f.finished = true
+		if f.repairTimer != nil {
+			f.repairTimer.Stop()
+		}
 		if f.pathEnd != nil {
 			f.paths.remove(f, f.pathEnd) // under f.mu: a resume moves it
 		}
@@ -531,17 +577,23 @@ func (f *Flow) fromLocal(c conn) {
 		bp, n, err := f.readChunk(c, room)
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			chunkPool.Put(bp)
+			// Under smu, and not while held: a Release must not follow
+			// a Resume on the wire (the answer's grant would not count it).
+			f.smu.Lock()
 			f.mu.Lock()
 			f.idleAt = time.Time{}
 			c.SetReadDeadline(f.idleAt)
 			k := f.credit - f.peerWindow
-			if k > 0 {
+			if k > 0 && !f.held {
 				f.credit -= k
+			} else {
+				k = 0
 			}
 			f.mu.Unlock()
 			if k > 0 {
 				f.sendCtl(Msg{Kind: KindRelease, Credit: uint32(k)})
 			}
+			f.smu.Unlock()
 			continue
 		}
 		buf := (*bp)[:cap(*bp)]
@@ -643,10 +695,13 @@ func (f *Flow) toLocal(c conn) {
 		recv := f.rx
 		if credit > 0 {
 			f.acked = recv
+			f.creditsOut.Add(1)
 		}
 		f.mu.Unlock()
 		if credit > 0 {
-			if err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})); err != nil {
+			err := f.send(Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv}))
+			f.creditSent()
+			if err != nil {
 				f.sendFailed(err)
 				if !f.resumable {
 					return

@@ -37,6 +37,26 @@ import (
 //
 // No resume within the grace period (DefaultResumeGrace) ends the flow with a
 // reset, as a flow without resumption ends at once.
+//
+// A relay drops what it cannot queue towards a slow connection (its queues
+// are bounded), and the secure channel carries on past the gap. A flow that
+// resumes repairs that too, on the same channel: a Data or Fin numbered
+// beyond the one it expects is dropped, with everything after it, and the
+// opener resumes (Resume names the bytes it received; the outlet sends
+// again from there); an outlet that sees the gap sends Rewind, the opener's
+// cue to resume, every resumeRetry until a Resume comes or the grace period
+// ends. Only the flow's peer, through the channel the flow is bound to, can
+// send Rewind, and it costs a round trip. A resume state waits for the
+// Credits already decided to go first (their grants are in it), and no Data
+// or Release follows a Resume until its answer: on the same channel, what
+// was sent before the state is read before it.
+//
+// Not repaired: the loss of a flow's last messages in a direction (its last
+// Data and Fin, or Fin alone), which no later message reveals. A lost last
+// Data is seen at the Fin and repaired, unless the sender's flow has
+// finished meanwhile (the resume then meets "no such flow" and resets); a
+// lost Fin leaves the receiver waiting. Both need the sender to keep its
+// flow until the peer acknowledges Fin, and a timer.
 
 const (
 	// DefaultResumeGrace is how long a flow waits for its path to come back.
@@ -193,6 +213,27 @@ func (f *Flow) sendFin() {
 	}
 }
 
+// creditSent ends the send of a Credit counted in creditsOut.
+func (f *Flow) creditSent() {
+	if f.creditsOut.Add(-1) == 0 && f.creditWaiters.Load() > 0 {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	}
+}
+
+// waitCreditsSentLocked waits until every Credit decided so far has been
+// handed to the channel. A resume state counts their grants: sent after it,
+// on the same channel, the peer would count them twice and send beyond the
+// window. f.mu is held (and released while waiting).
+func (f *Flow) waitCreditsSentLocked() {
+	f.creditWaiters.Add(1)
+	for f.creditsOut.Load() > 0 && f.resetErr == nil {
+		f.cond.Wait()
+	}
+	f.creditWaiters.Add(-1)
+}
+
 // stateLocked is this side's receive state for Resume or Resumed.
 func (f *Flow) stateLocked(kind Kind, gen uint32) Msg {
 	return Msg{Kind: kind, Gen: gen, Recv: f.rx, Granted: f.granted, Seq: f.recvSeq, Fin: f.finRecv}
@@ -249,7 +290,19 @@ func (f *Flow) retransmit() {
 			f.mu.Unlock()
 			return
 		}
+		if f.opener && f.awaitGen != 0 {
+			// A newer Resume is going out: no Data may follow it
+			// before its answer, which restarts the retransmission.
+			f.retxRunning = false
+			f.mu.Unlock()
+			return
+		}
 		if p := f.pending; p != nil {
+			if !f.opener && f.creditsOut.Load() > 0 {
+				f.waitCreditsSentLocked() // Resumed counts their grants
+				f.mu.Unlock()
+				continue
+			}
 			f.pending = nil
 			if err := f.applyLocked(p); err != nil {
 				f.retxRunning = false
@@ -319,6 +372,7 @@ func (f *Flow) handleResume(m *routing.Message, pm Msg) error {
 	}
 	f.gen = pm.Gen
 	f.remote = m.Return.Clone()
+	f.repairing = false
 	f.rebindLocked(pe)
 	f.suspended, f.held = false, true
 	f.pending = &pm
@@ -364,10 +418,60 @@ func (f *Flow) pathFailed(end <-chan struct{}) {
 		f.reset(errors.New("portal: the path to the peer failed"), false)
 		return
 	}
+	f.suspend(end, "its path failed")
+}
+
+// gapLocked is told that a Data or Fin numbered seq came while the flow
+// expects recvSeq, and reports whether the flow repairs the gap (the
+// message is dropped) rather than resets; then, if non-nil, is called once
+// f.mu is released. f.mu is held.
+func (f *Flow) gapLocked(seq uint32) (repair bool, then func()) {
+	if !f.resumable || f.finRecv || int32(seq-f.recvSeq) <= 0 {
+		return false, nil // a repeat, or the peer does not resume
+	}
+	f.Gaps.Add(1)
+	if f.opener {
+		return true, func() { f.suspend(nil, "messages from the peer were lost on the way") }
+	}
+	if f.repairing {
+		return true, nil // asked already; the timer asks again
+	}
+	f.repairing, f.repairSince = true, time.Now()
+	return true, f.askRewind
+}
+
+// askRewind sends Rewind, and again every resumeRetry until a Resume
+// comes; after the grace period the flow resets.
+func (f *Flow) askRewind() {
 	f.mu.Lock()
-	if f.resetErr != nil || f.finished || f.pathEnd != end {
+	if !f.repairing || f.resetErr != nil || f.finished {
 		f.mu.Unlock()
-		return // ended, or rebound meanwhile
+		return
+	}
+	if time.Since(f.repairSince) > f.grace {
+		f.mu.Unlock()
+		f.reset(fmt.Errorf("portal: the peer did not send again what was lost within %v", f.grace), true)
+		return
+	}
+	seq := f.recvSeq
+	if f.repairTimer == nil {
+		f.repairTimer = time.AfterFunc(resumeRetry, f.askRewind)
+	} else {
+		f.repairTimer.Reset(resumeRetry)
+	}
+	f.mu.Unlock()
+	f.log.Debug("flow asks its peer to resume: messages were lost", "flow", f.addr, "seq", seq)
+	f.sendCtl(Msg{Kind: KindRewind, Seq: seq})
+}
+
+// suspend stops the flow's sending and starts its recovery: after its path
+// failed (end, the session it was bound to), or with end nil on the path it
+// is on, when messages were lost on the way.
+func (f *Flow) suspend(end <-chan struct{}, why string) {
+	f.mu.Lock()
+	if f.resetErr != nil || f.finished || end != nil && f.pathEnd != end || end == nil && f.suspended {
+		f.mu.Unlock()
+		return // ended, rebound meanwhile, or suspended already
 	}
 	f.suspended, f.held = true, true
 	start := !f.recovering
@@ -379,7 +483,7 @@ func (f *Flow) pathFailed(end <-chan struct{}) {
 	f.mu.Unlock()
 	f.Suspends.Add(1)
 	f.portals.suspends.Add(1)
-	f.log.Debug("flow suspended: its path failed", "flow", f.addr)
+	f.log.Debug("flow suspended: "+why, "flow", f.addr)
 	if start {
 		go f.recovery()
 	}
@@ -458,12 +562,18 @@ func (f *Flow) recover() bool {
 			return false
 		}
 		f.mu.Lock()
+		f.waitCreditsSentLocked() // the Resume counts their grants
 		f.gen++
 		msg := f.stateLocked(KindResume, f.gen)
 		msg.Flow = f.remote[len(f.remote)-1].Value
 		f.awaitGen, f.nextPath = f.gen, pe
 		f.mu.Unlock()
+		// Under smu: no Data goes after the Resume (a retransmission
+		// stops at awaitGen, fromLocal only buffers), so the peer's
+		// answer describes everything we sent on this path.
+		f.smu.Lock()
 		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg)})
+		f.smu.Unlock()
 		retry.Reset(resumeRetry)
 	wait:
 		for {

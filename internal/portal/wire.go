@@ -23,6 +23,8 @@ import (
 //	Release  kind(1)=10 | bytes(4)                          sender → receiver: unused credit given back
 //	Resume   kind(1)=11 | state | flow id (1..MaxFlowID)    opener → outlet, after its path came back
 //	Resumed  kind(1)=12 | state                             the outlet's answer
+//	Rewind   kind(1)=13 | seq(4)                            outlet → opener: Data or Fin after seq-1 were
+//	                                                        lost on the way; resume to send them again
 //
 // state (ResumeState bytes) is gen(4) | received(8) | granted(8) | seq(4) | flags(1):
 // the resume's number (strictly increasing per flow), the stream bytes the
@@ -45,6 +47,7 @@ const (
 	KindRelease Kind = 10
 	KindResume  Kind = 11
 	KindResumed Kind = 12
+	KindRewind  Kind = 13
 )
 
 func (k Kind) String() string {
@@ -73,6 +76,8 @@ func (k Kind) String() string {
 		return "resume"
 	case KindResumed:
 		return "resumed"
+	case KindRewind:
+		return "rewind"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -80,7 +85,9 @@ func (k Kind) String() string {
 // Version is the portal protocol version carried by Open. Version 2 added
 // early data in Open, Ping/Pong (window autotuning) and Release; version 3
 // added the received count in Credit and Resume/Resumed (flows that survive
-// their path).
+// their path), and later Rewind (flows that survive a relay dropping some of
+// their messages), which a version 3 peer without it answers with a Reset,
+// as it answered the loss itself.
 const Version = 3
 
 const (
@@ -213,9 +220,9 @@ func Decode(b []byte) (Msg, error) {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.ID = binary.BigEndian.Uint32(b)
-	case KindFin:
+	case KindFin, KindRewind:
 		if len(b) != 4 {
-			return m, fmt.Errorf("%w: fin of %d bytes", ErrMalformed, len(b))
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.Seq = binary.BigEndian.Uint32(b)
 	default:
@@ -266,7 +273,7 @@ func Append(dst []byte, m Msg) []byte {
 		}
 	case KindPing, KindPong:
 		dst = binary.BigEndian.AppendUint32(dst, m.ID)
-	case KindFin:
+	case KindFin, KindRewind:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 	}
 	return dst

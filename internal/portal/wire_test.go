@@ -20,6 +20,7 @@ func TestWireRoundTrip(t *testing.T) {
 		{Kind: KindResume, Gen: 2, Recv: 1 << 33, Granted: 1<<33 + 1<<20, Seq: 77, Fin: true, Flow: "flow_0123456789abcdef"},
 		{Kind: KindResumed, Gen: 2, Recv: 5, Granted: 262149, Seq: 1},
 		{Kind: KindFin, Seq: 9},
+		{Kind: KindRewind, Seq: 12},
 		{Kind: KindReset, Reason: "peer reset"},
 	}
 	for _, m := range msgs {
@@ -68,6 +69,7 @@ func TestWireRejects(t *testing.T) {
 		"resume flags":   append(append([]byte{byte(KindResume)}, make([]byte, ResumeState-1)...), 2, 'a'),
 		"resumed id":     append(append([]byte{byte(KindResumed)}, make([]byte, ResumeState)...), 'a'),
 		"short resumed":  append([]byte{byte(KindResumed)}, make([]byte, ResumeState-1)...),
+		"long rewind":    {byte(KindRewind), 0, 0, 0, 1, 0},
 		"huge early":     append([]byte{byte(KindOpen), Version, 0, 1, 0, 0, 0, 0}, make([]byte, MaxEarly+1)...),
 		"long ping":      {byte(KindPing), 0, 0, 0, 0, 0},
 		"short pong":     {byte(KindPong), 0, 0, 0},
@@ -96,6 +98,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, Msg{Kind: KindCredit, Credit: 1, Recv: 9}))
 	f.Add(Append(nil, Msg{Kind: KindResume, Gen: 1, Recv: 2, Granted: 3, Seq: 4, Flow: "flow_ab"}))
 	f.Add(Append(nil, Msg{Kind: KindResumed, Gen: 1, Recv: 2, Granted: 3, Seq: 4, Fin: true}))
+	f.Add(Append(nil, Msg{Kind: KindRewind, Seq: 7}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {
