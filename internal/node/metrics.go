@@ -43,8 +43,9 @@ var (
 	mChanBytes   = prometheus.NewDesc("ockam_secure_channel_bytes", "Bytes (ciphertext) of the open secure channels, by direction.", []string{"direction"}, nil)
 	mHsFailures  = prometheus.NewDesc("ockam_secure_channel_handshake_failures_total", "Secure channel handshakes that failed, either side, by reason (timeout, unreachable, refused, untrusted, malformed, shed).", []string{"reason"}, nil)
 	mStalls      = prometheus.NewDesc("ockam_portal_window_stalls_total", "Times a flow had data to send and no credit: it waited for the peer's window.", nil, nil)
+	mResumes     = prometheus.NewDesc("ockam_portal_flow_resumes_total", "Flow suspensions (their path failed, or a relay dropped some of their messages) and resumes, by event.", []string{"event"}, nil)
 	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mWinBudget}
+	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mResumes, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -80,6 +81,9 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if d.portals != nil {
 		cnt(mStalls, d.portals.Stalls.Load())
+		sus, res := d.portals.Resumes()
+		cnt(mResumes, sus, "suspended")
+		cnt(mResumes, res, "resumed")
 	}
 
 	if r, err := d.Relays(ctx); err == nil {

@@ -136,13 +136,16 @@ type Flow struct {
 	repairing   bool        // outlet: Data went missing, Rewind asked the opener to resume
 	repairSince time.Time   // when the first Rewind went
 	repairTimer *time.Timer // asks again while no Resume comes
+	stallTimer  *time.Timer // checks a sender out of credit for lost bytes
+	stallMark   uint64      // peerRecv when stallTimer was armed
 	// creditsOut counts Credits decided (their grant is in granted) and not
 	// yet handed to the channel; a resume state waits for them to go first
 	// (waitCreditsSentLocked), creditWaiters for it.
 	creditsOut, creditWaiters atomic.Int32
 	// Gaps counts the messages from the peer that came after lost ones
-	// (dropped by a relay on the way) and waited for a resume.
-	Gaps atomic.Uint64
+	// (dropped by a relay on the way) and waited for a resume; Probes the
+	// Probes sent while stalled.
+	Gaps, Probes atomic.Uint64
 	// Suspends and Resumes count the flow's suspensions and resumes;
 	// Stale counts messages dropped as from another channel or resume.
 	Suspends, Resumes, Stale atomic.Uint64
@@ -384,6 +387,15 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.mu.Unlock()
 	case KindReset:
 		f.reset(fmt.Errorf("portal: reset by peer: %s", pm.Reason), false)
+	case KindProbe:
+		f.handleProbe(pm.Seq)
+	case KindGranted:
+		f.mu.Lock()
+		err := f.grantedLocked(pm.Granted, pm.Recv)
+		f.mu.Unlock()
+		if err != nil {
+			f.reset(err, true)
+		}
 	case KindRewind:
 		if !f.resumable || !f.opener {
 			f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
@@ -532,6 +544,9 @@ func (f *Flow) finish() {
 		if f.repairTimer != nil {
 			f.repairTimer.Stop()
 		}
+		if f.stallTimer != nil {
+			f.stallTimer.Stop()
+		}
 		if f.pathEnd != nil {
 			f.paths.remove(f, f.pathEnd) // under f.mu: a resume moves it
 		}
@@ -562,6 +577,7 @@ func (f *Flow) fromLocal(c conn) {
 		f.mu.Lock()
 		if f.credit <= 0 && f.resetErr == nil {
 			f.stalls.Add(1) // blocked on the peer's window
+			f.armStallLocked()
 		}
 		for f.credit <= 0 && f.resetErr == nil {
 			f.cond.Wait()

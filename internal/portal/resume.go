@@ -51,12 +51,17 @@ import (
 // or Release follows a Resume until its answer: on the same channel, what
 // was sent before the state is read before it.
 //
+// Lost Data at the end of a burst, which no later Data reveals, hold the
+// window, and so do lost Credits: a sender out of credit whose peer
+// acknowledges nothing more for stallRepair sends Probe, the seq of its next
+// Data; the peer repairs a gap it reveals as above, or answers Granted, its
+// grant in all, which restores lost credit.
+//
 // Not repaired: the loss of a flow's last messages in a direction (its last
-// Data and Fin, or Fin alone), which no later message reveals. A lost last
-// Data is seen at the Fin and repaired, unless the sender's flow has
-// finished meanwhile (the resume then meets "no such flow" and resets); a
-// lost Fin leaves the receiver waiting. Both need the sender to keep its
-// flow until the peer acknowledges Fin, and a timer.
+// Data and Fin, or Fin alone). A lost last Data is seen at the Fin and
+// repaired, unless the sender's flow has finished meanwhile (the resume then
+// meets "no such flow" and resets); a lost Fin leaves the receiver waiting.
+// Both need the sender to keep its flow until the peer acknowledges Fin.
 
 const (
 	// DefaultResumeGrace is how long a flow waits for its path to come back.
@@ -462,6 +467,93 @@ func (f *Flow) askRewind() {
 	f.mu.Unlock()
 	f.log.Debug("flow asks its peer to resume: messages were lost", "flow", f.addr, "seq", seq)
 	f.sendCtl(Msg{Kind: KindRewind, Seq: seq})
+}
+
+// stallRepair is how long a sender out of credit waits for the peer to
+// acknowledge more of what it sent before it takes the bytes for lost.
+const stallRepair = time.Second
+
+// armStallLocked is called as fromLocal starts waiting for credit: if the
+// peer has not acknowledged all it was sent, a check follows in stallRepair.
+// Lost Data at the end of a burst leave the sender out of credit (the lost
+// bytes hold the window) and no later Data reveals the gap to the peer. f.mu
+// is held.
+func (f *Flow) armStallLocked() {
+	if !f.resumable || f.stallMark == f.peerRecv && f.stallTimer != nil {
+		return // this stall is checked already
+	}
+	f.stallMark = f.peerRecv
+	if f.stallTimer == nil {
+		f.stallTimer = time.AfterFunc(stallRepair, f.stallCheck)
+	} else {
+		f.stallTimer.Reset(stallRepair)
+	}
+}
+
+// stallCheck probes a stall in which the peer acknowledged nothing more.
+// The Probe goes under smu, behind any Data on its way, with the seq of the
+// next Data: a peer that expects less lost some and resumes (or asks the
+// opener to); one that expects exactly that answers Granted, its grant in
+// all, which gives back credit whose Credit was lost. A peer whose reader
+// is slow answers Granted with nothing new. Probes repeat every stallRepair
+// while the stall lasts (a Probe or its answer can be lost too).
+func (f *Flow) stallCheck() {
+	if !f.smu.TryLock() {
+		return // retransmitting: the stall is being dealt with
+	}
+	defer f.smu.Unlock()
+	f.mu.Lock()
+	if f.resetErr != nil || f.finished || f.held || f.credit > 0 || f.peerRecv != f.stallMark {
+		f.mu.Unlock()
+		return
+	}
+	seq := f.sendSeq
+	f.stallTimer.Reset(stallRepair)
+	f.mu.Unlock()
+	f.Probes.Add(1)
+	f.sendCtl(Msg{Kind: KindProbe, Seq: seq})
+}
+
+// handleProbe is the receiver's side of a stalled sender's Probe: seq is
+// the sender's next Data.
+func (f *Flow) handleProbe(seq uint32) {
+	f.mu.Lock()
+	if seq != f.recvSeq && !f.finRecv {
+		repair, then := f.gapLocked(seq)
+		f.mu.Unlock()
+		if then != nil {
+			then()
+		}
+		if !repair {
+			f.reset(fmt.Errorf("portal: Data %d to %d were lost on the way", f.recvSeq, seq-1), true)
+		}
+		return
+	}
+	// Nothing lost this way: tell the sender our grant in all. Credits
+	// decided before it go first, or the sender would count them twice.
+	f.waitCreditsSentLocked()
+	m := Msg{Kind: KindGranted, Granted: f.granted, Recv: f.rx}
+	f.mu.Unlock()
+	f.sendCtl(m)
+}
+
+// grantedLocked takes the peer's answer to a Probe: its grant in all, and
+// the bytes it received. Every Credit it sent before is counted already, so
+// the credit is what the grant leaves; it never shrinks here. f.mu is held.
+func (f *Flow) grantedLocked(granted, recv uint64) error {
+	if !f.resumable {
+		return errors.New("portal: unexpected granted on a flow that does not resume")
+	}
+	if granted < f.tx || granted-f.tx > MaxWindow || recv > f.tx {
+		return fmt.Errorf("portal: peer grants %d bytes in all and received %d, %d sent", granted, recv, f.tx)
+	}
+	f.peerRecv = max(f.peerRecv, recv)
+	f.pruneLocked()
+	if c := int(granted - f.tx); c > f.credit {
+		f.credit = c
+		f.cond.Broadcast()
+	}
+	return nil
 }
 
 // suspend stops the flow's sending and starts its recovery: after its path

@@ -25,6 +25,10 @@ import (
 //	Resumed  kind(1)=12 | state                             the outlet's answer
 //	Rewind   kind(1)=13 | seq(4)                            outlet → opener: Data or Fin after seq-1 were
 //	                                                        lost on the way; resume to send them again
+//	Probe    kind(1)=14 | seq(4)                            sender → receiver: out of credit and nothing
+//	                                                        acknowledged for a while; seq is the next Data
+//	Granted  kind(1)=15 | granted(8) | received(8)          the answer when nothing was lost: the bytes the
+//	                                                        receiver grants in all, and received in all
 //
 // state (ResumeState bytes) is gen(4) | received(8) | granted(8) | seq(4) | flags(1):
 // the resume's number (strictly increasing per flow), the stream bytes the
@@ -48,6 +52,8 @@ const (
 	KindResume  Kind = 11
 	KindResumed Kind = 12
 	KindRewind  Kind = 13
+	KindProbe   Kind = 14
+	KindGranted Kind = 15
 )
 
 func (k Kind) String() string {
@@ -78,6 +84,10 @@ func (k Kind) String() string {
 		return "resumed"
 	case KindRewind:
 		return "rewind"
+	case KindProbe:
+		return "probe"
+	case KindGranted:
+		return "granted"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -85,10 +95,9 @@ func (k Kind) String() string {
 // Version is the portal protocol version carried by Open. Version 2 added
 // early data in Open, Ping/Pong (window autotuning) and Release; version 3
 // added the received count in Credit and Resume/Resumed (flows that survive
-// their path), and later Rewind (flows that survive a relay dropping some of
-// their messages), which a version 3 peer without it answers with a Reset,
-// as it answered the loss itself.
-const Version = 3
+// their path); version 4 added Rewind, Probe and Granted (flows that
+// survive a relay dropping some of their messages).
+const Version = 4
 
 const (
 	// MaxChunk is the most stream bytes one Data message carries. It keeps
@@ -215,12 +224,18 @@ func Decode(b []byte) (Msg, error) {
 			}
 		}
 		m.Flow = string(id)
+	case KindGranted:
+		if len(b) != 16 {
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
+		}
+		m.Granted = binary.BigEndian.Uint64(b)
+		m.Recv = binary.BigEndian.Uint64(b[8:])
 	case KindPing, KindPong:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.ID = binary.BigEndian.Uint32(b)
-	case KindFin, KindRewind:
+	case KindFin, KindRewind, KindProbe:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
@@ -273,7 +288,10 @@ func Append(dst []byte, m Msg) []byte {
 		}
 	case KindPing, KindPong:
 		dst = binary.BigEndian.AppendUint32(dst, m.ID)
-	case KindFin, KindRewind:
+	case KindGranted:
+		dst = binary.BigEndian.AppendUint64(dst, m.Granted)
+		dst = binary.BigEndian.AppendUint64(dst, m.Recv)
+	case KindFin, KindRewind, KindProbe:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 	}
 	return dst

@@ -3,6 +3,7 @@ package portal
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -21,6 +22,8 @@ func TestWireRoundTrip(t *testing.T) {
 		{Kind: KindResumed, Gen: 2, Recv: 5, Granted: 262149, Seq: 1},
 		{Kind: KindFin, Seq: 9},
 		{Kind: KindRewind, Seq: 12},
+		{Kind: KindProbe, Seq: 13},
+		{Kind: KindGranted, Granted: 1 << 20, Recv: 5},
 		{Kind: KindReset, Reason: "peer reset"},
 	}
 	for _, m := range msgs {
@@ -70,6 +73,9 @@ func TestWireRejects(t *testing.T) {
 		"resumed id":     append(append([]byte{byte(KindResumed)}, make([]byte, ResumeState)...), 'a'),
 		"short resumed":  append([]byte{byte(KindResumed)}, make([]byte, ResumeState-1)...),
 		"long rewind":    {byte(KindRewind), 0, 0, 0, 1, 0},
+		"short probe":    {byte(KindProbe), 0, 0, 1},
+		"short granted":  append([]byte{byte(KindGranted)}, make([]byte, 15)...),
+		"v3 open":        {byte(KindOpen), 3, 0, 0, 1, 0, 0, 0},
 		"huge early":     append([]byte{byte(KindOpen), Version, 0, 1, 0, 0, 0, 0}, make([]byte, MaxEarly+1)...),
 		"long ping":      {byte(KindPing), 0, 0, 0, 0, 0},
 		"short pong":     {byte(KindPong), 0, 0, 0},
@@ -82,7 +88,7 @@ func TestWireRejects(t *testing.T) {
 	} {
 		if _, err := Decode(b); err == nil {
 			t.Errorf("%s: accepted", name)
-		} else if name != "bad version" && name != "v1 open" && name != "v2 open" && !errors.Is(err, ErrMalformed) {
+		} else if !strings.HasSuffix(name, " open") && name != "bad version" && !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
 		}
 	}
@@ -99,6 +105,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, Msg{Kind: KindResume, Gen: 1, Recv: 2, Granted: 3, Seq: 4, Flow: "flow_ab"}))
 	f.Add(Append(nil, Msg{Kind: KindResumed, Gen: 1, Recv: 2, Granted: 3, Seq: 4, Fin: true}))
 	f.Add(Append(nil, Msg{Kind: KindRewind, Seq: 7}))
+	f.Add(Append(nil, Msg{Kind: KindProbe, Seq: 8}))
+	f.Add(Append(nil, Msg{Kind: KindGranted, Granted: 9, Recv: 3}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {
