@@ -381,6 +381,7 @@ func (e *env) runNode(name, listen, ident, logFile string, restore, keepSettings
 	if err := sched.Reexec(); err != nil {
 		fmt.Fprintf(e.stderr, "ockam: running without the scheduler setting (%v)\n", err)
 	}
+	sched.SetProcs()
 	h, err := e.home()
 	if err != nil {
 		return err

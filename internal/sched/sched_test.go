@@ -3,6 +3,7 @@ package sched
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -69,5 +70,19 @@ func TestReexec(t *testing.T) {
 		if !strings.Contains(string(out), tc.want+"\n") {
 			t.Errorf("child with %q printed %q, want a line %q", tc.env, out, tc.want)
 		}
+	}
+}
+
+func TestSetProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	if got := SetProcs(); got != Procs || runtime.GOMAXPROCS(0) != Procs {
+		t.Errorf("without GOMAXPROCS: SetProcs() = %d, GOMAXPROCS %d; want %d", got, runtime.GOMAXPROCS(0), Procs)
+	}
+	runtime.GOMAXPROCS(3)
+	t.Setenv("GOMAXPROCS", "3")
+	if got := SetProcs(); got != 3 || runtime.GOMAXPROCS(0) != 3 {
+		t.Errorf("with GOMAXPROCS=3: SetProcs() = %d, GOMAXPROCS %d; want 3", got, runtime.GOMAXPROCS(0))
 	}
 }
