@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -337,6 +338,19 @@ func (in *Inlet) carry(c net.Conn) {
 func (p *Portals) ReadEarly(c net.Conn) ([]byte, error) { return p.readEarly(c) }
 
 func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	buf := (*bp)[:MaxEarly]
+	// Most clients write right after connecting: take what is there
+	// already without arming a read deadline (a timer) for it.
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			if n, eof := readNow(raw, buf); n > 0 || eof {
+				// EOF stays for the flow to read again and send as Fin.
+				return bytes.Clone(buf[:n]), nil
+			}
+		}
+	}
 	wait := p.cfg.EarlyWait
 	if wait == 0 {
 		wait = DefaultEarlyWait
@@ -345,7 +359,6 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	if wait < 0 {
 		deadline = time.Now() // only what is there already
 	}
-	buf := make([]byte, MaxEarly)
 	c.SetReadDeadline(deadline)
 	n, err := c.Read(buf)
 	c.SetReadDeadline(time.Time{})
@@ -355,7 +368,28 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 		return nil, err
 	}
 	// EOF stays for the flow to read again and send as Fin.
-	return buf[:n], nil
+	return bytes.Clone(buf[:n]), nil
+}
+
+// readNow reads what raw has at once into buf, never waiting: the bytes
+// read, and whether the peer closed (0 and false: nothing yet, or an error
+// the next read meets again).
+func readNow(raw syscall.RawConn, buf []byte) (n int, eof bool) {
+	raw.Read(func(fd uintptr) bool {
+		for {
+			m, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == nil && m == 0:
+				eof = true
+			case err == nil:
+				n = m
+			}
+			return true
+		}
+	})
+	return n, eof
 }
 
 // Addr returns the inlet's listening address.
