@@ -57,31 +57,26 @@ func dataField(measure, field string) func(sample) (float64, bool) {
 
 // cpuPerGB is CPU seconds of the path's processes per GB carried, from the
 // single-flow iperf3 run. role "" sums all roles.
-func cpuPerGB(role string) func(sample) (float64, bool) {
-	return func(s sample) (float64, bool) {
-		if s.Measure != "iperf1" || s.Error != "" || s.Before == nil {
-			return 0, false
-		}
-		b, _ := s.Data["bytes"].(float64)
-		if b <= 0 {
-			return 0, false
-		}
-		return roleDelta(s, role, func(u usage) float64 { return u.CPUs }) / (b / 1e9), true
-	}
-}
+func cpuPerGB(role string) func(sample) (float64, bool) { return cpuPer("iperf1", "bytes", 1e9, role) }
 
 // cpuPerMReq is CPU seconds of the path's processes per million HTTP
 // requests, from the wrk run. role "" sums all roles.
 func cpuPerMReq(role string) func(sample) (float64, bool) {
+	return cpuPer("wrk", "requests", 1e6, role)
+}
+
+// cpuPer is CPU seconds of role's processes per unit of what the sample
+// of measure counts in its data field.
+func cpuPer(measure, field string, unit float64, role string) func(sample) (float64, bool) {
 	return func(s sample) (float64, bool) {
-		if s.Measure != "wrk" || s.Error != "" || s.Before == nil {
+		if s.Measure != measure || s.Error != "" || s.Before == nil {
 			return 0, false
 		}
-		n, _ := s.Data["requests"].(float64)
+		n, _ := s.Data[field].(float64)
 		if n <= 0 {
 			return 0, false
 		}
-		return roleDelta(s, role, func(u usage) float64 { return u.CPUs }) / (n / 1e6), true
+		return roleDelta(s, role, func(u usage) float64 { return u.CPUs }) / (n / unit), true
 	}
 }
 
