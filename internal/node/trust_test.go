@@ -28,7 +28,7 @@ func TestTrustCache(t *testing.T) {
 		t.Fatal("the cache has I2, never added")
 	}
 	for name, change := range map[string]func() error{
-		"trust list written": func() error { return home.WriteFileAtomic(h.TrustPath(), []byte(`["I1"]`), 0o600) },
+		"trust list written":   func() error { return home.WriteFileAtomic(h.TrustPath(), []byte(`["I1"]`), 0o600) },
 		"trust list rewritten": func() error { return home.WriteFileAtomic(h.TrustPath(), []byte(`[]`), 0o600) },
 		"node created":         func() error { return os.MkdirAll(h.NodeDir("b"), 0o700) },
 		"node deleted":         func() error { return os.RemoveAll(h.NodeDir("a")) },
