@@ -15,7 +15,8 @@
 #
 # Measures per path and round: iperf3 1 flow and 8 flows, 64-byte request/response
 # on one connection (p50/p99), fresh connection per request (p50/p99), wrk with 32
-# connections, CPU s/GB of the path's processes (from the 1-flow run), PSS per idle
+# connections (and the CPU seconds per million requests of the path's processes), CPU
+# s/GB of the path's processes (from the 1-flow run), PSS per idle
 # flow with --idle-flows flows open.
 #
 # Output: bench/results/<stamp>-<mode>.json (raw samples + medians) and .svg (chart),
@@ -689,16 +690,22 @@ profile_nodes() {
 	done
 }
 
+# run_wrk PATH ROUND: wrk -t2 -c32 against the HTTP server; the path's
+# processes' CPU (utime+stime, netbench stat) before and after, for the CPU
+# seconds per million requests (profiling, when on, is in that figure).
 run_wrk() {
-	local p=$1 r=$2 out rps errs
+	local p=$1 r=$2 out rps reqs errs before after
 	profile_nodes "$p" "$r" $((WRK_D > 2 ? WRK_D - 1 : 1))
+	before=$(stat_roles "$p")
 	out=$(in_ns "${EP_NS[$p]}" timeout $((WRK_D + 30)) wrk -t2 -c32 -d"${WRK_D}s" --timeout 5s \
 		"http://${EP_HOST[$p]}:${EP_HTTP[$p]}/" 2>&1)
+	after=$(stat_roles "$p")
 	((${#PROF_PIDS[@]})) && wait "${PROF_PIDS[@]}"
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	reqs=$(awk '/ requests in / {print $1}' <<<"$out")
 	errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
-	if [[ -n $rps && -z $errs ]]; then
-		emit "$p" "$r" wrk "{\"rps\":$rps}"
+	if [[ -n $rps && -n $reqs && -z $errs ]]; then
+		emit "$p" "$r" wrk "{\"rps\":$rps,\"requests\":$reqs}" "$before" "$after"
 	else
 		emit "$p" "$r" wrk "${rps:+{\"rps\":$rps\}}" "" "" "wrk: ${errs:-$(tail -2 <<<"$out")}"
 	fi

@@ -57,16 +57,26 @@ func dataField(measure, field string) func(sample) (float64, bool) {
 
 // cpuPerGB is CPU seconds of the path's processes per GB carried, from the
 // single-flow iperf3 run. role "" sums all roles.
-func cpuPerGB(role string) func(sample) (float64, bool) {
+func cpuPerGB(role string) func(sample) (float64, bool) { return cpuPer("iperf1", "bytes", 1e9, role) }
+
+// cpuPerMReq is CPU seconds of the path's processes per million HTTP
+// requests, from the wrk run. role "" sums all roles.
+func cpuPerMReq(role string) func(sample) (float64, bool) {
+	return cpuPer("wrk", "requests", 1e6, role)
+}
+
+// cpuPer is CPU seconds of role's processes per unit of what the sample
+// of measure counts in its data field.
+func cpuPer(measure, field string, unit float64, role string) func(sample) (float64, bool) {
 	return func(s sample) (float64, bool) {
-		if s.Measure != "iperf1" || s.Error != "" || s.Before == nil {
+		if s.Measure != measure || s.Error != "" || s.Before == nil {
 			return 0, false
 		}
-		b, _ := s.Data["bytes"].(float64)
-		if b <= 0 {
+		n, _ := s.Data[field].(float64)
+		if n <= 0 {
 			return 0, false
 		}
-		return roleDelta(s, role, func(u usage) float64 { return u.CPUs }) / (b / 1e9), true
+		return roleDelta(s, role, func(u usage) float64 { return u.CPUs }) / (n / unit), true
 	}
 }
 
@@ -108,6 +118,7 @@ var metrics = []metric{
 	{"crr50", "new conn + rr p50 µs", "µs", false, 0, dataField("crr", "p50_us")},
 	{"crr99", "new conn + rr p99 µs", "µs", false, 0, dataField("crr", "p99_us")},
 	{"wrk", "HTTP req/s (32 conns)", "req/s", true, 0, dataField("wrk", "rps")},
+	{"cpureq", "CPU s/M req (path procs)", "s/M req", false, 1, cpuPerMReq("")},
 	{"cpu", "CPU s/GB (path procs)", "s/GB", false, 2, cpuPerGB("")},
 	{"cpurelay", "relay CPU s/GB", "s/GB", false, 2, cpuPerGB("relay")},
 	{"idle", "KiB/idle flow", "KiB", false, 1, kibPerFlow("")},
@@ -363,7 +374,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		w("| %s | %s |\n", k, strings.ReplaceAll(meta[k], "|", "\\|"))
 	}
 	w("\n## Results (median over %s rounds, paths interleaved A B C … A B C …)\n\n", meta["rounds"])
-	cols := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpu", "cpurelay", "idle", "idlerelay"}
+	cols := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpureq", "cpu", "cpurelay", "idle", "idlerelay"}
 	byID := map[string]metric{}
 	for _, m := range metrics {
 		byID[m.id] = m
@@ -405,7 +416,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 				w(" %s (%s flows; %s failed) |", format(v, byID[c].prec), format(idleAt[p.id+"/small"], 0), meta["idle_flows"])
 			case ok:
 				w(" %s |", format(v, byID[c].prec))
-			case p.id == "direct" && (c == "cpu" || c == "cpurelay" || c == "idle" || c == "idlerelay"):
+			case p.id == "direct" && (c == "cpureq" || c == "cpu" || c == "cpurelay" || c == "idle" || c == "idlerelay"):
 				w(" kernel |")
 			default:
 				w(" – |")
@@ -415,6 +426,8 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 	}
 	w("\nCPU s/GB: user+system seconds of the processes on the path (sidecars, relay, ssh/sshd, socat,\n")
 	w("wireguard-go; not iperf3, not the kernel's softirq work) per GB carried in the single-flow run.\n")
+	w("CPU s/M req: the same processes' user+system seconds per million HTTP requests during the wrk run\n")
+	w("(not wrk, not the HTTP server).\n")
 	w("KiB/idle flow: growth of the proportional set size of those processes with %s idle flows\n", meta["idle_flows"])
 	w("open (each proven by one round trip), divided by the number of flows; socat forks a process per\n")
 	w("flow, so it holds only %s. Measured first in each round, after a run with a tenth of the flows,\n", meta["idle_flows_socat"])
@@ -427,7 +440,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		}
 		w("## Relative to %s\n\n", refLabel)
 		w("Each cell is path ÷ %s. For Gbit/s and req/s higher is better; for latency, CPU and memory lower is better.\n\n", refLabel)
-		rc := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpu", "idle"}
+		rc := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpureq", "cpu", "idle"}
 		w("| path |")
 		for _, c := range rc {
 			w(" %s |", byID[c].label)
@@ -459,15 +472,18 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 	ratio("direct", "direct")
 
 	w("## CPU and memory by role\n\n")
-	w("| path | CPU s/GB client / relay / server | KiB per idle flow client / relay / server |\n|---|---:|---:|\n")
+	w("| path | CPU s/M req client / relay / server | CPU s/GB client / relay / server | KiB per idle flow client / relay / server |\n|---|---:|---:|---:|\n")
 	for _, p := range paths {
-		var cpu, mem []string
+		var cpuReq, cpu, mem []string
 		any := false
 		for _, r := range roles {
-			var cv, mv []float64
+			var qv, cv, mv []float64
 			for _, s := range samples {
 				if s.Path != p.id {
 					continue
+				}
+				if v, ok := cpuPerMReq(r)(s); ok {
+					qv = append(qv, v)
 				}
 				if v, ok := cpuPerGB(r)(s); ok {
 					cv = append(cv, v)
@@ -478,17 +494,20 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 					mv = append(mv, v)
 				}
 			}
-			cs, ms := "–", "–"
+			qs, cs, ms := "–", "–", "–"
+			if len(qv) > 0 {
+				qs, any = fmt.Sprintf("%.1f", median(qv)), true
+			}
 			if len(cv) > 0 {
 				cs, any = fmt.Sprintf("%.2f", median(cv)), true
 			}
 			if len(mv) > 0 {
 				ms, any = fmt.Sprintf("%.1f", median(mv)), true
 			}
-			cpu, mem = append(cpu, cs), append(mem, ms)
+			cpuReq, cpu, mem = append(cpuReq, qs), append(cpu, cs), append(mem, ms)
 		}
 		if any && p.id != "direct" {
-			w("| %s | %s | %s |\n", p.label, strings.Join(cpu, " / "), strings.Join(mem, " / "))
+			w("| %s | %s | %s | %s |\n", p.label, strings.Join(cpuReq, " / "), strings.Join(cpu, " / "), strings.Join(mem, " / "))
 		}
 	}
 	w("\n")

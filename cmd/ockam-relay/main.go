@@ -26,10 +26,16 @@ import (
 
 	"github.com/ockam-go/ockam/internal/identity"
 	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/sched"
 	"github.com/ockam-go/ockam/relay"
 )
 
 func main() {
+	// The relay idles between most messages: keep the runtime's sysmon out
+	// of deep sleep (see internal/sched).
+	if err := sched.Reexec(); err != nil {
+		fmt.Fprintf(os.Stderr, "ockam-relay: running without the scheduler setting (%v)\n", err)
+	}
 	listen := flag.String("listen", "0.0.0.0:4000", "TCP address to accept sidecars on")
 	stateDir := flag.String("state-dir", "", "directory for the relay's state file (relay.json: pid, address, names)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")

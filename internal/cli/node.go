@@ -27,6 +27,7 @@ import (
 	"github.com/ockam-go/ockam/internal/node"
 	"github.com/ockam-go/ockam/internal/portal"
 	"github.com/ockam-go/ockam/internal/router"
+	"github.com/ockam-go/ockam/internal/sched"
 	"github.com/ockam-go/ockam/internal/vault"
 	"github.com/ockam-go/ockam/relay"
 )
@@ -310,7 +311,7 @@ func (e *env) spawnNode(h home.Home, name, listen, ident string, restore bool, s
 		return nil, err
 	}
 	c := exec.Command(exe, argv...)
-	c.Env = append(os.Environ(), "OCKAM_HOME="+h.Dir)
+	c.Env = sched.Environ(append(os.Environ(), "OCKAM_HOME="+h.Dir))
 	if e.verbose {
 		c.Env = append(c.Env, "OCKAM_LOG=debug")
 	}
@@ -375,6 +376,12 @@ func lastError(path string) string {
 // runNode runs a node in this process until SIGINT/SIGTERM or a shutdown
 // request.
 func (e *env) runNode(name, listen, ident, logFile string, restore, keepSettings bool, set home.NodeSettings) error {
+	// A node started by spawnNode has the scheduler setting already; one
+	// started by hand or by a service unit becomes itself again with it.
+	if err := sched.Reexec(); err != nil {
+		fmt.Fprintf(e.stderr, "ockam: running without the scheduler setting (%v)\n", err)
+	}
+	sched.SetProcs()
 	h, err := e.home()
 	if err != nil {
 		return err

@@ -57,6 +57,7 @@ type Daemon struct {
 	portals *portal.Portals
 	tun     *tunState
 	me      *identity.Secret
+	trusted trustCache // what trusts found (trust.go)
 	state   home.NodeState
 	addr    net.Addr
 

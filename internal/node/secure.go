@@ -16,10 +16,20 @@ import (
 
 // trusts is the node's trust: the identities of the nodes created under the
 // same $OCKAM_HOME, and those in its trust list. It is read at each
-// handshake, so nodes created later are trusted too.
+// handshake and flow open (trust.go keeps what it found while the files are
+// unchanged), so nodes created later are trusted too, and a removal counts
+// from the next open.
 func (d *Daemon) trusts(id identity.Identifier) error {
 	s := id.String()
-	if s == d.me.Identifier().String() || slices.Contains(d.cfg.Home.Identifiers(), s) {
+	if s == d.me.Identifier().String() {
+		return nil
+	}
+	stamp := trustStampOf(d.cfg.Home)
+	if d.trusted.has(stamp, s) {
+		return nil
+	}
+	if slices.Contains(d.cfg.Home.Identifiers(), s) {
+		d.trusted.add(stamp, s)
 		return nil
 	}
 	list, err := d.cfg.Home.TrustList()
@@ -27,6 +37,7 @@ func (d *Daemon) trusts(id identity.Identifier) error {
 		return err
 	}
 	if slices.Contains(list, s) {
+		d.trusted.add(stamp, s)
 		return nil
 	}
 	// The caller names the peer already (channel.UntrustedError).

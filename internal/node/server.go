@@ -45,6 +45,9 @@ func (d *Daemon) serveAPI() error {
 	// node owner's only (mode 0700 directory).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Execution traces (`.../debug/pprof/trace?seconds=2`, then `go tool
+	// trace -pprof=sched`): where a new connection's goroutines wait.
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	// Prometheus metrics, for `ockam node metrics` or `curl --unix-socket`.
 	mux.Handle("/metrics", d.metricsHandler())
 	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -4,15 +4,19 @@ import "sync"
 
 // paths resets flows when their path fails with one goroutine per path (a
 // secure channel's session), not one per flow: an idle flow costs only the
-// stacks of its two directions.
+// stacks of its two directions. A path's watcher stays while the path
+// lives, also when its last flow has left: connections opened one after
+// the other (a client's requests, each on a new connection) would
+// otherwise start a goroutine and wake it to stop for each.
 type paths struct {
-	mu sync.Mutex
-	m  map[<-chan struct{}]*pathFlows
+	mu     sync.Mutex
+	m      map[<-chan struct{}]*pathFlows
+	closed bool // the portals are closed: watchers stop when their flows have left
 }
 
 type pathFlows struct {
 	flows map[*Flow]struct{}
-	stop  chan struct{} // closed when the last flow has left
+	stop  chan struct{} // closed to stop the watcher before the path ends
 }
 
 // add watches end for f until remove(f, end). A flow that resumes on
@@ -62,8 +66,22 @@ func (ps *paths) remove(f *Flow, end <-chan struct{}) {
 		return
 	}
 	delete(pf.flows, f)
-	if len(pf.flows) == 0 {
+	if len(pf.flows) == 0 && ps.closed {
 		delete(ps.m, end)
 		close(pf.stop)
+	}
+}
+
+// close stops the watchers of paths without flows, and those of the
+// others as their last flow leaves.
+func (ps *paths) close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.closed = true
+	for end, pf := range ps.m {
+		if len(pf.flows) == 0 {
+			delete(ps.m, end)
+			close(pf.stop)
+		}
 	}
 }

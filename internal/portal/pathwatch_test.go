@@ -9,8 +9,9 @@ import (
 )
 
 // TestPathsOneWatcherPerPath: flows on one path share a watcher; a flow that
-// ends stops being watched, the last one to leave stops the watcher, and a
-// path that fails resets the flows still on it and no others.
+// ends stops being watched, the watcher stays for the path's next flows
+// until the portals close, and a path that fails resets the flows still on
+// it and no others.
 func TestPathsOneWatcherPerPath(t *testing.T) {
 	n := router.New(router.Config{})
 	defer n.Close()
@@ -43,12 +44,18 @@ func TestPathsOneWatcherPerPath(t *testing.T) {
 	if watched(endA) != 2 || watched(endB) != 1 {
 		t.Fatalf("watched: A %d, B %d; want 2 and 1", watched(endA), watched(endB))
 	}
-	// b1 ends: path B has no watcher left.
+	// b1 ends: path B's watcher stays, watching nothing, for B's next flow.
 	b1.reset(errTest, false)
 	waitDone(t, b1)
-	if watched(endB) != -1 {
-		t.Fatalf("path B still watched for %d flows after its only flow ended", watched(endB))
+	if watched(endB) != 0 {
+		t.Fatalf("path B watched for %d flows after its only flow ended, want 0", watched(endB))
 	}
+	b2 := flow(endB)
+	if watched(endB) != 1 {
+		t.Fatalf("path B watched for %d flows with one, want 1", watched(endB))
+	}
+	b2.reset(errTest, false)
+	waitDone(t, b2)
 	// Path A fails: both of its flows end.
 	close(endA)
 	waitDone(t, a1)
@@ -65,6 +72,11 @@ func TestPathsOneWatcherPerPath(t *testing.T) {
 	// A flow that starts on a path that has already failed ends at once.
 	a3 := flow(endA)
 	waitDone(t, a3)
+	// Closing the portals stops the watchers of paths without flows.
+	p.Close()
+	if watched(endB) != -1 {
+		t.Fatalf("path B still watched for %d flows after Close", watched(endB))
+	}
 }
 
 var errTest = &net.OpError{Op: "test"}

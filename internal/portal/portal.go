@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ockam-go/ockam/internal/router"
@@ -122,6 +124,14 @@ func (p *Portals) Dial(ctx context.Context, route routing.Route, port uint16) (*
 // one, so a request gets its answer one round trip after the open, not two.
 // The caller keeps early; it must not send those bytes again.
 func (p *Portals) DialEarly(ctx context.Context, route routing.Route, port uint16, early []byte) (*Flow, error) {
+	return p.dialEarly(ctx, route, port, early, nil)
+}
+
+// dialEarly is DialEarly for a flow that will Run over local: the peer's
+// first data, which often comes right behind Opened (the answer to the
+// early bytes), is written to local by the connection reader that
+// delivers it, before the flow's goroutines have started.
+func (p *Portals) dialEarly(ctx context.Context, route routing.Route, port uint16, early []byte, local net.Conn) (*Flow, error) {
 	if len(early) > MaxEarly {
 		return nil, fmt.Errorf("portal: %d early bytes, at most %d", len(early), MaxEarly)
 	}
@@ -146,6 +156,11 @@ func (p *Portals) DialEarly(ctx context.Context, route routing.Route, port uint1
 	f.Target = route.String()
 	f.early = len(early)
 	f.BytesOut.Add(uint64(len(early)))
+	if sc, ok := local.(syscall.Conn); ok {
+		f.mu.Lock()
+		f.raw, _ = sc.SyscallConn()
+		f.mu.Unlock()
+	}
 	open := Append(make([]byte, 0, OpenHeader+len(early)), Msg{Kind: KindOpen, Window: Window, Port: port, Data: early})
 	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open}); err != nil {
 		p.n.Unregister(f.addr)
@@ -209,6 +224,10 @@ type Inlet struct {
 	lastErr atomic.Value  // string
 	closing chan struct{} // closed when the inlet is being deleted
 	done    chan struct{} // closed when its flows have ended
+	// ctx is cancelled with closing: opens in progress end without a
+	// goroutine per connection watching closing.
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // InletInfo, OutletInfo and FlowInfo describe portals for the control API.
@@ -251,6 +270,7 @@ func (p *Portals) CreateInlet(name, addr string, route routing.Route) (*Inlet, e
 		return nil, fmt.Errorf("portal: inlet cannot listen on %s: %v", addr, err)
 	}
 	in := &Inlet{p: p, name: name, ln: ln, route: route.Clone(), raw: route.String(), flows: map[*Flow]struct{}{}, closing: make(chan struct{}), done: make(chan struct{})}
+	in.ctx, in.stop = context.WithCancel(context.Background())
 	p.inlets[name] = in
 	p.wg.Add(1)
 	go in.serve()
@@ -282,24 +302,14 @@ func (in *Inlet) serve() {
 }
 
 func (in *Inlet) carry(c net.Conn) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-in.closing:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	early, err := in.p.readEarly(c)
 	if err != nil {
-		cancel()
 		in.lastErr.Store(err.Error())
 		in.p.log.Info("inlet connection failed before its flow opened", "inlet", in.name, "err", err)
 		abort(c)
 		return
 	}
-	f, err := in.p.DialEarly(ctx, in.route, 0, early)
-	cancel()
+	f, err := in.p.dialEarly(in.ctx, in.route, 0, early, c)
 	if err != nil {
 		in.lastErr.Store(err.Error())
 		in.p.log.Info("inlet could not open a flow", "inlet", in.name, "err", err)
@@ -328,6 +338,19 @@ func (in *Inlet) carry(c net.Conn) {
 func (p *Portals) ReadEarly(c net.Conn) ([]byte, error) { return p.readEarly(c) }
 
 func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	buf := (*bp)[:MaxEarly]
+	// Most clients write right after connecting: take what is there
+	// already without arming a read deadline (a timer) for it.
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			if n, eof := readNow(raw, buf); n > 0 || eof {
+				// EOF stays for the flow to read again and send as Fin.
+				return bytes.Clone(buf[:n]), nil
+			}
+		}
+	}
 	wait := p.cfg.EarlyWait
 	if wait == 0 {
 		wait = DefaultEarlyWait
@@ -336,7 +359,6 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 	if wait < 0 {
 		deadline = time.Now() // only what is there already
 	}
-	buf := make([]byte, MaxEarly)
 	c.SetReadDeadline(deadline)
 	n, err := c.Read(buf)
 	c.SetReadDeadline(time.Time{})
@@ -346,7 +368,28 @@ func (p *Portals) readEarly(c net.Conn) ([]byte, error) {
 		return nil, err
 	}
 	// EOF stays for the flow to read again and send as Fin.
-	return buf[:n], nil
+	return bytes.Clone(buf[:n]), nil
+}
+
+// readNow reads what raw has at once into buf, never waiting: the bytes
+// read, and whether the peer closed (0 and false: nothing yet, or an error
+// the next read meets again).
+func readNow(raw syscall.RawConn, buf []byte) (n int, eof bool) {
+	raw.Read(func(fd uintptr) bool {
+		for {
+			m, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == nil && m == 0:
+				eof = true
+			case err == nil:
+				n = m
+			}
+			return true
+		}
+	})
+	return n, eof
 }
 
 // Addr returns the inlet's listening address.
@@ -389,6 +432,7 @@ func flowInfos(m map[*Flow]struct{}) []FlowInfo {
 // close stops accepting and resets every flow, then waits for them.
 func (in *Inlet) close() {
 	close(in.closing)
+	in.stop()
 	in.ln.Close()
 	<-in.done
 }
@@ -444,6 +488,8 @@ type Outlet struct {
 	total   atomic.Uint64
 	lastErr atomic.Value
 	done    chan struct{}
+	ctx     context.Context // cancelled with done: ends the opens in progress
+	stop    context.CancelFunc
 	wg      sync.WaitGroup
 }
 
@@ -463,6 +509,7 @@ type OutletConfig struct {
 // CreateOutlet registers an outlet.
 func (p *Portals) CreateOutlet(cfg OutletConfig) (*Outlet, error) {
 	o := &Outlet{p: p, name: cfg.Name, addr: cfg.Address, ports: cfg.Ports, allow: cfg.Allow, dial: cfg.Dial, flows: map[*Flow]struct{}{}, byAddr: map[string]*Flow{}, done: make(chan struct{})}
+	o.ctx, o.stop = context.WithCancel(context.Background())
 	if o.addr == "" {
 		return nil, errors.New("portal: outlet needs an address (--from /service/NAME)")
 	}
@@ -614,15 +661,8 @@ func (o *Outlet) open(m *routing.Message) error {
 
 func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uint16, early []byte) {
 	target := net.JoinHostPort(o.host, strconv.Itoa(int(port)))
-	ctx, cancel := context.WithTimeout(context.Background(), OpenTimeout)
+	ctx, cancel := context.WithTimeout(o.ctx, OpenTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-o.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var pathEnd <-chan struct{}
 	if o.p.cfg.Path != nil {
 		var err error
@@ -740,6 +780,7 @@ func (p *Portals) DeleteOutlet(name string) error {
 	}
 	p.n.Unregister(o.addr)
 	close(o.done)
+	o.stop()
 	o.mu.Lock()
 	flows := make([]*Flow, 0, len(o.flows))
 	for f := range o.flows {
@@ -791,4 +832,5 @@ func (p *Portals) Close() {
 		p.DeleteOutlet(n)
 	}
 	p.wg.Wait()
+	p.paths.close()
 }

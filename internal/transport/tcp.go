@@ -697,7 +697,11 @@ func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) erro
 		c.Dropped.Add(1)
 		return ErrQueueFull
 	}
-	if cork {
+	// src's reader writes what it queued (uncork) once its buffer is
+	// drained, which is right after this message when no more frames wait:
+	// then waking the writer too would cost a goroutine hand-off (a futex
+	// wake on another thread) for nothing.
+	if cork || src != nil && !src.more {
 		c.pushQuiet(bp, srcID)
 		if !slices.Contains(src.corked, c) {
 			src.corked = append(src.corked, c)

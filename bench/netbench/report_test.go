@@ -1,0 +1,34 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+func TestCPUPerMReq(t *testing.T) {
+	s := sample{
+		Measure: "wrk",
+		Data:    map[string]any{"rps": 20000.0, "requests": 200000.0},
+		Before:  map[string]usage{"client": {CPUs: 1}, "relay": {CPUs: 2}, "server": {CPUs: 3}},
+		After:   map[string]usage{"client": {CPUs: 3}, "relay": {CPUs: 3}, "server": {CPUs: 5}},
+	}
+	for _, tc := range []struct {
+		role string
+		want float64
+	}{{"", 25}, {"client", 10}, {"relay", 5}, {"server", 10}} {
+		got, ok := cpuPerMReq(tc.role)(s)
+		if !ok || math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("cpuPerMReq(%q) = %v, %v; want %v", tc.role, got, ok, tc.want)
+		}
+	}
+	for name, bad := range map[string]sample{
+		"other measure": {Measure: "iperf1", Data: s.Data, Before: s.Before, After: s.After},
+		"failed":        {Measure: "wrk", Data: s.Data, Before: s.Before, After: s.After, Error: "wrk: x"},
+		"no requests":   {Measure: "wrk", Data: map[string]any{"rps": 1.0}, Before: s.Before, After: s.After},
+		"no usage":      {Measure: "wrk", Data: s.Data},
+	} {
+		if _, ok := cpuPerMReq("")(bad); ok {
+			t.Errorf("%s: cpuPerMReq gave a figure", name)
+		}
+	}
+}
