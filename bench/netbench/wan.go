@@ -82,6 +82,7 @@ type wanStats struct {
 	Loss       float64 `json:"loss"`        // the loss now asked
 	Offloads   bool    `json:"offloads"`    // TSO on
 	LateMaxUs  uint64  `json:"late_max_us"` // most a packet went out after its due time
+	Late1ms    uint64  `json:"late_1ms"`    // packets out more than 1 ms after their due time
 }
 
 type wanPacket struct {
@@ -101,8 +102,8 @@ type wanLine struct {
 	loss  atomic.Uint64 // math.Float64bits of the loss probability
 	mu    sync.Mutex    // serialises offload changes
 
-	packets, bytes, written, lossDrops, queueDrops, writeErrs, lateMax atomic.Uint64
-	offloads                                                           atomic.Bool
+	packets, bytes, written, lossDrops, queueDrops, writeErrs, lateMax, late1ms atomic.Uint64
+	offloads                                                                    atomic.Bool
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -192,7 +193,7 @@ func (l *wanLine) stats() wanStats {
 		Packets: l.packets.Load(), Bytes: l.bytes.Load(), Written: l.written.Load(),
 		LossDrops: l.lossDrops.Load(), QueueDrops: l.queueDrops.Load(), WriteErrs: l.writeErrs.Load(),
 		Loss: math.Float64frombits(l.loss.Load()), Offloads: l.offloads.Load(),
-		LateMaxUs: l.lateMax.Load() / 1000,
+		LateMaxUs: l.lateMax.Load() / 1000, Late1ms: l.late1ms.Load(),
 	}
 }
 
@@ -280,8 +281,11 @@ func (l *wanLine) writer() {
 			for unix.Nanosleep(&ts, &ts) == unix.EINTR {
 			}
 		}
-		if late := wanNow() - p.at; late > 0 && uint64(late) > l.lateMax.Load() {
-			l.lateMax.Store(uint64(late))
+		if late := wanNow() - p.at; late > int64(time.Millisecond) {
+			l.late1ms.Add(1)
+			if uint64(late) > l.lateMax.Load() {
+				l.lateMax.Store(uint64(late))
+			}
 		}
 		b := l.ring[p.start%size:][:p.n]
 		var werr error
