@@ -26,7 +26,7 @@ set -uo pipefail
 usage() {
 	cat <<EOF
 usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
-                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--wan-line packet|stream]
+                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--wan-line packet|stream] [--wan-only]
                 [--loss PCT] [--udp-rate RATE]
 
   --quick         brief measures, a smoke test (under 3 minutes)
@@ -46,6 +46,7 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --wan-line L    how: packet (default) a packet line per leg (netbench wan, a TUN the relay
                   routes the WAN addresses through): every kernel TCP sees the RTT and the loss;
                   stream: split-TCP delay lines (netbench delay), an upper bound for TCP paths
+  --wan-only      with --wan, measure only the @wan rows (the LAN paths are set up, not measured)
   --loss PCT      also measure one flow of each tunnel path with PCT% packet loss: on LAN rows
                   the relay's veth packets dropped both ways (nftables); on @wan rows (packet
                   line) PCT% of the packets of each leg's line, each way
@@ -62,7 +63,7 @@ root=$(dirname "$here")
 . "$root/scripts/netns.sh"
 
 mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
-results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" wan_line=packet loss="" udp_rate=100M
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" wan_line=packet wan_only=0 loss="" udp_rate=100M
 while (($#)); do
 	case $1 in
 	--quick) mode=quick ;;
@@ -76,6 +77,7 @@ while (($#)); do
 	--keep) keep=1 ;;
 	--wan) wan=$2; shift ;;
 	--wan-line) wan_line=$2; shift ;;
+	--wan-only) wan_only=1 ;;
 	--loss) loss=$2; shift ;;
 	--udp-rate) udp_rate=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -103,6 +105,7 @@ if [[ -n $wan ]]; then
 	if [[ $mode == quick ]]; then WAN_RR_N=50 WAN_CRR_N=20; else WAN_RR_N=200 WAN_CRR_N=100; fi
 fi
 [[ $wan_line == @(packet|stream) ]] || { echo "--wan-line is packet or stream" >&2; exit 2; }
+((!wan_only)) || [[ -n $wan ]] || { echo "--wan-only needs --wan" >&2; exit 2; }
 [[ -z $loss || $loss =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "--loss wants a percentage, e.g. 1" >&2; exit 2; }
 ((rounds >= 1)) || { echo "--rounds must be at least 1" >&2; exit 2; }
 [[ $udp_rate =~ ^[0-9]+[KMG]?$ ]] || { echo "--udp-rate wants an iperf3 rate, e.g. 100M (0: no UDP measures)" >&2; exit 2; }
@@ -1092,6 +1095,11 @@ if [[ -n $wan ]]; then
 		fi
 	done
 fi
+if ((wan_only)); then
+	wan_active=()
+	for p in "${active[@]}"; do [[ $p == *@wan ]] && wan_active+=("$p"); done
+	active=("${wan_active[@]}")
+fi
 log "paths: ${active[*]}"
 ((${#active[@]})) || exit 1
 
@@ -1132,6 +1140,7 @@ ver() { "$@" 2>&1 | head -1; }
 	if [[ -n $wan && $wan_line == packet ]]; then
 		echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, packet lines: netbench wan on a TUN), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
 		echo "wan_line=packet"
+		echo "tcp=$(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_congestion_control), tcp_rmem $(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '), tcp_wmem $(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_wmem | tr '\t' ' ')"
 		echo "wan_check=$WAN_CHECK"
 		[[ -n $WAN_LOSS_CHECK ]] && echo "wan_loss_check=$WAN_LOSS_CHECK"
 		echo "wan_line_cost=$(wan_line_cost)"
