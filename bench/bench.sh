@@ -1043,7 +1043,8 @@ measure_path() {
 	run_idle "$p" "$r"
 	run_iperf "$p" "$r" 1
 	run_iperf "$p" "$r" 8
-	if [[ -n $loss && ${p%@wan} != direct ]]; then
+	# direct has no relay to drop on, but direct@wan crosses the packet lines.
+	if [[ -n $loss && ( $p != direct* || ($p == direct@wan && $wan_line == packet) ) ]]; then
 		if loss_on "$loss" "$p"; then
 			run_iperf "$p" "$r" 1 loss
 		else
