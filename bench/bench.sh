@@ -543,9 +543,16 @@ setup_socat_wan_stream() {
 		pids+=("$SPAWNED")
 		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
 	done
-	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$RELAY_CIP
+	socat_wan_endpoints "$RELAY_CIP" "${pids[@]}"
+}
+
+# socat_wan_endpoints HOST PID...: socat@wan's endpoints on HOST, its relay processes.
+socat_wan_endpoints() {
+	local host=$1
+	shift
+	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$host
 	EP_IPERF[socat@wan]=$((P_IPERF + 5000)) EP_ECHO[socat@wan]=$((P_ECHO + 5000)) EP_HTTP[socat@wan]=$((P_HTTP + 5000))
-	ROLES[socat@wan]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat@wan]=0
+	ROLES[socat@wan]="relay=$(IFS=,; echo "$*")" IDLE_N[socat@wan]=0
 }
 
 # ssh@wan: the same sshds; the client reaches the relay's through a delay
@@ -561,17 +568,24 @@ setup_ssh_wan_stream() {
 	} >"$d/ssh_config_wan"
 	printf '[%s]:2322 %s\n' "$RELAY_CIP" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >>"$d/known_hosts"
 	printf '[127.0.0.1]:2324 %s\n' "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
+	ssh_wan_client || return 1
+	ROLES[ssh@wan]="client=$SSH_WAN_PID ${ROLES[ssh]#client=* }" IDLE_N[ssh@wan]=0
+}
+
+# ssh_wan_client: `ssh -J relaywan serverwan` of ssh_config_wan, with the
+# forwards of ssh@wan, proven end to end. Sets SSH_WAN_PID and the endpoints.
+ssh_wan_client() {
+	local d=$tmp/ssh
 	local cmd=(ssh -F "$d/ssh_config_wan" -c aes128-gcm@openssh.com -J relaywan -N
 		-L "127.0.0.1:$((P_IPERF + 7000)):127.0.0.1:$P_IPERF"
 		-L "127.0.0.1:$((P_ECHO + 7000)):127.0.0.1:$P_ECHO"
 		-L "127.0.0.1:$((P_HTTP + 7000)):127.0.0.1:$P_HTTP" serverwan)
 	spawn "$NS_CLIENT" "$tmp/ssh-client-wan.log" "${cmd[@]}"
-	local ssh_pid=$SPAWNED
+	SSH_WAN_PID=$SPAWNED
 	wait_port "$NS_CLIENT" 127.0.0.1 $((P_HTTP + 7000)) 15 || { tail -3 "$tmp/ssh-client-wan.log"; return 1; }
 	wait_until 15 "HTTP through ssh@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 7000))/" || return 1
 	EP_NS[ssh@wan]=$NS_CLIENT EP_HOST[ssh@wan]=127.0.0.1
 	EP_IPERF[ssh@wan]=$((P_IPERF + 7000)) EP_ECHO[ssh@wan]=$((P_ECHO + 7000)) EP_HTTP[ssh@wan]=$((P_HTTP + 7000))
-	ROLES[ssh@wan]="client=$ssh_pid ${ROLES[ssh]#client=* }" IDLE_N[ssh@wan]=0
 }
 
 # ockam@wan: the same nodes and outlets; the server sidecar registers a
@@ -792,9 +806,7 @@ setup_socat_wan_packet() {
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
 	done
-	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$W_RC
-	EP_IPERF[socat@wan]=$((P_IPERF + 5000)) EP_ECHO[socat@wan]=$((P_ECHO + 5000)) EP_HTTP[socat@wan]=$((P_HTTP + 5000))
-	ROLES[socat@wan]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat@wan]=0
+	socat_wan_endpoints "$W_RC" "${pids[@]}"
 }
 
 # ssh@wan: the relay's sshd on W_RC, and a second sshd of the server on W_S.
@@ -812,18 +824,9 @@ setup_ssh_wan_packet() {
 	} >"$d/ssh_config_wan"
 	printf '[%s]:2222 %s\n' "$W_RC" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >>"$d/known_hosts"
 	printf '[%s]:2222 %s\n' "$W_S" "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
-	local cmd=(ssh -F "$d/ssh_config_wan" -c aes128-gcm@openssh.com -J relaywan -N
-		-L "127.0.0.1:$((P_IPERF + 7000)):127.0.0.1:$P_IPERF"
-		-L "127.0.0.1:$((P_ECHO + 7000)):127.0.0.1:$P_ECHO"
-		-L "127.0.0.1:$((P_HTTP + 7000)):127.0.0.1:$P_HTTP" serverwan)
-	spawn "$NS_CLIENT" "$tmp/ssh-client-wan.log" "${cmd[@]}"
-	local ssh_pid=$SPAWNED
-	wait_port "$NS_CLIENT" 127.0.0.1 $((P_HTTP + 7000)) 15 || { tail -3 "$tmp/ssh-client-wan.log"; return 1; }
-	wait_until 15 "HTTP through ssh@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 7000))/" || return 1
+	ssh_wan_client || return 1
 	local relay=${ROLES[ssh]#*relay=}
-	EP_NS[ssh@wan]=$NS_CLIENT EP_HOST[ssh@wan]=127.0.0.1
-	EP_IPERF[ssh@wan]=$((P_IPERF + 7000)) EP_ECHO[ssh@wan]=$((P_ECHO + 7000)) EP_HTTP[ssh@wan]=$((P_HTTP + 7000))
-	ROLES[ssh@wan]="client=$ssh_pid relay=${relay%% *} server=$sshd_server" IDLE_N[ssh@wan]=0
+	ROLES[ssh@wan]="client=$SSH_WAN_PID relay=${relay%% *} server=$sshd_server" IDLE_N[ssh@wan]=0
 }
 
 # wg@wan: a second wireguard pair whose UDP the relay forwards through both
