@@ -27,7 +27,8 @@ set -uo pipefail
 usage() {
 	cat <<EOF
 usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam BIN | --ockam-rev REV]
-                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--loss PCT] [--udp-rate RATE]
+                [--results DIR] [--docs FILE|-] [--keep] [--wan DELAY] [--wan-line packet|stream] [--wan-only]
+                [--loss PCT] [--udp-rate RATE]
 
   --quick         brief measures, a smoke test (under 3 minutes)
   --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
@@ -41,10 +42,15 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --docs FILE     Markdown page to write (default docs/benchmarks.md; - for none)
   --keep          keep the temp dir (logs) after the run
   --wan DELAY     also measure every path over an Internet-like path: DELAY (e.g. 25ms) added
-                  each way by userspace delay lines (netbench delay) on the relay's legs, half
-                  per leg, so the round trip grows by 2 x DELAY; rows "PATH@wan", beside LAN
-  --loss PCT      also measure one flow of each tunnel path with PCT% of the relay's veth
-                  packets dropped both ways (nftables), beside the same path without loss
+                  each way on the relay's legs, half per leg, so the round trip grows by
+                  2 x DELAY; rows "PATH@wan", beside LAN
+  --wan-line L    how: packet (default) a packet line per leg (netbench wan, a TUN the relay
+                  routes the WAN addresses through): every kernel TCP sees the RTT and the loss;
+                  stream: split-TCP delay lines (netbench delay), an upper bound for TCP paths
+  --wan-only      with --wan, measure only the @wan rows (the LAN paths are set up, not measured)
+  --loss PCT      also measure one flow of each tunnel path with PCT% packet loss: on LAN rows
+                  the relay's veth packets dropped both ways (nftables); on @wan rows (packet
+                  line) PCT% of the packets of each leg's line, each way
   --udp-rate RATE the iperf3 -u rate of the UDP measures (default 100M; 0 skips them)
   (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v;
    BENCH_NODE_FLAGS adds flags to the sidecars' node create, e.g. --window-budget-mib 64;
@@ -58,7 +64,7 @@ root=$(dirname "$here")
 . "$root/scripts/netns.sh"
 
 mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
-results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" loss="" udp_rate=100M
+results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" wan_line=packet wan_only=0 loss="" udp_rate=100M
 while (($#)); do
 	case $1 in
 	--quick) mode=quick ;;
@@ -71,6 +77,8 @@ while (($#)); do
 	--docs) docs=$2; shift ;;
 	--keep) keep=1 ;;
 	--wan) wan=$2; shift ;;
+	--wan-line) wan_line=$2; shift ;;
+	--wan-only) wan_only=1 ;;
 	--loss) loss=$2; shift ;;
 	--udp-rate) udp_rate=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -97,6 +105,9 @@ if [[ -n $wan ]]; then
 	WAN_HALF=$((WAN_MS * 500))us
 	if [[ $mode == quick ]]; then WAN_RR_N=50 WAN_CRR_N=20; else WAN_RR_N=200 WAN_CRR_N=100; fi
 fi
+[[ $wan_line == @(packet|stream) ]] || { echo "--wan-line is packet or stream" >&2; exit 2; }
+((!wan_only)) || [[ -n $wan ]] || { echo "--wan-only needs --wan" >&2; exit 2; }
+[[ -z $loss || $loss =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "--loss wants a percentage, e.g. 1" >&2; exit 2; }
 ((rounds >= 1)) || { echo "--rounds must be at least 1" >&2; exit 2; }
 [[ $udp_rate =~ ^[0-9]+[KMG]?$ ]] || { echo "--udp-rate wants an iperf3 rate, e.g. 100M (0: no UDP measures)" >&2; exit 2; }
 [[ $udp_rate == 0 ]] && udp_rate=""
@@ -402,7 +413,7 @@ setup_wg() {
 # in the relay ns (netbench delay -udp, the full DELAY each way), so its
 # round trip grows by 2 x DELAY like every other @wan path.
 WG_WAN_PORT=51821 WG_WAN_CIP=10.98.0.1 WG_WAN_SIP=10.98.0.2
-setup_wg_wan() {
+setup_wg_wan_stream() {
 	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
 	spawn "$NS_RELAY" "$tmp/delay-wg-wan.log" "$NB" delay -udp -listen "$RELAY_CIP:$WG_WAN_PORT" \
 		-to "$SERVER_IP:$WG_WAN_PORT" -delay "$WAN_FULL"
@@ -503,7 +514,7 @@ setup_tun() {
 	# ================= END HOOK =================
 }
 
-# ---------------------------------------------------------------- WAN variants
+# ---------------------------------------------------------------- WAN, stream lines (--wan-line stream)
 
 # delay NS LISTEN TO DELAY starts a delay line (bench/netbench/delay.go).
 delay() {
@@ -514,7 +525,7 @@ delay() {
 
 # direct@wan: the client in the relay ns, one delay line (the full DELAY
 # each way) in front of the servers.
-setup_direct_wan() {
+setup_direct_wan_stream() {
 	local p
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		delay "$NS_RELAY" "127.0.0.1:$((p + 4000))" "$SERVER_IP:$p" "$WAN_FULL" || return 1
@@ -525,7 +536,7 @@ setup_direct_wan() {
 }
 
 # socat@wan: client -> delay -> socat -> delay -> server.
-setup_socat_wan() {
+setup_socat_wan_stream() {
 	local pids=() p
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		delay "$NS_RELAY" "$RELAY_CIP:$((p + 5000))" "127.0.0.1:$((p + 5000))" "$WAN_HALF" || return 1
@@ -536,14 +547,21 @@ setup_socat_wan() {
 		pids+=("$SPAWNED")
 		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
 	done
-	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$RELAY_CIP
+	socat_wan_endpoints "$RELAY_CIP" "${pids[@]}"
+}
+
+# socat_wan_endpoints HOST PID...: socat@wan's endpoints on HOST, its relay processes.
+socat_wan_endpoints() {
+	local host=$1
+	shift
+	EP_NS[socat@wan]=$NS_CLIENT EP_HOST[socat@wan]=$host
 	EP_IPERF[socat@wan]=$((P_IPERF + 5000)) EP_ECHO[socat@wan]=$((P_ECHO + 5000)) EP_HTTP[socat@wan]=$((P_HTTP + 5000))
-	ROLES[socat@wan]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat@wan]=0
+	ROLES[socat@wan]="relay=$(IFS=,; echo "$*")" IDLE_N[socat@wan]=0
 }
 
 # ssh@wan: the same sshds; the client reaches the relay's through a delay
 # line, and the relay's sshd reaches the server's through another.
-setup_ssh_wan() {
+setup_ssh_wan_stream() {
 	local d=$tmp/ssh
 	[[ -f $d/ssh_config ]] || { echo "needs the ssh path"; return 1; }
 	delay "$NS_RELAY" "$RELAY_CIP:2322" "127.0.0.1:2222" "$WAN_HALF" || return 1
@@ -554,25 +572,31 @@ setup_ssh_wan() {
 	} >"$d/ssh_config_wan"
 	printf '[%s]:2322 %s\n' "$RELAY_CIP" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >>"$d/known_hosts"
 	printf '[127.0.0.1]:2324 %s\n' "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
+	ssh_wan_client || return 1
+	ROLES[ssh@wan]="client=$SSH_WAN_PID ${ROLES[ssh]#client=* }" IDLE_N[ssh@wan]=0
+}
+
+# ssh_wan_client: `ssh -J relaywan serverwan` of ssh_config_wan, with the
+# forwards of ssh@wan, proven end to end. Sets SSH_WAN_PID and the endpoints.
+ssh_wan_client() {
+	local d=$tmp/ssh
 	local cmd=(ssh -F "$d/ssh_config_wan" -c aes128-gcm@openssh.com -J relaywan -N
 		-L "127.0.0.1:$((P_IPERF + 7000)):127.0.0.1:$P_IPERF"
 		-L "127.0.0.1:$((P_ECHO + 7000)):127.0.0.1:$P_ECHO"
 		-L "127.0.0.1:$((P_HTTP + 7000)):127.0.0.1:$P_HTTP" serverwan)
 	spawn "$NS_CLIENT" "$tmp/ssh-client-wan.log" "${cmd[@]}"
-	local ssh_pid=$SPAWNED
+	SSH_WAN_PID=$SPAWNED
 	wait_port "$NS_CLIENT" 127.0.0.1 $((P_HTTP + 7000)) 15 || { tail -3 "$tmp/ssh-client-wan.log"; return 1; }
 	wait_until 15 "HTTP through ssh@wan" in_ns "$NS_CLIENT" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((P_HTTP + 7000))/" || return 1
 	EP_NS[ssh@wan]=$NS_CLIENT EP_HOST[ssh@wan]=127.0.0.1
 	EP_IPERF[ssh@wan]=$((P_IPERF + 7000)) EP_ECHO[ssh@wan]=$((P_ECHO + 7000)) EP_HTTP[ssh@wan]=$((P_HTTP + 7000))
-	ROLES[ssh@wan]="client=$ssh_pid ${ROLES[ssh]#client=* }" IDLE_N[ssh@wan]=0
 }
 
 # ockam@wan: the same nodes and outlets; the server sidecar registers a
 # second relay name and the client opens a second channel, both through a
 # delay line in front of the relay node's listener.
-SC_ROUTE_WAN=/ip4/$RELAY_IP/tcp/4100/service/forward_to_server_wan/service/api
 ockam_wan_up=0
-ockam_wan() {
+ockam_wan_stream() {
 	((ockam_wan_up)) && return 0
 	ockam_nodes || return 1
 	delay "$NS_RELAY" "$RELAY_IP:4100" "$RELAY_IP:4000" "$WAN_HALF" || return 1
@@ -580,7 +604,7 @@ ockam_wan() {
 	ockam_wan_up=1
 }
 
-setup_ockam_wan() {
+_ockam_wan_inlets() {
 	[[ -n ${EP_NS[ockam]:-} ]] || { echo "needs the ockam path"; return 1; }
 	ockam_wan || return 1
 	local svc port
@@ -597,7 +621,7 @@ setup_ockam_wan() {
 	ROLES[ockam@wan]=$(ockam_roles) IDLE_N[ockam@wan]=0
 }
 
-setup_tun_wan() {
+setup_tun_wan_stream() {
 	[[ -n ${EP_NS[tun]:-} ]] || { echo "needs the tun path"; return 3; }
 	ockam_wan || return 1
 	local addr
@@ -611,6 +635,247 @@ setup_tun_wan() {
 	ROLES[tun@wan]=$(ockam_roles) IDLE_N[tun@wan]=0
 }
 
+
+# ---------------------------------------------------------------- WAN, packet line (default)
+#
+# Two packet lines (netbench wan, bench/netbench/wan.go) in the relay ns, one
+# per relay leg, DELAY/2 each: TUN "A" on the client leg, TUN "B" on the
+# server leg. Policy rules (above the `local` rule) send them the packets of
+# the WAN addresses only, so LAN paths and WAN paths share the namespaces
+# but not the delay:
+#   W_RC  the relay, client side (secondary on the client veth): socat, sshd
+#   W_RS  the relay, server side (secondary on the server veth): relay node
+#   W_S   the server (secondary on its veth): the relay's connections to the
+#         server, and direct@wan and wg@wan, which the relay forwards
+# A packet from the client crosses A (and B too if forwarded to W_S); one from
+# the server crosses B (and A if forwarded to the client); the relay's own
+# packets cross the leg they leave by. Every kernel TCP on a WAN path sees
+# the full round trip: 2 x DELAY end to end, DELAY to the relay.
+W_RC=10.77.0.11 W_RS=10.77.1.11 W_S=10.77.1.12
+WAN_LINE_PIDS=() WAN_LINE_SOCKS=()
+
+# wan_line_up starts the lines and the rules, once, and checks the RTT.
+wan_line_up_done=0
+wan_line_up() {
+	((wan_line_up_done)) && return 0
+	local t=${NETNS_TAG: -6} i=${NETNS_IFPREFIX:0:4} leg la lb rn=(in_ns "$NS_RELAY")
+	la=${i}la$t lb=${i}lb$t
+	for leg in "$la" "$lb"; do
+		spawn "$NS_RELAY" "$tmp/wan-$leg.log" "$NB" wan -tun "$leg" -delay "$WAN_HALF" -control "$tmp/wan-$leg.sock"
+		WAN_LINE_PIDS+=("$SPAWNED") WAN_LINE_SOCKS+=("$tmp/wan-$leg.sock")
+	done
+	for leg in "$la" "$lb"; do
+		wait_until 10 "packet line $leg" test -S "$tmp/wan-$leg.sock" || return 1
+	done
+	local rc=$NETNS_IF_RELAY_C rs=$NETNS_IF_RELAY_S k
+	# Early demux attaches a local socket to a packet before its route is
+	# known, and the kernel drops a forwarded packet that has one: off, in
+	# the relay ns only (it saves a route lookup per packet, no more).
+	"${rn[@]}" sysctl -qw net.ipv4.tcp_early_demux=0 net.ipv4.udp_early_demux=0 || return 1
+	for k in all "$rc" "$rs" "$la" "$lb"; do
+		"${rn[@]}" sysctl -qw "net.ipv4.conf.$k.rp_filter=0" "net.ipv4.conf.$k.send_redirects=0" || return 1
+	done
+	for k in "$rc" "$rs" "$la" "$lb"; do
+		"${rn[@]}" sysctl -qw "net.ipv4.conf.$k.forwarding=1" || return 1
+	done
+	for k in "$la" "$lb"; do
+		# The relay's own packets come back from the TUN with its addresses.
+		"${rn[@]}" sysctl -qw "net.ipv4.conf.$k.accept_local=1" "net.ipv6.conf.$k.disable_ipv6=1" || return 1
+		"${rn[@]}" ip link set "$k" mtu 1500 txqueuelen 10000 up || return 1
+	done
+	for k in "$rc" "$rs"; do
+		# ARP for a WAN address routes to a TUN, not to the relay: answer it.
+		"${rn[@]}" sysctl -qw "net.ipv4.conf.$k.proxy_arp=1" "net.ipv4.neigh.$k.proxy_delay=0" || return 1
+	done
+	"${rn[@]}" ip addr add "$W_RC/24" dev "$rc" || return 1
+	"${rn[@]}" ip addr add "$W_RS/24" dev "$rs" || return 1
+	in_ns "$NS_SERVER" ip addr add "$W_S/24" dev "$NETNS_IF_SERVER" || return 1
+	"${rn[@]}" ip route add default dev "$la" table 201 || return 1
+	"${rn[@]}" ip route add default dev "$lb" src "$W_RS" table 202 || return 1
+	local rules=(
+		"iif $rc to $W_RC lookup 201" "iif $rc to $W_RS lookup 201" "iif $rc to $W_S lookup 201"
+		"iif $la to $W_S lookup 202"
+		"iif $rs to $W_RS lookup 202" "iif $rs from $W_S lookup 202"
+		"iif $lb to $CLIENT_IP lookup 201"
+		"iif lo from $W_RC to $CLIENT_IP lookup 201" "iif lo from $W_RS to $CLIENT_IP lookup 201"
+		"iif lo from $W_RS to $SERVER_IP lookup 202" "iif lo to $W_S lookup 202"
+	) pref=100 r
+	for r in "${rules[@]}"; do
+		# shellcheck disable=SC2086 # a rule is a list of words
+		"${rn[@]}" ip rule add pref $((pref++)) $r || return 1
+	done
+	"${rn[@]}" ip rule add pref 1000 lookup local && "${rn[@]}" ip rule del pref 0 lookup local || return 1
+	# The ends: the client reaches W_RS and W_S through the relay; the
+	# server answers the client (forwarded paths) from W_S.
+	in_ns "$NS_CLIENT" ip route add "$W_RS/32" via "$RELAY_CIP" || return 1
+	in_ns "$NS_CLIENT" ip route add "$W_S/32" via "$RELAY_CIP" || return 1
+	in_ns "$NS_SERVER" ip route add "$CLIENT_IP/32" via "$RELAY_SIP" src "$W_S" table 178 || return 1
+	in_ns "$NS_SERVER" ip rule add from "$W_S" lookup 178 || return 1
+	in_ns "$NS_SERVER" ip rule add to "$CLIENT_IP" ipproto udp dport $WG_WAN_PORT lookup 178 || return 1
+	wan_line_up_done=1
+	wan_line_check || return 1
+	[[ -z $loss ]] || wan_line_loss_check
+}
+
+# wan_line_loss_check: with --loss, 1000 pings client -> server (each
+# crosses both lines both ways, four chances to be dropped) and the lines'
+# own count of drops, against what was asked.
+WAN_LOSS_CHECK=""
+wan_line_loss_check() {
+	local before after got
+	before=$(wan_line_stats)
+	wan_line_loss "$loss" || return 1
+	got=$(in_ns "$NS_CLIENT" ping -n -q -c 1000 -i 0.005 -W 1 "$W_S" 2>/dev/null | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')
+	wan_line_loss 0 || return 1
+	after=$(wan_line_stats)
+	WAN_LOSS_CHECK=$(python3 - "$loss" "$got" "$before" "$after" <<-'PY'
+		import json, sys
+		p, got = float(sys.argv[1]) / 100, sys.argv[2]
+		def counts(s):
+		    d = [json.loads(l) for l in s.splitlines() if l.startswith('{"packets"')]
+		    return sum(x["packets"] for x in d), sum(x["loss_drops"] for x in d)
+		(p0, l0), (p1, l1) = counts(sys.argv[3]), counts(sys.argv[4])
+		line = 100 * (l1 - l0) / max(1, p1 - p0)
+		print(f"asked {100*p:g}% per leg each way; the lines dropped {line:.2f}% of {p1-p0} packets; "
+		      f"ping client→server lost {got or '?'}% (expected {100*(1-(1-p)**4):.2f}%: four crossings)")
+	PY
+	)
+	log "packet line: $WAN_LOSS_CHECK"
+}
+
+# wan_line_cost: what the lines carried and the CPU they used, per GB.
+wan_line_cost() {
+	((${#WAN_LINE_PIDS[@]})) || return 0
+	wan_line_stats | python3 -c '
+import json, sys
+b = cpu = 0
+for l in sys.stdin:
+    d = json.loads(l)
+    if "packets" in d:
+        b += d["bytes"]
+    else:
+        cpu += sum(v["cpu_s"] for v in d.values()) if isinstance(d, dict) else 0
+print(f"{b/1e9:.1f} GB through both lines, {cpu:.1f} CPU s, {cpu/max(b/1e9, 1e-9):.2f} CPU s/GB")'
+}
+
+# wan_line_check: ping through the lines (client -> relay crosses one leg
+# each way, client -> server two), the medians against what was asked.
+WAN_CHECK=""
+wan_line_check() {
+	local a b
+	a=$(_ping_median "$W_RC" 20) b=$(_ping_median "$W_S" 20)
+	WAN_CHECK="ping p50 client→relay $a ms (asked $WAN_MS), client→server $b ms (asked $((2 * WAN_MS)))"
+	log "packet line: $WAN_CHECK"
+	[[ -n $a && -n $b ]]
+}
+
+# _ping_median HOST N: the median RTT in ms of N pings from the client ns.
+_ping_median() {
+	in_ns "$NS_CLIENT" ping -n -c "$2" -i 0.05 -W 2 "$1" 2>/dev/null |
+		sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'
+}
+
+# wan_line_loss PCT sets the loss of both lines (offloads off when > 0).
+wan_line_loss() {
+	local s p
+	p=$(awk -v p="$1" 'BEGIN {printf "%g", p / 100}')
+	for s in "${WAN_LINE_SOCKS[@]}"; do
+		"$NB" wanctl -control "$s" loss "$p" >/dev/null || return 1
+	done
+}
+
+# wan_line_stats: counters of both lines and their CPU seconds, one line.
+wan_line_stats() {
+	local s
+	for s in "${WAN_LINE_SOCKS[@]}"; do "$NB" wanctl -control "$s" stats; done
+	"$NB" stat "line=$(IFS=,; echo "${WAN_LINE_PIDS[*]}")"
+}
+
+setup_direct_wan_packet() {
+	wan_line_up || return 1
+	EP_NS[direct@wan]=$NS_CLIENT EP_HOST[direct@wan]=$W_S
+	EP_IPERF[direct@wan]=$P_IPERF EP_ECHO[direct@wan]=$P_ECHO EP_HTTP[direct@wan]=$P_HTTP
+	ROLES[direct@wan]="" IDLE_N[direct@wan]=0
+}
+
+setup_socat_wan_packet() {
+	wan_line_up || return 1
+	local pids=() p
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		spawn "$NS_RELAY" "$tmp/socat-wan-$p.log" socat \
+			-b 131072 "TCP-LISTEN:$((p + 5000)),bind=$W_RC,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:$W_S:$p,nodelay"
+		pids+=("$SPAWNED")
+	done
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
+	done
+	socat_wan_endpoints "$W_RC" "${pids[@]}"
+}
+
+# ssh@wan: the relay's sshd on W_RC, and a second sshd of the server on W_S.
+setup_ssh_wan_packet() {
+	local d=$tmp/ssh
+	[[ -f $d/ssh_config ]] || { echo "needs the ssh path"; return 1; }
+	wan_line_up || return 1
+	sed "s/^ListenAddress .*/ListenAddress $W_S/" "$d/sshd_server.conf" >"$d/sshd_serverwan.conf"
+	spawn "$NS_SERVER" "$tmp/sshd-serverwan.log" /usr/sbin/sshd -D -e -f "$d/sshd_serverwan.conf"
+	local sshd_server=$SPAWNED
+	wait_port "$NS_RELAY" "$W_S" 2222 10 || return 1
+	{
+		printf 'Host relaywan\n  HostName %s\nHost serverwan\n  HostName %s\n' "$W_RC" "$W_S"
+		cat "$d/ssh_config"
+	} >"$d/ssh_config_wan"
+	printf '[%s]:2222 %s\n' "$W_RC" "$(cut -d' ' -f1,2 "$d/host_relay.pub")" >>"$d/known_hosts"
+	printf '[%s]:2222 %s\n' "$W_S" "$(cut -d' ' -f1,2 "$d/host_server.pub")" >>"$d/known_hosts"
+	ssh_wan_client || return 1
+	local relay=${ROLES[ssh]#*relay=}
+	ROLES[ssh@wan]="client=$SSH_WAN_PID relay=${relay%% *} server=$sshd_server" IDLE_N[ssh@wan]=0
+}
+
+# wg@wan: a second wireguard pair whose UDP the relay forwards through both
+# lines (client -> W_S, and back).
+setup_wg_wan_packet() {
+	[[ -n $wg_bin ]] || { echo "wireguard-go did not build (see $tmp/wg-build.log)"; return 1; }
+	wan_line_up || return 1
+	wg_pair w $WG_WAN_PORT $WG_WAN_CIP $WG_WAN_SIP "$W_S:$WG_WAN_PORT" || return 1
+	EP_NS[wg@wan]=$NS_CLIENT EP_HOST[wg@wan]=$WG_WAN_SIP
+	EP_IPERF[wg@wan]=$P_IPERF EP_ECHO[wg@wan]=$P_ECHO EP_HTTP[wg@wan]=$P_HTTP
+	ROLES[wg@wan]=$WG_PIDS IDLE_N[wg@wan]=0
+}
+
+# ockam@wan and tun@wan: the same sidecars and outlets, a second relay node
+# (the same binary) listening on W_RS, a relay name registered there.
+ockam_wan_packet() {
+	((ockam_wan_up)) && return 0
+	ockam_nodes || return 1
+	wan_line_up || return 1
+	ockam "$NS_RELAY" node create relaywan --tcp-listener-address "$W_RS:4000" >&2 || return 1
+	wait_port "$NS_SERVER" "$W_RS" 4000 10 || return 1
+	ockam "$NS_SERVER" relay create server_wan --at "/ip4/$W_RS/tcp/4000" --to /node/server_sidecar >&2 || return 1
+	ockam_wan_up=1
+}
+
+ockam_wan() { "ockam_wan_$wan_line"; }
+
+# The @wan setups of the chosen line (--wan-line).
+for _p in direct socat ssh wg ockam tun; do
+	eval "setup_${_p}_wan() { setup_${_p}_wan_\$wan_line; }"
+done
+setup_ockam_wan_stream() { _ockam_wan_inlets; }
+setup_ockam_wan_packet() {
+	_ockam_wan_inlets || return 1
+	ROLES[ockam@wan]="client=$(node_pid client_sidecar) relay=$(node_pid relaywan) server=$(node_pid server_sidecar)"
+}
+setup_tun_wan_packet() {
+	setup_tun_wan_stream || return
+	ROLES[tun@wan]=${ROLES[ockam@wan]:-"client=$(node_pid client_sidecar) relay=$(node_pid relaywan) server=$(node_pid server_sidecar)"}
+}
+if [[ $wan_line == stream ]]; then
+	SC_ROUTE_WAN=/ip4/$RELAY_IP/tcp/4100/service/forward_to_server_wan/service/api
+else
+	SC_ROUTE_WAN=/ip4/$W_RS/tcp/4000/service/forward_to_server_wan/service/api
+fi
 
 # ---------------------------------------------------------------- measures
 
@@ -763,7 +1028,12 @@ _echo_conns_below() {
 # loss_on PCT drops that share of the packets on the relay's two veths, both
 # ways (as scripts/faults.sh does, but not the relay's loopback, where the
 # delay lines talk to socat and to the relay node).
+# On a @wan path with the packet line, the lines drop instead (loss_on PCT PATH).
 loss_on() {
+	if [[ ${2:-} == *@wan && $wan_line == packet ]]; then
+		wan_line_loss "$1"
+		return
+	fi
 	local rn=(in_ns "$NS_RELAY" nft) ifs="{ $NETNS_IF_RELAY_C, $NETNS_IF_RELAY_S }"
 	"${rn[@]}" add table inet benchloss &&
 		"${rn[@]}" add chain inet benchloss in '{ type filter hook input priority 0; }' &&
@@ -771,7 +1041,13 @@ loss_on() {
 		"${rn[@]}" add rule inet benchloss in iifname "$ifs" numgen random mod 100 '<' "$1" drop &&
 		"${rn[@]}" add rule inet benchloss out oifname "$ifs" numgen random mod 100 '<' "$1" drop
 }
-loss_off() { in_ns "$NS_RELAY" nft delete table inet benchloss 2>/dev/null; }
+loss_off() {
+	if [[ ${1:-} == *@wan && $wan_line == packet ]]; then
+		wan_line_loss 0
+		return
+	fi
+	in_ns "$NS_RELAY" nft delete table inet benchloss 2>/dev/null
+}
 
 measure_path() {
 	local p=$1 r=$2
@@ -780,13 +1056,14 @@ measure_path() {
 	run_idle "$p" "$r"
 	run_iperf "$p" "$r" 1
 	run_iperf "$p" "$r" 8
-	if [[ -n $loss && ${p%@wan} != direct ]]; then
-		if loss_on "$loss"; then
+	# direct has no relay to drop on, but direct@wan crosses the packet lines.
+	if [[ -n $loss && ( $p != direct* || ($p == direct@wan && $wan_line == packet) ) ]]; then
+		if loss_on "$loss" "$p"; then
 			run_iperf "$p" "$r" 1 loss
 		else
-			emit "$p" "$r" iperf1loss "" "" "" "nft: cannot add the loss rules"
+			emit "$p" "$r" iperf1loss "" "" "" "cannot turn the loss on"
 		fi
-		loss_off
+		loss_off "$p"
 	fi
 	run_latency "$p" "$r" rr
 	run_latency "$p" "$r" crr
@@ -832,6 +1109,11 @@ if [[ -n $wan ]]; then
 		fi
 	done
 fi
+if ((wan_only)); then
+	wan_active=()
+	for p in "${active[@]}"; do [[ $p == *@wan ]] && wan_active+=("$p"); done
+	active=("${wan_active[@]}")
+fi
 log "paths: ${active[*]}"
 ((${#active[@]})) || exit 1
 
@@ -862,8 +1144,24 @@ ver() { "$@" 2>&1 | head -1; }
 	echo "idle_flows=$idle_flows"
 	echo "idle_flows_socat=$idle_socat"
 	[[ -n $udp_rate ]] && echo "udp=iperf3 -u -b $udp_rate -l $UDP_LEN -w 2M, ${T}s, 1 stream; urr ${RR_N} datagrams of 64 B, one at a time, lost after 1 s"
-	[[ -n $loss ]] && echo "loss=$loss% of the relay's veth packets, both ways (nftables), 1 flow"
-	[[ -n $wan ]] && echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, userspace delay lines), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
+	if [[ -n $loss ]]; then
+		if [[ -n $wan && $wan_line == packet ]]; then
+			echo "loss=$loss%, 1 flow: LAN, of the relay's veth packets both ways (nftables); WAN, of each leg's packets each way (the packet lines, offloads off)"
+		else
+			echo "loss=$loss% of the relay's veth packets, both ways (nftables), 1 flow"
+		fi
+	fi
+	if [[ -n $wan && $wan_line == packet ]]; then
+		echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, packet lines: netbench wan on a TUN), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
+		echo "wan_line=packet"
+		echo "tcp=$(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_congestion_control), tcp_rmem $(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '), tcp_wmem $(in_ns "$NS_RELAY" sysctl -n net.ipv4.tcp_wmem | tr '\t' ' ')"
+		echo "wan_check=$WAN_CHECK"
+		[[ -n $WAN_LOSS_CHECK ]] && echo "wan_loss_check=$WAN_LOSS_CHECK"
+		echo "wan_line_cost=$(wan_line_cost)"
+	elif [[ -n $wan ]]; then
+		echo "wan=$WAN_FULL added each way ($WAN_HALF per relay leg, userspace delay lines), rr ${WAN_RR_N}, crr ${WAN_CRR_N}"
+		echo "wan_line=stream"
+	fi
 	echo "results=${json#"$root"/}"
 	cat "$tmp/meta" 2>/dev/null
 } >"$tmp/meta.all"

@@ -14,8 +14,11 @@ import (
 	"time"
 )
 
-// A delay line: the Internet path of the WAN profile, in userspace, because
-// this kernel has no sch_netem.
+// A delay line: the Internet path of the WAN profile in userspace, at the
+// stream level, because this kernel has no sch_netem. The WAN profile uses
+// the packet line (wan.go) by default; these lines serve `bench.sh
+// --wan-line stream`, an upper bound for the kernel TCP paths, and a UDP
+// relay with a delay.
 //
 // TCP mode accepts connections on -listen and carries each to -to, holding
 // every chunk it reads for -delay before writing it on, in each direction.

@@ -1,7 +1,8 @@
 // Command netbench is the measuring side of bench/bench.sh: servers and
 // clients for request/response latency, a holder of idle flows, a reader of
 // per-process CPU and memory, and the report (Markdown table and SVG chart).
-// It uses only the standard library.
+// It uses the standard library, and golang.org/x/sys/unix for the TUN
+// of the packet line.
 //
 //	netbench serve -echo ADDR -http ADDR     echo and HTTP servers
 //	netbench rr    -addr ADDR -n N           64-byte round trips on one connection
@@ -12,6 +13,8 @@
 //	netbench iperf FILE                      summary of an iperf3 -J result (-u: rate, loss, jitter)
 //	netbench report -in RUN.json -md FILE -svg FILE
 //	netbench delay -listen ADDR -to ADDR -delay D [-udp] a delay line (delay.go)
+//	netbench wan   -tun NAME -delay D [-loss P] [-control SOCK]  a packet line on a TUN (wan.go)
+//	netbench wanctl -control SOCK loss P | stats        set its loss, read its counters
 //
 // Results are JSON on standard output; errors go to standard error with exit
 // status 1.
@@ -24,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netbench serve|rr|crr|urr|hold|stat|iperf|report|delay [flags]")
+		fmt.Fprintln(os.Stderr, "usage: netbench serve|rr|crr|urr|hold|stat|iperf|report|delay|wan|wanctl [flags]")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
@@ -37,6 +40,8 @@ func main() {
 		"iperf":  iperfSummary,
 		"report": report,
 		"delay":  delayLine,
+		"wan":    wanLineCmd,
+		"wanctl": wanCtlCmd,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

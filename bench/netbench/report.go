@@ -638,9 +638,26 @@ func wanSection(w func(string, ...any), meta map[string]string, med map[string]m
 		return
 	}
 	w("## LAN and WAN side by side\n\n")
-	w("WAN: %s. The delay lines are split-TCP proxies: kernel TCP through them sees the\n", meta["wan"])
-	w("delay as latency but the lines' buffers (64 MiB) as its window, so the TCP relay rows are an upper bound\n")
-	w("of real TCP at that RTT; windows run end to end (ssh channels, our flows) see the full RTT.\n\n")
+	if meta["wan_line"] == "packet" {
+		w("WAN: %s. Each leg's line (bench/netbench/wan.go) holds every packet the relay\n", meta["wan"])
+		w("routes through its TUN, so every kernel TCP on a WAN path (the plain relay's, ssh's, our transport's)\n")
+		w("sees the real round trip and loss; direct@wan is the client reaching the server through the relay's\n")
+		w("forwarding, both legs, no process. Checked in this run: %s.", meta["wan_check"])
+		if c := meta["wan_loss_check"]; c != "" {
+			w(" Loss: %s.", c)
+		}
+		if c := meta["wan_line_cost"]; c != "" {
+			w(" The lines: %s (the kernel's receive work of the packets they write back counts in it).", c)
+		}
+		if c := meta["tcp"]; c != "" {
+			w(" Kernel TCP: %s; a flow's window is bounded by tcp_wmem's max at the sender.", c)
+		}
+		w("\n\n")
+	} else {
+		w("WAN: %s. The delay lines are split-TCP proxies: kernel TCP through them sees the\n", meta["wan"])
+		w("delay as latency but the lines' buffers (64 MiB) as its window, so the TCP relay rows are an upper bound\n")
+		w("of real TCP at that RTT; windows run end to end (ssh channels, our flows) see the full RTT.\n\n")
+	}
 	w("| path | 1 flow Gbit/s LAN | WAN | 8 flows LAN | WAN | rr p50 LAN µs | WAN ms | new conn + rr p50 LAN µs | WAN ms | WAN new conn + rr ÷ RTT | HTTP req/s LAN | WAN |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	rtt := 0.0

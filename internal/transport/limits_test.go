@@ -386,3 +386,19 @@ func TestDirectWriteAfterWriterDeadline(t *testing.T) {
 		t.Fatal("direct message never arrived")
 	}
 }
+
+// The send buffer is asked for only where it beats autotuning's ceiling.
+func TestSendBufferFor(t *testing.T) {
+	for _, c := range []struct{ wmemMax, tcpMax, want int }{
+		{212992, 4194304, 0},        // Linux defaults: an ask would shrink it
+		{4194304, 4194304, 4194304}, // this machine: 8 MiB beats 4 MiB
+		{2097152, 4194304, 0},       // equal: nothing to win
+		{1 << 30, 4194304, MaxSendBuffer},
+		{0, 4194304, 0}, // unknown
+		{4194304, 0, 0},
+	} {
+		if got := sendBufferFor(c.wmemMax, c.tcpMax); got != c.want {
+			t.Errorf("sendBufferFor(%d, %d) = %d, want %d", c.wmemMax, c.tcpMax, got, c.want)
+		}
+	}
+}

@@ -363,6 +363,9 @@ func remoteIP(nc net.Conn) netip.Addr {
 func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+		if n := sendBuffer(); n > 0 {
+			tc.SetWriteBuffer(n)
+		}
 	}
 	c := &Conn{
 		t:      t,
