@@ -706,20 +706,7 @@ func TestHostileRelayReplaysResumes(t *testing.T) {
 	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
 	w := newWorld(t, s.addr())
 	rec := &recorder{n: w.relayN}
-	if err := w.relayN.Register("evil", router.Public, rec.handle); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/evil/service/forward_to_server/service/api", nil)
-	ch, err := w.cm.Create(ctx, rt, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := w.cp.CreateInlet("evil", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := inletThrough(t, w, "evil", rec.handle)
 	conn, err := net.Dial("tcp", in.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -919,6 +906,28 @@ func echoRequest(c net.Conn, i int) error {
 	return nil
 }
 
+// inletThrough registers handle as worker name on the relay node, opens a
+// channel to the server whose route passes through it, and returns an inlet
+// (named name too) on that channel to the outlet.
+func inletThrough(t *testing.T, w *world, name string, handle func(*routing.Message) error) *portal.Inlet {
+	t.Helper()
+	if err := w.relayN.Register(name, router.Public, handle); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/"+name+"/service/forward_to_server/service/api", nil)
+	ch, err := w.cm.Create(ctx, rt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := w.cp.CreateInlet(name, "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 // dropper is a relay worker that passes messages on, as the relay's
 // forwarder does, but drops every nth one larger than 1 KiB (the Data of a
 // bulk flow), up to max of them, as a relay drops what does not fit its
@@ -958,20 +967,7 @@ func TestFlowRepairsDroppedMessages(t *testing.T) {
 	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c) })
 	w := newWorld(t, s.addr())
 	d := &dropper{n: w.relayN, every: 40, max: 8}
-	if err := w.relayN.Register("lossy", router.Public, d.handle); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rt, _ := routing.ParseRoute("/tcp/"+w.relayAddr+"/service/lossy/service/forward_to_server/service/api", nil)
-	ch, err := w.cm.Create(ctx, rt, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := w.cp.CreateInlet("lossy", "127.0.0.1:0", append(ch.Route(), routing.LocalAddr("outlet")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := inletThrough(t, w, "lossy", d.handle)
 	nc, err := net.Dial("tcp", in.Addr().String())
 	if err != nil {
 		t.Fatal(err)
