@@ -137,14 +137,21 @@ type Flow struct {
 	repairSince time.Time   // when the first Rewind went
 	repairTimer *time.Timer // asks again while no Resume comes
 	stallTimer  *time.Timer // checks a sender out of credit for lost bytes
-	stallMark   uint64      // peerRecv when stallTimer was armed
+	// lingering: Fin went with flag 1 and its FinAck has not come; the
+	// flow holds one count of running meanwhile (it does not finish), and
+	// finTimer sends Fin again (resume.go: finCheck).
+	lingering   bool
+	lingerSince time.Time
+	finTimer    *time.Timer
+	stallMark   uint64 // peerRecv when stallTimer was armed
+	stallArmed  bool   // stallTimer is pending
 	// creditsOut counts Credits decided (their grant is in granted) and not
 	// yet handed to the channel; a resume state waits for them to go first
 	// (waitCreditsSentLocked), creditWaiters for it.
 	creditsOut, creditWaiters atomic.Int32
 	// Gaps counts the messages from the peer that came after lost ones
 	// (dropped by a relay on the way) and waited for a resume; Probes the
-	// Probes sent while stalled.
+	// Probes sent while stalled and the Fins sent again while lingering.
 	Gaps, Probes atomic.Uint64
 	// Suspends and Resumes count the flow's suspensions and resumes;
 	// Stale counts messages dropped as from another channel or resume.
@@ -176,6 +183,9 @@ func newFlow(p *Portals) (*Flow, error) {
 	f.win, f.granted = Window, Window
 	var err error
 	f.addr, err = p.n.RegisterRandom("flow_", router.Channel, f.handle)
+	if err == nil {
+		err = p.n.AcceptErrors(f.addr) // handleUnreachable: the peer's flow is gone
+	}
 	return f, err
 }
 
@@ -200,6 +210,9 @@ func (f *Flow) send(payload []byte) error {
 // delivered them (a connection's reader, after decryption): it never blocks,
 // it only queues what the credits it gave allow.
 func (f *Flow) handle(m *routing.Message) error {
+	if m.Kind == routing.KindError {
+		return f.handleUnreachable(m)
+	}
 	pm, err := Decode(m.Payload)
 	if err != nil {
 		f.reset(err, true)
@@ -366,6 +379,10 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.mu.Unlock()
 	case KindFin:
 		f.mu.Lock()
+		if f.resetErr != nil {
+			f.mu.Unlock()
+			return nil
+		}
 		if pm.Seq != f.recvSeq {
 			repair, then := f.gapLocked(pm.Seq)
 			f.mu.Unlock()
@@ -385,6 +402,17 @@ func (f *Flow) handle(m *routing.Message) error {
 		f.decaying = f.win > Window
 		f.cond.Broadcast()
 		f.mu.Unlock()
+		if pm.Ack {
+			// Again for a Fin sent again: our FinAck was lost.
+			f.sendCtl(Msg{Kind: KindFinAck, Seq: pm.Seq})
+		}
+	case KindFinAck:
+		f.mu.Lock()
+		end := f.finSent && pm.Seq == f.sendSeq && f.endLingerLocked()
+		f.mu.Unlock()
+		if end {
+			f.exited()
+		}
 	case KindReset:
 		f.reset(fmt.Errorf("portal: reset by peer: %s", pm.Reason), false)
 	case KindProbe:
@@ -405,6 +433,41 @@ func (f *Flow) handle(m *routing.Message) error {
 	default:
 		f.reset(fmt.Errorf("portal: unexpected %v on an open flow", pm.Kind), true)
 	}
+	return nil
+}
+
+// handleUnreachable takes an error reply from the peer's node: the peer's
+// flow is gone. A flow that lingers for a FinAck it did not get (lost on
+// the way) sent a message (its Fin again, a Pong) to a peer flow that had
+// taken the first Fin and ended: it ends too, quietly, even if the Credit
+// for its last bytes was lost as well. A peer flow that was reset instead
+// sent Reset first, on the same channel. Any other flow resets.
+func (f *Flow) handleUnreachable(m *routing.Message) error {
+	u, err := routing.DecodeUnreachable(m.Payload)
+	if err != nil {
+		return err
+	}
+	if !f.fromPeer(m.Peer, false) {
+		f.Foreign.Add(1)
+		return errForeign
+	}
+	f.mu.Lock()
+	// An error reply has no return route: it is bound to the channel by
+	// its sender, the peer's identity, and the hop, the peer flow's
+	// random address.
+	if f.remote == nil || u.Hop != f.remote[len(f.remote)-1] {
+		f.mu.Unlock()
+		f.Stale.Add(1)
+		return errStale
+	}
+	if f.endLingerLocked() {
+		f.mu.Unlock()
+		f.log.Debug("flow ends: the peer's has ended after our Fin", "flow", f.addr)
+		f.exited()
+		return nil
+	}
+	f.mu.Unlock()
+	f.reset(errors.New("portal: the peer's flow is gone"), false)
 	return nil
 }
 
@@ -478,6 +541,7 @@ func (f *Flow) reset(err error, tell bool) {
 		chunkPool.Put(bp)
 	}
 	f.queue, f.queued = nil, 0
+	lingered := f.endLingerLocked()
 	f.cond.Broadcast()
 	f.mu.Unlock()
 	if tell && remote != nil {
@@ -485,6 +549,9 @@ func (f *Flow) reset(err error, tell bool) {
 	}
 	if c != nil {
 		abort(c)
+	}
+	if lingered {
+		f.exited()
 	}
 	f.log.Debug("flow reset", "flow", f.addr, "reason", err)
 }

@@ -1010,3 +1010,121 @@ func TestFlowRepairsDroppedMessages(t *testing.T) {
 	}
 	t.Logf("%d MiB each way, %d messages dropped by the relay, %d resumes", total>>20, dropped, resumes)
 }
+
+// tailDropper is a relay worker that passes messages on, as the relay's
+// forwarder does, counting them by direction since the last reset, and
+// drops the one numbered drop in the direction up (client to server) or
+// down. It cannot read them (the secure channel's), only count.
+type tailDropper struct {
+	n        *router.Node
+	mu       sync.Mutex
+	client   string // the relay's connection from the client
+	up, down int
+	dropUp   bool
+	drop     int // -1: none
+	dropped  int
+}
+
+func (d *tailDropper) reset(dropUp bool, drop int) {
+	d.mu.Lock()
+	d.up, d.down, d.dropUp, d.drop, d.dropped = 0, 0, dropUp, drop, 0
+	d.mu.Unlock()
+}
+
+func (d *tailDropper) handle(m *routing.Message) error {
+	d.mu.Lock()
+	if len(m.Onward) > 1 && m.Onward[1].Value == "forward_to_server" && len(m.Return) > 0 {
+		d.client = m.Return[0].Value // the channel's handshake: from the client's connection
+	}
+	up := len(m.Onward) > 1 && m.Onward[1].Value != d.client
+	i := d.down
+	if up {
+		i = d.up
+		d.up++
+	} else {
+		d.down++
+	}
+	drop := up == d.dropUp && i == d.drop
+	if drop {
+		d.dropped++
+	}
+	d.mu.Unlock()
+	if drop {
+		return nil
+	}
+	return d.n.Send(context.Background(), &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr("tail")}, m.Return...), Payload: bytes.Clone(m.Payload)})
+}
+
+// TestFlowEndSurvivesDrops: a relay drops one of the last messages of a
+// flow's life, in either direction: its last Data, its Fin, the FinAck or
+// Credits after them. Each time the echo of 96 KiB comes back whole, the
+// application sees its end of stream, and both sides' flows end well
+// before the grace period. Before the FinAck, a lost Fin left the other
+// side waiting for ever and a lost last Data met "no such flow".
+func TestFlowEndSurvivesDrops(t *testing.T) {
+	s := serve(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	const grace = 4 * time.Second
+	w := newWorldConfig(t, s.addr(), portal.Config{ResumeGrace: grace}, portal.Config{ResumeGrace: grace})
+	d := &tailDropper{n: w.relayN, drop: -1}
+	in := inletThrough(t, w, "tail", d.handle)
+	out := w.sp.Outlet("outlet")
+	echo := func(what string) {
+		t.Helper()
+		nc, err := net.Dial("tcp", in.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		c := nc.(*net.TCPConn)
+		msg := make([]byte, 96<<10)
+		rand.Read(msg)
+		go func() { c.Write(msg); c.CloseWrite() }()
+		c.SetReadDeadline(time.Now().Add(3 * grace))
+		got, err := io.ReadAll(c)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%s: echo of %d bytes: %d came back, equal %v, %v", what, len(msg), len(got), bytes.Equal(got, msg), err)
+		}
+		waitFor(t, grace-time.Second, what+": both flows end", func() bool {
+			return len(in.Flows())+len(out.Flows()) == 0
+		})
+	}
+	d.reset(true, -1)
+	echo("no drop")
+	d.mu.Lock()
+	up, down := d.up, d.down
+	d.mu.Unlock()
+	t.Logf("one echo: %d messages up, %d down", up, down)
+	for _, dir := range []bool{true, false} {
+		n := down
+		if dir {
+			n = up
+		}
+		for k := 1; k <= 3 && n-k >= 1; k++ { // never the Open or the Opened
+			d.reset(dir, n-k)
+			what := fmt.Sprintf("dropped message %d of %d down", n-k, n)
+			if dir {
+				what = fmt.Sprintf("dropped message %d of %d up", n-k, n)
+			}
+			echo(what)
+			d.mu.Lock()
+			dropped, seen := d.dropped, d.down
+			if dir {
+				seen = d.up
+			}
+			d.mu.Unlock()
+			if dropped == 0 && seen >= 2 {
+				// This echo took fewer messages (timing): drop its
+				// last-but-one instead.
+				d.reset(dir, seen-2)
+				what += fmt.Sprintf(", again as %d of %d", seen-2, seen)
+				echo(what)
+				d.mu.Lock()
+				dropped = d.dropped
+				d.mu.Unlock()
+			}
+			if dropped != 1 {
+				t.Fatalf("%s: the relay dropped %d messages", what, dropped)
+			}
+		}
+	}
+}

@@ -57,11 +57,14 @@ import (
 // Data; the peer repairs a gap it reveals as above, or answers Granted, its
 // grant in all, which restores lost credit.
 //
-// Not repaired: the loss of a flow's last messages in a direction (its last
-// Data and Fin, or Fin alone). A lost last Data is seen at the Fin and
-// repaired, unless the sender's flow has finished meanwhile (the resume then
-// meets "no such flow" and resets); a lost Fin leaves the receiver waiting.
-// Both need the sender to keep its flow until the peer acknowledges Fin.
+// The end of a stream: a flow that resumes sends Fin with flag 1 and keeps
+// the flow (lingers) until the peer answers FinAck, which it does once it
+// has taken the Fin in order, so after every Data before it. No FinAck
+// within stallRepair sends Fin again: a peer that lost the Fin takes it now;
+// one that lost Data before it sees the gap and repairs it as above, with
+// the sender's flow still there to resend; one whose FinAck was lost
+// answers again. A flow that lingers for the grace period ends: quietly if
+// the peer acknowledged every byte, with a reset if not.
 
 const (
 	// DefaultResumeGrace is how long a flow waits for its path to come back.
@@ -205,16 +208,86 @@ func (f *Flow) sendData(bp *[]byte, n int) {
 }
 
 // sendFin sends Fin after the last Data (or, while held, leaves it to the
-// resume).
+// resume), and keeps the flow until the peer acknowledges it.
 func (f *Flow) sendFin() {
 	f.smu.Lock()
 	defer f.smu.Unlock()
 	f.mu.Lock()
 	f.finSent = true
-	held, seq := f.held, f.sendSeq
+	f.lingerLocked()
+	held, seq, ack := f.held, f.sendSeq, f.lingering
 	f.mu.Unlock()
 	if !held {
-		f.send(Append(nil, Msg{Kind: KindFin, Seq: seq}))
+		f.send(Append(nil, Msg{Kind: KindFin, Seq: seq, Ack: ack}))
+	}
+}
+
+// lingerLocked keeps the flow, once its Fin is sent, until the peer
+// acknowledges it (FinAck): a Fin or the last Data before it that a relay
+// dropped are sent again, and the peer's repair finds the flow still
+// there. The flow counts as running meanwhile. f.mu is held.
+func (f *Flow) lingerLocked() {
+	if f.lingering || f.resetErr != nil || !f.claim() {
+		return
+	}
+	f.lingering, f.lingerSince = true, time.Now()
+	if f.finTimer == nil {
+		f.finTimer = time.AfterFunc(stallRepair, f.finCheck)
+	} else {
+		f.finTimer.Reset(stallRepair)
+	}
+}
+
+// endLingerLocked ends the lingering and reports whether the flow was, in
+// which case the caller calls f.exited once f.mu is released. f.mu is held.
+func (f *Flow) endLingerLocked() bool {
+	if !f.lingering {
+		return false
+	}
+	f.lingering = false
+	f.finTimer.Stop()
+	return true
+}
+
+// finCheck runs while the flow lingers and no FinAck came for stallRepair:
+// it sends Fin again (a peer that has it answers FinAck again; one missing
+// Data before it sees the gap and repairs it). After the grace period the
+// flow ends: quietly if the peer acknowledged every byte (only its FinAck
+// went missing, or its flow ended meanwhile), else with a reset.
+func (f *Flow) finCheck() {
+	if !f.smu.TryLock() {
+		// Retransmitting (it sends Fin itself) or sending: look again.
+		f.mu.Lock()
+		if f.lingering {
+			f.finTimer.Reset(stallRepair)
+		}
+		f.mu.Unlock()
+		return
+	}
+	defer f.smu.Unlock()
+	f.mu.Lock()
+	if !f.lingering || f.resetErr != nil {
+		f.mu.Unlock()
+		return
+	}
+	if time.Since(f.lingerSince) > f.grace {
+		if f.peerRecv < f.tx {
+			f.mu.Unlock()
+			f.reset(fmt.Errorf("portal: the peer did not acknowledge the end of the stream within %v", f.grace), true)
+			return
+		}
+		f.endLingerLocked()
+		f.mu.Unlock()
+		f.log.Debug("flow ends without the peer's FinAck", "flow", f.addr)
+		f.exited()
+		return
+	}
+	held, seq := f.held, f.sendSeq
+	f.finTimer.Reset(stallRepair)
+	f.mu.Unlock()
+	if !held {
+		f.Probes.Add(1)
+		f.send(Append(nil, Msg{Kind: KindFin, Seq: seq, Ack: true}))
 	}
 }
 
@@ -341,13 +414,18 @@ func (f *Flow) retransmit() {
 			continue
 		}
 		fin := f.finSent && !f.peerFin
-		seq := f.sendSeq
+		// The peer's state says it has our Fin: nothing to wait for.
+		lingered := f.finSent && f.peerFin && f.endLingerLocked()
+		seq, ack := f.sendSeq, f.lingering
 		f.held = f.suspended
 		f.retxRunning = false
 		f.cond.Broadcast()
 		f.mu.Unlock()
 		if fin {
-			f.send(Append(nil, Msg{Kind: KindFin, Seq: seq}))
+			f.send(Append(nil, Msg{Kind: KindFin, Seq: seq, Ack: ack}))
+		}
+		if lingered {
+			f.exited()
 		}
 		f.Resumes.Add(1)
 		f.portals.resumes.Add(1)
@@ -474,15 +552,16 @@ func (f *Flow) askRewind() {
 const stallRepair = time.Second
 
 // armStallLocked is called as fromLocal starts waiting for credit: if the
-// peer has not acknowledged all it was sent, a check follows in stallRepair.
-// Lost Data at the end of a burst leave the sender out of credit (the lost
-// bytes hold the window) and no later Data reveals the gap to the peer. f.mu
-// is held.
+// peer acknowledges nothing more for stallRepair, stallCheck probes. Lost
+// Data at the end of a burst leave the sender out of credit (the lost bytes
+// hold the window) and no later Data reveals the gap to the peer. At most
+// one check is pending; it measures from the bytes acknowledged when it was
+// armed. f.mu is held.
 func (f *Flow) armStallLocked() {
-	if !f.resumable || f.stallMark == f.peerRecv && f.stallTimer != nil {
-		return // this stall is checked already
+	if !f.resumable || f.stallArmed {
+		return
 	}
-	f.stallMark = f.peerRecv
+	f.stallArmed, f.stallMark = true, f.peerRecv
 	if f.stallTimer == nil {
 		f.stallTimer = time.AfterFunc(stallRepair, f.stallCheck)
 	} else {
@@ -490,25 +569,35 @@ func (f *Flow) armStallLocked() {
 	}
 }
 
-// stallCheck probes a stall in which the peer acknowledged nothing more.
-// The Probe goes under smu, behind any Data on its way, with the seq of the
-// next Data: a peer that expects less lost some and resumes (or asks the
-// opener to); one that expects exactly that answers Granted, its grant in
-// all, which gives back credit whose Credit was lost. A peer whose reader
-// is slow answers Granted with nothing new. Probes repeat every stallRepair
-// while the stall lasts (a Probe or its answer can be lost too).
+// stallCheck runs stallRepair after armStallLocked. While the flow is out
+// of credit it checks again every stallRepair (a Probe or its answer can be
+// lost too, and a check that met a resume must not be the last); when the
+// peer acknowledged nothing since the last check, it probes. The Probe goes
+// under smu, behind any Data on its way, with the seq of the next Data: a
+// peer that expects less lost some and resumes (or asks the opener to); one
+// that expects exactly that answers Granted, its grant in all, which gives
+// back credit whose Credit was lost. A peer whose reader is slow answers
+// Granted with nothing new.
 func (f *Flow) stallCheck() {
-	if !f.smu.TryLock() {
-		return // retransmitting: the stall is being dealt with
+	f.mu.Lock()
+	f.stallArmed = false
+	if f.resetErr != nil || f.finished || f.credit > 0 {
+		f.mu.Unlock()
+		return // not stalled: fromLocal arms the next stall's check
+	}
+	probe := !f.held && f.peerRecv == f.stallMark
+	f.armStallLocked()
+	f.mu.Unlock()
+	if !probe || !f.smu.TryLock() {
+		return // resuming, progress, or a send under way: the next check
 	}
 	defer f.smu.Unlock()
 	f.mu.Lock()
-	if f.resetErr != nil || f.finished || f.held || f.credit > 0 || f.peerRecv != f.stallMark {
+	if f.resetErr != nil || f.held || f.credit > 0 {
 		f.mu.Unlock()
 		return
 	}
 	seq := f.sendSeq
-	f.stallTimer.Reset(stallRepair)
 	f.mu.Unlock()
 	f.Probes.Add(1)
 	f.sendCtl(Msg{Kind: KindProbe, Seq: seq})

@@ -16,7 +16,9 @@ import (
 //	Refused  kind(1)=3 | reason (UTF-8, ≤ MaxReason)        the flow could not open
 //	Data     kind(1)=4 | seq(4) | bytes (≤ MaxChunk)        the next chunk of the stream
 //	Credit   kind(1)=5 | bytes(4) | received(8)             more credit, and the stream bytes received in all
-//	Fin      kind(1)=6 | seq(4)                             no more data after seq-1 (half-close)
+//	Fin      kind(1)=6 | seq(4) | flags(1)                  no more data after seq-1 (half-close);
+//	                                                        flag 1: the sender keeps the flow until
+//	                                                        FinAck, and sends Fin again until then
 //	Reset    kind(1)=7 | reason (UTF-8, ≤ MaxReason)        the flow is aborted, both ways
 //	Ping     kind(1)=8 | id(4)                              receiver → sender: answer Pong at once
 //	Pong     kind(1)=9 | id(4)                              the answer (one round trip: a BDP sample)
@@ -29,6 +31,8 @@ import (
 //	                                                        acknowledged for a while; seq is the next Data
 //	Granted  kind(1)=15 | granted(8) | received(8)          the answer when nothing was lost: the bytes the
 //	                                                        receiver grants in all, and received in all
+//	FinAck   kind(1)=16 | seq(4)                            the answer to a Fin with flag 1, taken in
+//	                                                        order at seq (also to one sent again)
 //
 // state (ResumeState bytes) is gen(4) | received(8) | granted(8) | seq(4) | flags(1):
 // the resume's number (strictly increasing per flow), the stream bytes the
@@ -54,6 +58,7 @@ const (
 	KindRewind  Kind = 13
 	KindProbe   Kind = 14
 	KindGranted Kind = 15
+	KindFinAck  Kind = 16
 )
 
 func (k Kind) String() string {
@@ -88,6 +93,8 @@ func (k Kind) String() string {
 		return "probe"
 	case KindGranted:
 		return "granted"
+	case KindFinAck:
+		return "finack"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -96,8 +103,9 @@ func (k Kind) String() string {
 // early data in Open, Ping/Pong (window autotuning) and Release; version 3
 // added the received count in Credit and Resume/Resumed (flows that survive
 // their path); version 4 added Rewind, Probe and Granted (flows that
-// survive a relay dropping some of their messages).
-const Version = 4
+// survive a relay dropping some of their messages); version 5 added Fin's
+// flags and FinAck (the end of a stream survives them too).
+const Version = 5
 
 const (
 	// MaxChunk is the most stream bytes one Data message carries. It keeps
@@ -140,6 +148,7 @@ type Msg struct {
 	Gen     uint32
 	Granted uint64
 	Fin     bool   // Seq is the Data seq expected next; Fin: Fin was received
+	Ack     bool   // Fin: the sender waits for FinAck
 	Flow    string // Resume: the outlet's flow address
 	Reason  string // Refused, Reset
 	Data    []byte // Data; Open: the early bytes
@@ -235,7 +244,19 @@ func Decode(b []byte) (Msg, error) {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
 		m.ID = binary.BigEndian.Uint32(b)
-	case KindFin, KindRewind, KindProbe:
+	case KindFin:
+		if len(b) != 5 {
+			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
+		}
+		m.Seq = binary.BigEndian.Uint32(b)
+		switch b[4] {
+		case 0:
+		case 1:
+			m.Ack = true
+		default:
+			return m, fmt.Errorf("%w: %v flags %#x", ErrMalformed, m.Kind, b[4])
+		}
+	case KindRewind, KindProbe, KindFinAck:
 		if len(b) != 4 {
 			return m, fmt.Errorf("%w: %v of %d bytes", ErrMalformed, m.Kind, len(b))
 		}
@@ -291,7 +312,14 @@ func Append(dst []byte, m Msg) []byte {
 	case KindGranted:
 		dst = binary.BigEndian.AppendUint64(dst, m.Granted)
 		dst = binary.BigEndian.AppendUint64(dst, m.Recv)
-	case KindFin, KindRewind, KindProbe:
+	case KindFin:
+		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
+		flags := byte(0)
+		if m.Ack {
+			flags = 1
+		}
+		dst = append(dst, flags)
+	case KindRewind, KindProbe, KindFinAck:
 		dst = binary.BigEndian.AppendUint32(dst, m.Seq)
 	}
 	return dst

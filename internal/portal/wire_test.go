@@ -21,6 +21,8 @@ func TestWireRoundTrip(t *testing.T) {
 		{Kind: KindResume, Gen: 2, Recv: 1 << 33, Granted: 1<<33 + 1<<20, Seq: 77, Fin: true, Flow: "flow_0123456789abcdef"},
 		{Kind: KindResumed, Gen: 2, Recv: 5, Granted: 262149, Seq: 1},
 		{Kind: KindFin, Seq: 9},
+		{Kind: KindFin, Seq: 10, Ack: true},
+		{Kind: KindFinAck, Seq: 10},
 		{Kind: KindRewind, Seq: 12},
 		{Kind: KindProbe, Seq: 13},
 		{Kind: KindGranted, Granted: 1 << 20, Recv: 5},
@@ -34,7 +36,7 @@ func TestWireRoundTrip(t *testing.T) {
 		}
 		if got.Kind != m.Kind || got.Window != m.Window || got.Port != m.Port || got.Seq != m.Seq ||
 			got.Credit != m.Credit || got.ID != m.ID || got.Reason != m.Reason || !bytes.Equal(got.Data, m.Data) ||
-			got.Recv != m.Recv || got.Gen != m.Gen || got.Granted != m.Granted || got.Fin != m.Fin || got.Flow != m.Flow {
+			got.Recv != m.Recv || got.Gen != m.Gen || got.Granted != m.Granted || got.Fin != m.Fin || got.Flow != m.Flow || got.Ack != m.Ack {
 			t.Fatalf("round trip %+v -> %+v", m, got)
 		}
 		// Every strict prefix of a fixed-size message is rejected.
@@ -74,6 +76,10 @@ func TestWireRejects(t *testing.T) {
 		"short resumed":  append([]byte{byte(KindResumed)}, make([]byte, ResumeState-1)...),
 		"long rewind":    {byte(KindRewind), 0, 0, 0, 1, 0},
 		"short probe":    {byte(KindProbe), 0, 0, 1},
+		"v4 fin":         {byte(KindFin), 0, 0, 0, 1},
+		"fin flags":      {byte(KindFin), 0, 0, 0, 1, 2},
+		"long finack":    {byte(KindFinAck), 0, 0, 0, 1, 0},
+		"v4 open":        {byte(KindOpen), 4, 0, 0, 1, 0, 0, 0},
 		"short granted":  append([]byte{byte(KindGranted)}, make([]byte, 15)...),
 		"v3 open":        {byte(KindOpen), 3, 0, 0, 1, 0, 0, 0},
 		"huge early":     append([]byte{byte(KindOpen), Version, 0, 1, 0, 0, 0, 0}, make([]byte, MaxEarly+1)...),
@@ -107,6 +113,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, Msg{Kind: KindRewind, Seq: 7}))
 	f.Add(Append(nil, Msg{Kind: KindProbe, Seq: 8}))
 	f.Add(Append(nil, Msg{Kind: KindGranted, Granted: 9, Recv: 3}))
+	f.Add(Append(nil, Msg{Kind: KindFin, Seq: 5, Ack: true}))
+	f.Add(Append(nil, Msg{Kind: KindFinAck, Seq: 5}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {
