@@ -784,6 +784,15 @@ wan_line_loss() {
 	done
 }
 
+# wan_line_offloads on|off: the lines' offloads, without loss (the baseline of
+# a lossy measure, which the lines run without them).
+wan_line_offloads() {
+	local s
+	for s in "${WAN_LINE_SOCKS[@]}"; do
+		"$NB" wanctl -control "$s" offloads "$1" >/dev/null || return 1
+	done
+}
+
 # wan_line_stats: counters of both lines and their CPU seconds, one line.
 wan_line_stats() {
 	local s
@@ -1058,6 +1067,17 @@ measure_path() {
 	run_iperf "$p" "$r" 8
 	# direct has no relay to drop on, but direct@wan crosses the packet lines.
 	if [[ -n $loss && ( $p != direct* || ($p == direct@wan && $wan_line == packet) ) ]]; then
+		# On the packet lines, the lossy flow's baseline: no loss, and the
+		# offloads off as loss turns them off (the lines' CPU per byte is
+		# not the loss's doing).
+		if [[ $p == *@wan && $wan_line == packet ]]; then
+			if wan_line_offloads off; then
+				run_iperf "$p" "$r" 1 nooff
+			else
+				emit "$p" "$r" iperf1nooff "" "" "" "cannot turn the offloads off"
+			fi
+			wan_line_offloads on
+		fi
 		if loss_on "$loss" "$p"; then
 			run_iperf "$p" "$r" 1 loss
 		else

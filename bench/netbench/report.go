@@ -113,6 +113,7 @@ var metrics = []metric{
 	{"iperf1", "1 flow Gbit/s", "Gbit/s", true, 2, dataField("iperf1", "gbps")},
 	{"iperf8", "8 flows Gbit/s", "Gbit/s", true, 2, dataField("iperf8", "gbps")},
 	{"iperf1loss", "1 flow Gbit/s, relay legs lossy", "Gbit/s", true, 2, dataField("iperf1loss", "gbps")},
+	{"iperf1nooff", "1 flow Gbit/s, lines without offloads, no loss", "Gbit/s", true, 2, dataField("iperf1nooff", "gbps")},
 	{"rr50", "rr p50 µs", "µs", false, 0, dataField("rr", "p50_us")},
 	{"rr99", "rr p99 µs", "µs", false, 0, dataField("rr", "p99_us")},
 	{"crr50", "new conn + rr p50 µs", "µs", false, 0, dataField("crr", "p50_us")},
@@ -693,16 +694,19 @@ func wanSection(w func(string, ...any), meta map[string]string, med map[string]m
 	w("\nRTT for the last-but-one column: the rr p50 of direct@wan (%s ms).\n\n", format(rtt/1000, 1))
 	if meta["loss"] != "" {
 		w("### Loss on the relay legs\n\n")
-		w("One flow with loss (%s), in the same run, and its share of the same path without loss.\n\n", meta["loss"])
-		w("| path | LAN lossy Gbit/s | ÷ no loss | WAN lossy Gbit/s | ÷ no loss |\n|---|---:|---:|---:|---:|\n")
-		share := func(p string) string {
+		w("One flow with loss (%s), in the same run, and its share of the same path without loss. ", meta["loss"])
+		w("The packet lines drop MTU-sized packets, so with loss they run without offloads (TSO): the last two\n")
+		w("columns are the WAN flow without loss on lines without offloads, and the lossy flow's share of that.\n\n")
+		w("| path | LAN lossy Gbit/s | ÷ no loss | WAN lossy Gbit/s | ÷ no loss | WAN no loss, no offloads | lossy ÷ that |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		shareOf := func(p, base string) string {
 			v, ok1 := med[p]["iperf1loss"]
-			r, ok2 := med[p]["iperf1"]
+			r, ok2 := med[p][base]
 			if ok1 && ok2 && r > 0 {
 				return fmt.Sprintf("%.2f", v/r)
 			}
 			return "–"
 		}
+		share := func(p string) string { return shareOf(p, "iperf1") }
 		for _, p := range paths {
 			wp := p.id + "@wan"
 			if _, ok := med[p.id]["iperf1loss"]; !ok {
@@ -710,7 +714,8 @@ func wanSection(w func(string, ...any), meta map[string]string, med map[string]m
 					continue
 				}
 			}
-			w("| %s | %s | %s | %s | %s |\n", p.label, cell(p.id, "iperf1loss", 2, 1), share(p.id), cell(wp, "iperf1loss", 2, 1), share(wp))
+			w("| %s | %s | %s | %s | %s | %s | %s |\n", p.label, cell(p.id, "iperf1loss", 2, 1), share(p.id), cell(wp, "iperf1loss", 2, 1), share(wp),
+				cell(wp, "iperf1nooff", 2, 1), shareOf(wp, "iperf1nooff"))
 		}
 		w("\n")
 	}

@@ -56,7 +56,8 @@ import (
 //
 // Control (-control SOCK, a Unix socket, one command a line, answered "ok"
 // or a JSON object): `loss P` sets the loss (and the offloads) at run time;
-// `stats` returns the counters. `netbench wanctl -control SOCK loss 0.01`.
+// `offloads off` turns them off without loss (a lossy measure's baseline),
+// `offloads on` back on; `stats` returns the counters. `netbench wanctl -control SOCK loss 0.01`.
 
 // Sizes of the packet line.
 const (
@@ -166,8 +167,29 @@ func (l *wanLine) setLoss(p float64) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err := l.setOffloadsLocked(p == 0); err != nil {
+		return err
+	}
+	l.loss.Store(math.Float64bits(p))
+	return nil
+}
+
+// setOffloads turns the offloads off (or back on) without loss: the
+// baseline of a lossy measure, which runs without them (MTU-sized packets,
+// segmented in software), so that a loss figure is compared with the same
+// line doing the same work. They stay off while the loss is above 0.
+func (l *wanLine) setOffloads(on bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if on && math.Float64frombits(l.loss.Load()) > 0 {
+		return errors.New("offloads stay off while the line drops packets")
+	}
+	return l.setOffloadsLocked(on)
+}
+
+func (l *wanLine) setOffloadsLocked(on bool) error {
 	var off uintptr
-	if p == 0 {
+	if on {
 		off = wanOffloads
 	}
 	var serr error
@@ -183,8 +205,7 @@ func (l *wanLine) setLoss(p float64) error {
 	if err != nil {
 		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
-	l.offloads.Store(off != 0)
-	l.loss.Store(math.Float64bits(p))
+	l.offloads.Store(on)
 	return nil
 }
 
@@ -389,11 +410,16 @@ func wanCommand(l *wanLine, line string) string {
 			return "error: " + err.Error()
 		}
 		return "ok"
+	case len(f) == 2 && f[0] == "offloads" && (f[1] == "on" || f[1] == "off"):
+		if err := l.setOffloads(f[1] == "on"); err != nil {
+			return "error: " + err.Error()
+		}
+		return "ok"
 	case len(f) == 1 && f[0] == "stats":
 		b, _ := json.Marshal(l.stats())
 		return string(b)
 	}
-	return "error: commands are `loss P` and `stats`"
+	return "error: commands are `loss P`, `offloads on|off` and `stats`"
 }
 
 // wanCtlCmd is `netbench wanctl -control SOCK COMMAND...`: prints the answer,
@@ -403,7 +429,7 @@ func wanCtlCmd(args []string) error {
 	control := fs.String("control", "", "the line's control socket")
 	fs.Parse(args)
 	if *control == "" || fs.NArg() == 0 {
-		return errors.New("usage: wanctl -control SOCK loss P | stats")
+		return errors.New("usage: wanctl -control SOCK loss P | offloads on|off | stats")
 	}
 	c, err := net.DialTimeout("unix", *control, 5*time.Second)
 	if err != nil {

@@ -194,6 +194,20 @@ func TestWANLineLoss(t *testing.T) {
 	if err := b.line.setLoss(0); err != nil || !b.line.stats().Offloads {
 		t.Errorf("loss 0: offloads not back on (%v)", err)
 	}
+	// The baseline of a lossy measure: no loss, offloads off; and never
+	// offloads with loss (a dropped super-packet would be many segments).
+	if got := wanCommand(b.line, "offloads off"); got != "ok" || b.line.stats().Offloads || b.line.stats().Loss != 0 {
+		t.Errorf("offloads off: %q, stats %+v", got, b.line.stats())
+	}
+	if got := wanCommand(b.line, "loss 0.01"); got != "ok" {
+		t.Errorf("loss 0.01: %q", got)
+	}
+	if got := wanCommand(b.line, "offloads on"); !strings.HasPrefix(got, "error:") || b.line.stats().Offloads {
+		t.Errorf("offloads on with loss: %q, offloads %v", got, b.line.stats().Offloads)
+	}
+	if got := wanCommand(b.line, "loss 0"); got != "ok" || !b.line.stats().Offloads {
+		t.Errorf("loss 0 after offloads off: %q, offloads %v", got, b.line.stats().Offloads)
+	}
 	for _, bad := range []float64{-0.1, 1, math.NaN()} {
 		if err := b.line.setLoss(bad); err == nil {
 			t.Errorf("setLoss(%v) accepted", bad)
