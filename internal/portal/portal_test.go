@@ -501,14 +501,22 @@ func TestOutletHoldsMoreFlowsThanPendingOpens(t *testing.T) {
 
 // BenchmarkFlowThroughput carries one flow's bytes inlet → secure channel →
 // relay → outlet → a discarding server, all in one process on real TCP:
-// framing, sealing, relay forwarding, flow credits and both sockets.
+// framing, sealing, relay forwarding, flow credits and both sockets; with
+// resumption (the default: the sender keeps what it sent until the peer's
+// Credit acknowledges it) and without (--resume-grace 0), to measure what
+// it costs: `go test -bench FlowThroughput -count 4 ./internal/portal`.
 func BenchmarkFlowThroughput(b *testing.B) {
+	b.Run("resume", func(b *testing.B) { benchFlowThroughput(b, 0) })
+	b.Run("noresume", func(b *testing.B) { benchFlowThroughput(b, -1) })
+}
+
+func benchFlowThroughput(b *testing.B, grace time.Duration) {
 	done := make(chan int64, 1)
 	s := serve(b, func(c *net.TCPConn) {
 		n, _ := io.Copy(io.Discard, c)
 		done <- n
 	})
-	w := newWorld(b, s.addr())
+	w := newWorldConfig(b, s.addr(), portal.Config{ResumeGrace: grace}, portal.Config{ResumeGrace: grace})
 	c, err := net.Dial("tcp", w.inlet.Addr().String())
 	if err != nil {
 		b.Fatal(err)
