@@ -440,8 +440,9 @@ func (f *Flow) handle(m *routing.Message) error {
 // flow is gone. A flow that lingers for a FinAck it did not get (lost on
 // the way) sent a message (its Fin again, a Pong) to a peer flow that had
 // taken the first Fin and ended: it ends too, quietly, even if the Credit
-// for its last bytes was lost as well. A peer flow that was reset instead
-// sent Reset first, on the same channel. Any other flow resets.
+// for its last bytes was lost as well. Such a peer sent its own Fin first
+// (it ended once that was acknowledged); a flow without the peer's Fin, or
+// that does not linger, resets: the peer's flow was reset or is gone.
 func (f *Flow) handleUnreachable(m *routing.Message) error {
 	u, err := routing.DecodeUnreachable(m.Payload)
 	if err != nil {
@@ -460,7 +461,9 @@ func (f *Flow) handleUnreachable(m *routing.Message) error {
 		f.Stale.Add(1)
 		return errStale
 	}
-	if f.endLingerLocked() {
+	// Only a peer flow that ended normally has sent us its Fin: it ended
+	// once its own Fin was acknowledged.
+	if f.finRecv && f.endLingerLocked() {
 		f.mu.Unlock()
 		f.log.Debug("flow ends: the peer's has ended after our Fin", "flow", f.addr)
 		f.exited()
