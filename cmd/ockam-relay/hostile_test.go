@@ -166,7 +166,7 @@ func rawConn(t *testing.T, addr string, rcvbuf int) *net.TCPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write([]byte{transport.ProtocolVersion}); err != nil {
+	if _, err := c.Write(transport.Preamble()); err != nil {
 		t.Fatal(err)
 	}
 	return c.(*net.TCPConn)

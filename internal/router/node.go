@@ -78,6 +78,9 @@ const (
 	DefaultMaxQueueBytes   = transport.DefaultMaxQueueBytes
 	DefaultTotalQueueBytes = transport.DefaultTotalQueueBytes
 	DefaultReadBufferBytes = transport.DefaultReadBufferBytes
+	// DefaultLanes and MaxLanes bound Config.Lanes.
+	DefaultLanes = transport.DefaultLanes
+	MaxLanes     = transport.MaxLanes
 )
 
 // Config configures a Node. It is not modified and may be shared.

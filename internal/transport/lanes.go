@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -98,6 +97,9 @@ type bundle struct {
 	lanes  []atomic.Pointer[Conn]
 	head   *Conn // the first lane attached; under Transport.mu
 	closed bool  // under Transport.mu: no lane joins any more
+	// ready is closed once a dialled bundle's lane 0 is attached or
+	// failed: the other lanes join after it.
+	ready chan struct{}
 }
 
 // Lane returns the lane a message with lane hint i goes on: lane i modulo
@@ -141,52 +143,129 @@ func (t *Transport) lanes() int {
 	}
 }
 
-// dialBundle opens the lanes of a new bundle to addr at once and returns its
-// head, once every lane is connected or failed: only then is the bundle
-// found by Outbound, so no message goes on the head for a lane that is about
-// to come. A lane that fails to connect leaves the bundle with fewer (its
-// messages go on the head); all failing fails the dial.
+// dialBundle opens the lanes of a new bundle to addr, all at once, and
+// returns its head, lane 0, as soon as that one is connected: a Dial costs
+// what it did with one connection. The other lanes join in the background
+// once the peer has answered on them (its version byte: it took them, an
+// accepting node over its limit closes them instead), so a lane the peer
+// refused is never used; until a lane is there, its messages go on the head.
+// A lane that cannot join leaves the bundle with fewer. Lane 0 failing fails
+// the dial and the bundle.
 func (t *Transport) dialBundle(ctx context.Context, addr string) (*Conn, error) {
 	n := t.lanes()
-	b := &bundle{lanes: make([]atomic.Pointer[Conn], n)}
+	b := &bundle{lanes: make([]atomic.Pointer[Conn], n), ready: make(chan struct{})}
 	rand.Read(b.id[:])
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			d := net.Dialer{Timeout: DialTimeout}
-			nc, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				errs[i] = fmt.Errorf("transport: connect to %s: %w", addr, unwrapOp(err))
-				return
-			}
-			if err := t.start(nc, addr, b, hello{bundle: b.id, lane: uint8(i), lanes: uint8(n)}); err != nil {
-				nc.Close()
-				errs[i] = err
-			}
-		})
-	}
-	wg.Wait()
-	t.mu.Lock()
-	head := b.head
-	if head != nil && !b.closed && !t.closed {
-		t.outbound[addr] = head
-	}
-	t.mu.Unlock()
-	if head == nil {
-		return nil, errs[0]
-	}
-	select {
-	case <-head.done:
-		return nil, fmt.Errorf("transport: connection to %s ended at once: %w", addr, head.err)
-	default:
-	}
-	for i, err := range errs {
-		if err != nil {
-			head.log.Info("lane not opened", "lane", i, "err", err)
+	for i := 1; i < n; i++ {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			break
 		}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		go func() {
+			defer t.wg.Done()
+			if err := t.dialLane(addr, b, i, n); err != nil && !isExpected(err) {
+				t.log.Info("lane not opened", "remote", addr, "lane", i, "err", err)
+			}
+		}()
+	}
+	err := t.dialLane0(ctx, addr, b, n)
+	t.mu.Lock()
+	if err != nil {
+		b.closed = true // the lanes in the background join nothing
+	} else if !b.closed && !t.closed {
+		t.outbound[addr] = b.head
+	}
+	head := b.head
+	t.mu.Unlock()
+	close(b.ready)
+	if err != nil {
+		return nil, err
 	}
 	return head, nil
+}
+
+func (t *Transport) dialLane0(ctx context.Context, addr string, b *bundle, n int) error {
+	d := net.Dialer{Timeout: DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("transport: connect to %s: %w", addr, unwrapOp(err))
+	}
+	c := t.newConn(nc, addr)
+	if err := t.greetDialled(c, hello{bundle: b.id, lanes: uint8(n)}, false); err != nil {
+		nc.Close()
+		return err
+	}
+	if err := t.attach(c, b, hello{bundle: b.id, lanes: uint8(n)}); err != nil {
+		nc.Close()
+		return err
+	}
+	return nil
+}
+
+// dialLane opens lane i of dialled bundle b; it runs in the background,
+// bounded by DialTimeout, and the transport's Close ends it.
+func (t *Transport) dialLane(addr string, b *bundle, i, n int) error {
+	ctx, cancel := context.WithTimeout(t.ctx, DialTimeout)
+	defer cancel()
+	d := net.Dialer{}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("transport: connect to %s: %w", addr, unwrapOp(err))
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		nc.Close()
+		return net.ErrClosed
+	}
+	t.hellos[nc] = struct{}{}
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.hellos, nc)
+		t.mu.Unlock()
+	}()
+	c := t.newConn(nc, addr)
+	h := hello{bundle: b.id, lane: uint8(i), lanes: uint8(n)}
+	if err := t.greetDialled(c, h, true); err != nil {
+		nc.Close()
+		return err
+	}
+	select {
+	case <-b.ready:
+	case <-ctx.Done():
+		nc.Close()
+		return ctx.Err()
+	}
+	if err := t.attach(c, b, h); err != nil {
+		nc.Close()
+		return err
+	}
+	return nil
+}
+
+// greetDialled writes the version byte and hello on dialled lane c and,
+// with wait, reads the peer's version byte (else c's reader does).
+func (t *Transport) greetDialled(c *Conn, h hello, wait bool) error {
+	c.nc.SetDeadline(time.Now().Add(DialTimeout))
+	defer c.nc.SetDeadline(time.Time{})
+	if _, err := c.nc.Write(h.append([]byte{ProtocolVersion})); err != nil {
+		return fmt.Errorf("transport: writing protocol version: %w", err)
+	}
+	if !wait {
+		return nil
+	}
+	var v [1]byte
+	if _, err := io.ReadFull(c.nc, v[:]); err != nil {
+		return fmt.Errorf("transport: reading protocol version: %w", helloErr(err))
+	}
+	if v[0] != ProtocolVersion {
+		return fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v[0], ProtocolVersion)
+	}
+	c.versionRead = true
+	return nil
 }
 
 // acceptLane reads an accepted connection's version byte and hello (within
@@ -265,6 +344,9 @@ func (t *Transport) attach(c *Conn, b *bundle, h hello) error {
 			return fmt.Errorf("transport: lane %d of %d for a bundle of %d", h.lane, h.lanes, len(b.lanes))
 		}
 	} else {
+		if h.lane != 0 && b.head == nil {
+			return fmt.Errorf("transport: lane %d of a bundle without its lane 0", h.lane)
+		}
 		if t.sockets >= t.lim.MaxConns {
 			return fmt.Errorf("transport: %d connections open, the limit", t.sockets)
 		}

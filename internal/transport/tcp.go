@@ -175,6 +175,8 @@ type Transport struct {
 	dialing   map[string]*dialCall
 	listeners []net.Listener
 	wg        sync.WaitGroup
+	ctx       context.Context // cancelled by Close: ends background dials
+	cancel    context.CancelFunc
 }
 
 type dialCall struct {
@@ -201,6 +203,7 @@ func New(cfg Config) *Transport {
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.shedLog = newRateLog(t.log)
 	t.closeLog = newRateLog(t.log)
 	t.writeTimeout = cfg.WriteTimeout
@@ -392,18 +395,6 @@ func (t *Transport) newConn(nc net.Conn, dialled string) *Conn {
 	return c
 }
 
-// start opens lane h of dialled bundle b on nc: the version byte and the
-// hello go first, before any goroutine can write a frame.
-func (t *Transport) start(nc net.Conn, dialled string, b *bundle, h hello) error {
-	c := t.newConn(nc, dialled)
-	nc.SetWriteDeadline(time.Now().Add(DialTimeout))
-	if _, err := nc.Write(h.append([]byte{ProtocolVersion})); err != nil {
-		return fmt.Errorf("transport: writing protocol version: %w", err)
-	}
-	nc.SetWriteDeadline(time.Time{})
-	return t.attach(c, b, h)
-}
-
 // Conn returns the connection with the given ID, or nil.
 func (t *Transport) Conn(id string) *Conn {
 	t.mu.Lock()
@@ -455,6 +446,7 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	t.cancel()
 	lns := t.listeners
 	conns := make([]*Conn, 0, len(t.conns))
 	for _, c := range t.conns {
