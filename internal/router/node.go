@@ -624,6 +624,9 @@ type Link struct {
 // Done is closed when the connection has ended.
 func (l Link) Done() <-chan struct{} { return l.c.Done() }
 
+// Lanes is how many TCP connections (lanes) the link has now.
+func (l Link) Lanes() int { return len(l.c.Lanes()) }
+
 // Close ends the connection.
 func (l Link) Close() { l.c.Close() }
 
