@@ -627,6 +627,16 @@ func (l Link) Done() <-chan struct{} { return l.c.Done() }
 // Lanes is how many TCP connections (lanes) the link has now.
 func (l Link) Lanes() int { return len(l.c.Lanes()) }
 
+// LaneBytes returns what each lane of the link has read and written.
+func (l Link) LaneBytes() []uint64 {
+	ls := l.c.Lanes()
+	out := make([]uint64, len(ls))
+	for i, c := range ls {
+		out[i] = c.BytesIn.Load() + c.BytesOut.Load()
+	}
+	return out
+}
+
 // Close ends the connection.
 func (l Link) Close() { l.c.Close() }
 

@@ -593,8 +593,16 @@ func (c *Conn) Send(m *routing.Message) error { return c.send(m, "", false, nil)
 // writev each when its buffer is drained, so a relay forwarding a burst of
 // small messages costs a syscall per burst, not per message, and no
 // latency (the reader would otherwise block on a read next).
+//
+// src is the lane whose reader delivered the message (it owns the
+// corking); its bundle as a whole is the source for the shares of this
+// connection's queue, so a sender's lanes do not multiply its share.
 func (c *Conn) TrySend(m *routing.Message, src *Conn) error {
-	return c.send(m, src.id, src.more && len(src.corked) < maxCorked, src)
+	srcID := src.id
+	if src.head != nil {
+		srcID = src.head.id
+	}
+	return c.send(m, srcID, src.more && len(src.corked) < maxCorked, src)
 }
 
 func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) error {
