@@ -92,11 +92,12 @@ func TestChannelSpreadsFlowsOverLanes(t *testing.T) {
 }
 
 // lanesUp waits until every lane of a's and b's bundles to the relay has
-// joined (they join in the background, after the first message).
+// joined, on both ends (they join in the background, after the first
+// message; the relay attaches a lane just after the dialler saw it answer).
 func (tp *topology) lanesUp(t *testing.T) {
 	t.Helper()
 	waitFor(t, "every lane of the bundles", func() bool {
-		for _, n := range []*router.Node{tp.a.n, tp.b.n} {
+		for _, n := range []*router.Node{tp.a.n, tp.b.n, tp.relayN} {
 			for _, l := range n.Links() {
 				if l.Lanes() != router.DefaultLanes {
 					return false
