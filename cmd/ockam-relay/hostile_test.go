@@ -28,6 +28,8 @@ type relayProc struct {
 	addr string
 	cmd  *exec.Cmd
 	logs *syncBuffer
+	// nodes are the in-process nodes connected to it (registrant, sender).
+	nodes []*router.Node
 }
 
 type syncBuffer struct {
@@ -119,6 +121,7 @@ func registrant(t *testing.T, p *relayProc) {
 	t.Helper()
 	b := router.New(router.Config{})
 	t.Cleanup(func() { b.Close() })
+	p.nodes = append(p.nodes, b)
 	id, _ := identity.Generate(nil)
 	reg, err := relay.Register(b, routing.Route{routing.TCPAddr(p.addr)}, "b", id, nil)
 	if err != nil {
@@ -138,6 +141,7 @@ func sender(t *testing.T, p *relayProc) func() (time.Duration, error) {
 	t.Helper()
 	a := router.New(router.Config{})
 	t.Cleanup(func() { a.Close() })
+	p.nodes = append(p.nodes, a)
 	echo, _ := routing.ParseRoute("/tcp/"+p.addr+"/service/forward_to_b/service/echo", nil)
 	ping := func() (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -166,7 +170,7 @@ func rawConn(t *testing.T, addr string, rcvbuf int) *net.TCPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write([]byte{transport.ProtocolVersion}); err != nil {
+	if _, err := c.Write(transport.Preamble()); err != nil {
 		t.Fatal(err)
 	}
 	return c.(*net.TCPConn)
@@ -232,8 +236,19 @@ func TestRelayNeverReadingClient(t *testing.T) {
 func TestRelayConnectionLimits(t *testing.T) {
 	const limit = 40
 	p := startRelay(t, "--max-conns-per-ip", "40")
-	registrant(t, p) // holds one connection from 127.0.0.1
+	registrant(t, p) // holds one bundle of lanes from 127.0.0.1
 	ping := sender(t, p)
+	// Each bundle counts its lanes. The last of them join in the
+	// background: wait for them, seen through this process's side.
+	poll(t, "the registrant's and sender's lanes", func() bool {
+		conns := 0
+		for _, l := range p.nodes {
+			for _, k := range l.Links() {
+				conns += k.Lanes()
+			}
+		}
+		return conns == 2*router.DefaultLanes
+	})
 	admitted, refused := 0, 0
 	for range 60 {
 		c := rawConn(t, p.addr, 0)
@@ -245,7 +260,7 @@ func TestRelayConnectionLimits(t *testing.T) {
 			refused++
 		}
 	}
-	if want := limit - 2; admitted != want {
+	if want := limit - 2*router.DefaultLanes; admitted != want {
 		t.Errorf("%d connections admitted beyond the registrant and sender, want %d (refused %d)", admitted, want, refused)
 	}
 	if _, err := ping(); err != nil {

@@ -77,11 +77,11 @@ func TestIdleConnectionsAndGarbage(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		c.Write([]byte{transport.ProtocolVersion})
+		c.Write(transport.Preamble())
 		idle = append(idle, c)
 	}
 	// Garbage: wrong version, oversize frame, bad message.
-	for _, g := range [][]byte{{9}, {transport.ProtocolVersion, 0xff, 0xff, 0xff, 0xff}, {transport.ProtocolVersion, 0, 0, 0, 3, 40, 1, 2}} {
+	for _, g := range [][]byte{{9}, append(transport.Preamble(), 0xff, 0xff, 0xff, 0xff), append(transport.Preamble(), 0, 0, 0, 3, 40, 1, 2)} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

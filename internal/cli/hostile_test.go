@@ -300,7 +300,7 @@ func TestClientThatNeverReadsThroughRelayNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	binary.BigEndian.PutUint32(body, uint32(len(body)-4))
-	c.Write([]byte{transport.ProtocolVersion})
+	c.Write(transport.Preamble())
 	go func() {
 		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		for range 60 {

@@ -93,6 +93,7 @@ func (e *env) nodeCmd() *cobra.Command {
 	create.Flags().StringVar(&set.MetricsListen, "metrics-listen", "", "also serve Prometheus /metrics and /healthz on this TCP address (bind it to loopback or a private network; the control socket always serves /metrics)")
 	create.Flags().IntVar(&set.WindowBudgetMiB, "window-budget-mib", portal.DefaultWindowBudget>>20, "MiB all flows' receive windows may grow by together, beyond their first 256 KiB each")
 	create.Flags().IntVar(&set.MaxFlowWindowMiB, "max-flow-window-mib", portal.DefaultMaxFlowWindow>>20, "MiB one flow's receive window may grow to (what one flow carries is about this much per round trip)")
+	create.Flags().IntVar(&set.Lanes, "lanes", router.DefaultLanes, fmt.Sprintf("TCP connections opened to each node this one connects to (a relay): a secure channel's flows spread over them, each flow on one (1..%d)", router.MaxLanes))
 	create.Flags().StringVar(&logFile, "log-file", "", "write the log to this file, rotated by size (used when detaching)")
 	create.Flags().MarkHidden("log-file")
 	create.Flags().StringVar(&listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener")
@@ -608,6 +609,9 @@ func checkSettings(s home.NodeSettings) error {
 			return fmt.Errorf("%s must be positive, not %d", f.name, f.v)
 		}
 	}
+	if s.Lanes < 0 || s.Lanes > router.MaxLanes {
+		return fmt.Errorf("--lanes must be 1 to %d, not %d", router.MaxLanes, s.Lanes)
+	}
 	if s.MaxFlowWindowMiB > s.WindowBudgetMiB {
 		return fmt.Errorf("--max-flow-window-mib %d is more than --window-budget-mib %d", s.MaxFlowWindowMiB, s.WindowBudgetMiB)
 	}
@@ -635,5 +639,6 @@ func settingsArgs(s home.NodeSettings) []string {
 		"--window-budget-mib", strconv.Itoa(s.WindowBudgetMiB),
 		"--max-flow-window-mib", strconv.Itoa(s.MaxFlowWindowMiB),
 		"--metrics-listen", s.MetricsListen,
+		"--lanes", strconv.Itoa(cmp.Or(s.Lanes, router.DefaultLanes)),
 		"--resume-grace", cmp.Or(s.ResumeGrace, portal.DefaultResumeGrace.String()))
 }

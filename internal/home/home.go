@@ -297,13 +297,16 @@ type NodeSettings struct {
 	// to come back and resume (a Go duration, "0s": they end with it);
 	// empty for portal.DefaultResumeGrace.
 	ResumeGrace string `json:"resume_grace,omitempty"`
+	// Lanes is how many TCP connections the node opens to each node it
+	// connects to (transport.Config.Lanes); zero for the default.
+	Lanes int `json:"lanes,omitempty"`
 }
 
 // IsZero reports whether no setting is set.
 func (s NodeSettings) IsZero() bool {
 	return len(s.AllowRouting) == 0 && s.MaxConns == 0 && s.MaxConnsPerIP == 0 && s.MaxQueueMiB == 0 &&
 		s.ReadBufferMiB == 0 && s.MaxNamesPerIdentity == 0 && s.LogMaxMiB == 0 && s.MetricsListen == "" &&
-		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0 && s.ResumeGrace == ""
+		s.WindowBudgetMiB == 0 && s.MaxFlowWindowMiB == 0 && s.ResumeGrace == "" && s.Lanes == 0
 }
 
 // DefaultLogMaxMiB is the default of NodeSettings.LogMaxMiB.

@@ -115,6 +115,7 @@ func Start(cfg Config) (_ *Daemon, err error) {
 			MaxQueueBytes:   set.MaxQueueMiB << 20,
 			ReadBufferBytes: set.ReadBufferMiB << 20,
 		},
+		Lanes:        set.Lanes,
 		AllowRouting: func(peer string) bool { return slices.Contains(set.AllowRouting, peer) },
 	})
 	defer func() {

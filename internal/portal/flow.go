@@ -55,6 +55,10 @@ type Flow struct {
 	stalls *atomic.Uint64 // Portals.Stalls
 	paths  *paths
 	addr   string // our worker address
+	// lane is the transport lane the flow's messages take (Lane of
+	// routing.Message): one per flow, so they stay in order, the next
+	// flow's the next, so flows spread over a connection's lanes.
+	lane uint8
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
@@ -181,6 +185,7 @@ func newFlow(p *Portals) (*Flow, error) {
 	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
+	f.lane = uint8(p.lanes.Add(1))
 	var err error
 	f.addr, err = p.n.RegisterRandom("flow_", router.Channel, f.handle)
 	if err == nil {
@@ -203,6 +208,7 @@ func (f *Flow) send(payload []byte) error {
 		Onward:  remote,
 		Return:  routing.Route{routing.LocalAddr(f.addr)},
 		Payload: payload,
+		Lane:    f.lane,
 	})
 }
 

@@ -76,6 +76,7 @@ type Portals struct {
 	Stalls atomic.Uint64
 
 	resumes, suspends atomic.Uint64 // over all flows
+	lanes             atomic.Uint32 // the last flow's lane (Flow.lane)
 
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
@@ -162,7 +163,7 @@ func (p *Portals) dialEarly(ctx context.Context, route routing.Route, port uint1
 		f.mu.Unlock()
 	}
 	open := Append(make([]byte, 0, OpenHeader+len(early)), Msg{Kind: KindOpen, Window: Window, Port: port, Data: early})
-	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open}); err != nil {
+	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open, Lane: f.lane}); err != nil {
 		p.n.Unregister(f.addr)
 		return nil, fmt.Errorf("portal: opening a flow to %s: %w", route, err)
 	}

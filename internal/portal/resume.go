@@ -753,7 +753,7 @@ func (f *Flow) recover() bool {
 		// stops at awaitGen, fromLocal only buffers), so the peer's
 		// answer describes everything we sent on this path.
 		f.smu.Lock()
-		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg)})
+		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg), Lane: f.lane})
 		f.smu.Unlock()
 		retry.Reset(resumeRetry)
 	wait:

@@ -78,6 +78,9 @@ const (
 	DefaultMaxQueueBytes   = transport.DefaultMaxQueueBytes
 	DefaultTotalQueueBytes = transport.DefaultTotalQueueBytes
 	DefaultReadBufferBytes = transport.DefaultReadBufferBytes
+	// DefaultLanes and MaxLanes bound Config.Lanes.
+	DefaultLanes = transport.DefaultLanes
+	MaxLanes     = transport.MaxLanes
 )
 
 // Config configures a Node. It is not modified and may be shared.
@@ -88,6 +91,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Limits bound connections, queues and buffers.
 	Limits Limits
+	// Lanes is how many TCP connections the node opens to each node it
+	// dials (transport.Config.Lanes): zero means transport.DefaultLanes.
+	Lanes int
 	// AllowRouting reports whether the secure channel peer with the given
 	// identifier may route through this node: reach its private workers and
 	// make it connect to TCP addresses named in the message's route. Nil
@@ -170,6 +176,7 @@ func New(cfg Config) *Node {
 		Keepalive:   cfg.Keepalive,
 		IdleTimeout: cfg.IdleTimeout,
 		Limits:      cfg.Limits,
+		Lanes:       cfg.Lanes,
 	})
 	n.Register(EchoAddress, Public, n.echo)
 	return n
@@ -409,10 +416,47 @@ func (n *Node) SendAll(ctx context.Context, ms []routing.Message, wait bool) err
 		saved[i] = ms[i].Onward
 		ms[i].Onward = ms[i].Onward[1:]
 	}
-	err := c.SendBatch(ms, wait)
+	err := sendLanes(c, ms, wait)
 	for i := range ms {
 		ms[i].Onward = saved[i]
 	}
+	return err
+}
+
+// sendLanes sends ms on the lanes of c's bundle their Lane hints name: one
+// batch per lane, each in the order of ms.
+func sendLanes(c *transport.Conn, ms []routing.Message, wait bool) error {
+	first := c.Lane(ms[0].Lane)
+	same := true
+	for i := range ms[1:] {
+		if c.Lane(ms[i+1].Lane) != first {
+			same = false
+			break
+		}
+	}
+	if same {
+		return first.SendBatch(ms, wait)
+	}
+	var err error
+	sub := make([]routing.Message, 0, len(ms))
+	done := make([]bool, len(ms))
+	for i := range ms {
+		if done[i] {
+			continue
+		}
+		lane := c.Lane(ms[i].Lane)
+		sub = sub[:0]
+		for j := i; j < len(ms); j++ {
+			if !done[j] && c.Lane(ms[j].Lane) == lane {
+				sub = append(sub, ms[j])
+				done[j] = true
+			}
+		}
+		if e := lane.SendBatch(sub, wait); e != nil && err == nil {
+			err = e
+		}
+	}
+	clear(sub)
 	return err
 }
 
@@ -491,13 +535,15 @@ func (n *Node) sendConn(c *transport.Conn, m *routing.Message) error {
 	onward := m.Onward
 	m.Onward = onward[1:]
 	var err error
+	lane := c.Lane(m.Lane)
 	if m.Via != "" && m.Via != c.ID() {
 		src := n.tr.Conn(m.Via)
 		if src == nil {
 			m.Onward = onward
 			return net.ErrClosed // the sender's connection is gone
 		}
-		err = c.TrySend(m, src)
+		// The lane whose reader delivered m: it owns the corking.
+		err = lane.TrySend(m, src.Lane(m.Lane))
 		if errors.Is(err, transport.ErrQueueFull) {
 			n.Dropped.Add(1)
 			if n.firstNotice("slow/" + c.ID()) {
@@ -506,7 +552,7 @@ func (n *Node) sendConn(c *transport.Conn, m *routing.Message) error {
 			}
 		}
 	} else {
-		err = c.Send(m)
+		err = lane.Send(m)
 	}
 	m.Onward = onward
 	return err
@@ -578,6 +624,19 @@ type Link struct {
 // Done is closed when the connection has ended.
 func (l Link) Done() <-chan struct{} { return l.c.Done() }
 
+// Lanes is how many TCP connections (lanes) the link has now.
+func (l Link) Lanes() int { return len(l.c.Lanes()) }
+
+// LaneBytes returns what each lane of the link has read and written.
+func (l Link) LaneBytes() []uint64 {
+	ls := l.c.Lanes()
+	out := make([]uint64, len(ls))
+	for i, c := range ls {
+		out[i] = c.BytesIn.Load() + c.BytesOut.Load()
+	}
+	return out
+}
+
 // Close ends the connection.
 func (l Link) Close() { l.c.Close() }
 
@@ -612,9 +671,11 @@ func (n *Node) LinkStats() LinkStats {
 	var s LinkStats
 	for _, c := range n.tr.Conns() {
 		s.Conns++
-		s.BytesIn += c.BytesIn.Load()
-		s.BytesOut += c.BytesOut.Load()
-		s.Dropped += c.Dropped.Load()
+		for _, l := range c.Lanes() {
+			s.BytesIn += l.BytesIn.Load()
+			s.BytesOut += l.BytesOut.Load()
+			s.Dropped += l.Dropped.Load()
+		}
 	}
 	return s
 }

@@ -34,6 +34,14 @@ type Message struct {
 	// decide what a remote sender may reach (see node.Access) and never to
 	// make one connection's reader wait for another's writer.
 	Via string
+
+	// Lane is a hint for which lane (TCP connection) of a bundle the
+	// message goes on when it leaves the node (lane Lane modulo the
+	// bundle's size): messages of one lane stay in order. A sender that
+	// needs its messages in order gives them all the same lane; the
+	// transport sets it to the lane a message arrived on, so a node
+	// passing it on keeps its lane. It is never on the wire.
+	Lane uint8
 }
 
 // Wire form of a Message (version 2, see docs/PROTOCOL.md):

@@ -275,7 +275,7 @@ func (c *Channel) encrypt(m *routing.Message) error {
 	if l == nil {
 		return ErrDown
 	}
-	inner := routing.Message{Kind: m.Kind, Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload}
+	inner := routing.Message{Kind: m.Kind, Onward: m.Onward[1:], Return: m.Return, Payload: m.Payload, Lane: m.Lane}
 	return c.send(l, &inner)
 }
 

@@ -666,6 +666,7 @@ func TestListenerRefusesGarbageHandshakes(t *testing.T) {
 				}
 			}
 			echo() // every connection is up before the goroutines are counted
+			tp.lanesUp(t)
 			baseline := goleak.IgnoreCurrent()
 
 			api := route(t, viaRelay+secure.DefaultListener)

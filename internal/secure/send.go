@@ -47,11 +47,22 @@ const (
 type sendQueue struct {
 	mu      sync.Mutex
 	room    *sync.Cond // signalled when the flusher takes a batch
-	pending []*[]byte  // sealed messages, in nonce order, from bufPool
-	spare   []*[]byte  // the previous batch's slice, for reuse
+	pending []sealed   // in nonce order
+	spare   []sealed   // the previous batch's slice, for reuse
 	bytes   int
 	sending bool              // a flusher is at work
 	msgs    []routing.Message // the flusher's, to hand a batch to the router
+}
+
+// sealed is a message sealed for the peer, from bufPool, and the lane it
+// goes on (routing.Message.Lane): its inner message's, so a flow's messages
+// stay in order on one lane of the connection while the channel's flows
+// spread over them. Per lane, messages leave in nonce order; across lanes
+// they may arrive out of order, which the peer's replay window
+// (channel.ReplayWindow) takes.
+type sealed struct {
+	bp   *[]byte
+	lane uint8
 }
 
 // send seals inner (nil: a keepalive, empty routes) on link l and sends it
@@ -66,6 +77,10 @@ func (c *Channel) send(l *link, inner *routing.Message) error {
 		return fmt.Errorf("securechannel: message of %d bytes is over the %d-byte limit", size, channel.MaxPayload)
 	}
 	large := size > smallMessage
+	var lane uint8
+	if inner != nil {
+		lane = inner.Lane
+	}
 	bp := bufPool.Get().(*[]byte)
 	// The plaintext goes after room for the channel header, to be sealed
 	// in place.
@@ -98,7 +113,7 @@ func (c *Channel) send(l *link, inner *routing.Message) error {
 		c.sent.Add(1)
 	}
 	c.bytesOut.Add(uint64(len(ct)))
-	q.pending = append(q.pending, bp)
+	q.pending = append(q.pending, sealed{bp, lane})
 	q.bytes += len(ct)
 	if q.sending {
 		q.mu.Unlock()
@@ -133,16 +148,16 @@ func (c *Channel) flush(l *link, wait bool) error {
 		q.mu.Unlock()
 
 		ms := q.msgs[:0]
-		for _, bp := range batch {
-			ms = append(ms, routing.Message{Onward: l.remote, Return: l.ret, Payload: *bp})
+		for _, m := range batch {
+			ms = append(ms, routing.Message{Onward: l.remote, Return: l.ret, Payload: *m.bp, Lane: m.lane})
 		}
 		err := c.mgr.n.SendAll(context.Background(), ms, wait)
 		clear(ms)
 		q.msgs = ms[:0]
-		for i, bp := range batch {
-			*bp = (*bp)[:0]
-			bufPool.Put(bp)
-			batch[i] = nil
+		for i, m := range batch {
+			*m.bp = (*m.bp)[:0]
+			bufPool.Put(m.bp)
+			batch[i] = sealed{}
 		}
 		if err != nil && first == nil {
 			first = err

@@ -50,7 +50,7 @@ func msgOf(n int) *routing.Message {
 // a first one filled what it could.
 func TestTrySendDropsAndShares(t *testing.T) {
 	const limit = 1 << 20
-	tr := New(Config{OnMessage: func(*Conn, *routing.Message) {}, Limits: Limits{MaxQueueBytes: limit}})
+	tr := New(Config{OnMessage: func(*Conn, *routing.Message) {}, Limits: Limits{MaxQueueBytes: limit}, Lanes: 1})
 	defer tr.Close()
 	c, err := tr.Dial(context.Background(), silentPeer(t))
 	if err != nil {
@@ -145,7 +145,7 @@ func TestReadBufferBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	holder.Write([]byte{ProtocolVersion, 0, 3, 0xe8, 0}) // a 250 KiB frame
+	holder.Write(append(Preamble(), 0, 3, 0xe8, 0)) // a 250 KiB frame
 	holder.Write(make([]byte, 200<<10))
 	deadline := time.Now().Add(5 * time.Second)
 	for srv.readBufs.Load() < 200<<10 {
@@ -160,7 +160,7 @@ func TestReadBufferBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	raw.Write([]byte{ProtocolVersion, 0, 3, 0, 0}) // a 192 KiB frame
+	raw.Write(append(Preamble(), 0, 3, 0, 0)) // a 192 KiB frame
 	raw.Write(make([]byte, 8<<10))
 	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(raw); err != nil {
@@ -280,7 +280,7 @@ func TestCorkedFlushCutShort(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	tr := New(Config{OnMessage: func(*Conn, *routing.Message) {}})
+	tr := New(Config{OnMessage: func(*Conn, *routing.Message) {}, Lanes: 1})
 	defer tr.Close()
 	c, err := tr.Dial(context.Background(), ln.Addr().String())
 	if err != nil {
@@ -289,8 +289,8 @@ func TestCorkedFlushCutShort(t *testing.T) {
 	c.nc.(*net.TCPConn).SetWriteBuffer(4096)
 	peer := <-accepted
 	defer peer.Close()
-	var v [1]byte
-	io.ReadFull(peer, v[:]) // our version byte
+	var v [1 + helloLen]byte
+	io.ReadFull(peer, v[:]) // our version byte and hello
 
 	// 600 KB: more than the peer's receive buffer and our small send
 	// buffer hold until it reads. (A tiny receive buffer on loopback's
@@ -352,7 +352,7 @@ func TestDirectWriteAfterWriterDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	const timeout = 50 * time.Millisecond
-	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}, WriteTimeout: timeout})
+	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}, WriteTimeout: timeout, Lanes: 1})
 	defer cli.Close()
 	c, err := cli.Dial(context.Background(), addr.String())
 	if err != nil {

@@ -30,10 +30,11 @@ import (
 )
 
 // ProtocolVersion is the byte each side writes when a connection opens.
-// Version 2 frames carry routing messages of version 2 (error replies, see
-// routing.KindError); a version-1 peer would close a connection on the
-// first one, so the two are refused at connect with a one-line reason.
-const ProtocolVersion byte = 2
+// Version 3 adds the dialling side's hello after it (the connection's lane
+// of a bundle, see lanes.go); version 2 added error replies (see
+// routing.KindError). Other versions are refused at connect with a
+// one-line reason.
+const ProtocolVersion byte = 3
 
 const (
 	// MaxFrameSize bounds the body of one frame. It is checked before any
@@ -129,7 +130,8 @@ type Config struct {
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 	// OnMessage is called on the connection's reader goroutine for every
-	// message received. The message and its payload belong to the callee only
+	// message received, with the head of the connection's bundle (whose ID
+	// is the bundle's address) and m.Lane set to the lane it came on. The message and its payload belong to the callee only
 	// for the duration of the call. It must not block for long: it holds up
 	// every message behind it on that connection.
 	OnMessage func(c *Conn, m *routing.Message)
@@ -142,6 +144,10 @@ type Config struct {
 	Limits Limits
 	// WriteTimeout overrides WriteTimeout when non-zero.
 	WriteTimeout time.Duration
+	// Lanes is how many TCP connections Dial opens to a peer, used as one
+	// (see lanes.go); zero means DefaultLanes, 1 one connection, at most
+	// MaxLanes.
+	Lanes int
 }
 
 // Transport owns a set of TCP connections and listeners.
@@ -160,12 +166,17 @@ type Transport struct {
 
 	mu        sync.Mutex
 	closed    bool
-	conns     map[string]*Conn // by ID
-	perIP     map[netip.Addr]int
-	outbound  map[string]*Conn // by dialled address
+	conns     map[string]*Conn              // bundle heads, by ID
+	sockets   int                           // lanes open or greeting, accepted and dialled
+	bundles   map[[bundleIDLen]byte]*bundle // accepted, by bundle ID
+	hellos    map[net.Conn]struct{}         // accepted, before their hello
+	perIP     map[netip.Addr]int            // accepted lanes (and greeting) by address
+	outbound  map[string]*Conn              // by dialled address
 	dialing   map[string]*dialCall
 	listeners []net.Listener
 	wg        sync.WaitGroup
+	ctx       context.Context // cancelled by Close: ends background dials
+	cancel    context.CancelFunc
 }
 
 type dialCall struct {
@@ -183,6 +194,8 @@ func New(cfg Config) *Transport {
 		idle:      cfg.IdleTimeout,
 		lim:       cfg.Limits.withDefaults(),
 		conns:     make(map[string]*Conn),
+		bundles:   make(map[[bundleIDLen]byte]*bundle),
+		hellos:    make(map[net.Conn]struct{}),
 		perIP:     make(map[netip.Addr]int),
 		outbound:  make(map[string]*Conn),
 		dialing:   make(map[string]*dialCall),
@@ -190,6 +203,7 @@ func New(cfg Config) *Transport {
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.shedLog = newRateLog(t.log)
 	t.closeLog = newRateLog(t.log)
 	t.writeTimeout = cfg.WriteTimeout
@@ -271,9 +285,9 @@ func (t *Transport) acceptLoop(ln net.Listener) {
 			nc.Close()
 			continue
 		}
-		if _, err := t.start(nc, ""); err != nil {
-			nc.Close()
-		}
+		// The hello is read off the accept loop: a peer that sends
+		// nothing holds up nobody else.
+		go t.acceptLane(nc)
 	}
 }
 
@@ -302,27 +316,13 @@ func (t *Transport) Dial(ctx context.Context, addr string) (*Conn, error) {
 	t.dialing[addr] = call
 	t.mu.Unlock()
 
-	call.conn, call.err = t.dial(ctx, addr)
+	call.conn, call.err = t.dialBundle(ctx, addr)
 
 	t.mu.Lock()
 	delete(t.dialing, addr)
 	t.mu.Unlock()
 	close(call.done)
 	return call.conn, call.err
-}
-
-func (t *Transport) dial(ctx context.Context, addr string) (*Conn, error) {
-	d := net.Dialer{Timeout: DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("transport: connect to %s: %w", addr, unwrapOp(err))
-	}
-	c, err := t.start(nc, addr)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return c, nil
 }
 
 // unwrapOp strips net.OpError's long prefix for one-line messages.
@@ -338,17 +338,27 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// admit applies the connection limits to an accepted connection.
+// admit applies the connection limits to an accepted connection and counts
+// it (release gives it back if its hello fails). Every lane counts.
 func (t *Transport) admit(nc net.Conn) error {
 	ip := remoteIP(nc)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.conns) >= t.lim.MaxConns {
-		return fmt.Errorf("%d connections open, the limit", len(t.conns))
+	if t.closed {
+		return net.ErrClosed
+	}
+	if t.sockets >= t.lim.MaxConns {
+		return fmt.Errorf("%d connections open, the limit", t.sockets)
 	}
 	if ip.IsValid() && t.perIP[ip] >= t.lim.MaxConnsPerIP {
 		return fmt.Errorf("%d connections from %s, the limit per address", t.perIP[ip], ip)
 	}
+	t.sockets++
+	if ip.IsValid() {
+		t.perIP[ip]++
+	}
+	t.hellos[nc] = struct{}{}
+	t.wg.Add(1)
 	return nil
 }
 
@@ -360,7 +370,7 @@ func remoteIP(nc net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
+func (t *Transport) newConn(nc net.Conn, dialled string) *Conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		if n := sendBuffer(); n > 0 {
@@ -377,42 +387,12 @@ func (t *Transport) start(nc net.Conn, dialled string) (*Conn, error) {
 		space:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	if dialled == "" {
-		c.ip = remoteIP(nc)
-	}
 	c.log = t.log.With("conn", c.id, "remote", c.remote)
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
-	// The version byte goes first, before any goroutine can write a frame.
-	nc.SetWriteDeadline(time.Now().Add(DialTimeout))
-	if _, err := nc.Write([]byte{ProtocolVersion}); err != nil {
-		return nil, fmt.Errorf("transport: writing protocol version: %w", err)
-	}
-	nc.SetWriteDeadline(time.Time{})
 	c.lastWrite.Store(time.Now().UnixNano())
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, net.ErrClosed
-	}
-	if len(t.conns) >= t.lim.MaxConns {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("transport: %d connections open, the limit", len(t.conns))
-	}
-	t.conns[c.id] = c
-	if dialled != "" {
-		t.outbound[dialled] = c
-	}
-	if c.ip.IsValid() {
-		t.perIP[c.ip]++
-	}
-	t.wg.Add(2)
-	t.mu.Unlock()
-	go c.readLoop()
-	go c.writeLoop()
-	c.log.Debug("connection open", "dialled", dialled != "")
-	return c, nil
+	return c
 }
 
 // Conn returns the connection with the given ID, or nil.
@@ -442,7 +422,10 @@ func (t *Transport) Conns() []*Conn {
 
 func (t *Transport) remove(c *Conn) {
 	t.mu.Lock()
-	delete(t.conns, c.id)
+	t.sockets--
+	if t.conns[c.id] == c {
+		delete(t.conns, c.id)
+	}
 	if c.dialed != "" && t.outbound[c.dialed] == c {
 		delete(t.outbound, c.dialed)
 	}
@@ -463,10 +446,14 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	t.cancel()
 	lns := t.listeners
 	conns := make([]*Conn, 0, len(t.conns))
 	for _, c := range t.conns {
 		conns = append(conns, c)
+	}
+	for nc := range t.hellos {
+		nc.Close()
 	}
 	t.mu.Unlock()
 	for _, ln := range lns {
@@ -489,6 +476,11 @@ type Conn struct {
 	ip     netip.Addr // of an accepted connection, for the per-address limit
 	dialed string
 	log    *slog.Logger
+
+	b           *bundle // the bundle c is a lane of
+	head        *Conn   // the bundle's head: its ID is the bundle's address
+	lane        uint8   // c's index in b
+	versionRead bool    // an accepted lane: greet read the version and hello
 
 	wmu       sync.Mutex       // held while writing to the socket
 	qmu       sync.Mutex       // orders queueing against direct writes (see Send); guards queue, bySrc
@@ -563,13 +555,14 @@ func (c *Conn) closeWith(err error) {
 		c.err = err
 		close(c.done)
 		c.nc.Close()
+		c.closeBundle(err)
 		c.t.remove(c)
 		if isExpected(err) {
 			c.log.Debug("connection closed", "reason", err)
 		} else {
 			c.t.closeLog.Info("connection closed", "conn", c.id, "remote", c.remote, "reason", err)
 		}
-		if c.t.cfg.OnClose != nil {
+		if c.t.cfg.OnClose != nil && c.head == c {
 			c.t.cfg.OnClose(c, err)
 		}
 	})
@@ -600,8 +593,16 @@ func (c *Conn) Send(m *routing.Message) error { return c.send(m, "", false, nil)
 // writev each when its buffer is drained, so a relay forwarding a burst of
 // small messages costs a syscall per burst, not per message, and no
 // latency (the reader would otherwise block on a read next).
+//
+// src is the lane whose reader delivered the message (it owns the
+// corking); its bundle as a whole is the source for the shares of this
+// connection's queue, so a sender's lanes do not multiply its share.
 func (c *Conn) TrySend(m *routing.Message, src *Conn) error {
-	return c.send(m, src.id, src.more && len(src.corked) < maxCorked, src)
+	srcID := src.id
+	if src.head != nil {
+		srcID = src.head.id
+	}
+	return c.send(m, srcID, src.more && len(src.corked) < maxCorked, src)
 }
 
 func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) error {
@@ -1171,14 +1172,16 @@ func (c *Conn) readLoop() {
 	fr := frameReader{r: c.nc, budget: &c.t.readBufs, limit: c.t.lim.ReadBufferBytes}
 	defer fr.release()
 	c.nc.SetReadDeadline(time.Now().Add(c.t.idle))
-	var v [1]byte
-	if _, err := io.ReadFull(c.nc, v[:]); err != nil {
-		c.closeWith(fmt.Errorf("transport: reading protocol version: %w", readErr(err)))
-		return
-	}
-	if v[0] != ProtocolVersion {
-		c.closeWith(fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v[0], ProtocolVersion))
-		return
+	if !c.versionRead {
+		var v [1]byte
+		if _, err := io.ReadFull(c.nc, v[:]); err != nil {
+			c.closeWith(fmt.Errorf("transport: reading protocol version: %w", readErr(err)))
+			return
+		}
+		if v[0] != ProtocolVersion {
+			c.closeWith(fmt.Errorf("%w: peer speaks %d, we speak %d", ErrVersion, v[0], ProtocolVersion))
+			return
+		}
 	}
 	var (
 		m        routing.Message
@@ -1206,7 +1209,8 @@ func (c *Conn) readLoop() {
 			return
 		}
 		c.more = fr.buffered()
-		c.t.cfg.OnMessage(c, &m)
+		m.Lane = c.lane
+		c.t.cfg.OnMessage(c.head, &m)
 		if !c.more {
 			c.uncork()
 		}

@@ -95,11 +95,14 @@ func TestBadInputClosesConnection(t *testing.T) {
 		input  []byte
 		reason string
 	}{
+		// Refused before it is a connection: logged, no OnClose.
 		{"wrong version", []byte{9}, "peer speaks 9"},
-		{"oversize frame", append([]byte{ProtocolVersion}, 0xff, 0xff, 0xff, 0xff), "over the"},
-		{"truncated frame", append([]byte{ProtocolVersion}, frame(valid)[:5]...), "truncated frame"},
-		{"garbage message", append([]byte{ProtocolVersion}, frame([]byte{40, 1, 2, 3})...), "bad frame"},
-		{"unknown address type", append([]byte{ProtocolVersion}, frame([]byte{1, 7, 1, 'a', 0})...), "unknown address type"},
+		{"bad hello", append([]byte{ProtocolVersion}, make([]byte, helloLen)...), "bundle of 0 lanes"},
+		{"short hello", append([]byte{ProtocolVersion}, 1, 2, 3), "reading hello"},
+		{"oversize frame", append(Preamble(), 0xff, 0xff, 0xff, 0xff), "over the"},
+		{"truncated frame", append(Preamble(), frame(valid)[:5]...), "truncated frame"},
+		{"garbage message", append(Preamble(), frame([]byte{40, 1, 2, 3})...), "bad frame"},
+		{"unknown address type", append(Preamble(), frame([]byte{1, 7, 1, 'a', 0})...), "unknown address type"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,16 +124,19 @@ func TestBadInputClosesConnection(t *testing.T) {
 			}
 			defer nc.Close()
 			nc.Write(tt.input)
-			if tt.name == "truncated frame" {
+			if tt.name == "truncated frame" || tt.name == "short hello" {
 				nc.(*net.TCPConn).CloseWrite()
 			}
-			select {
-			case err := <-closed:
-				if err == nil || !strings.Contains(err.Error(), tt.reason) {
-					t.Fatalf("close reason = %v, want %q", err, tt.reason)
+			early := strings.Contains(tt.name, "version") || strings.Contains(tt.name, "hello")
+			if !early {
+				select {
+				case err := <-closed:
+					if err == nil || !strings.Contains(err.Error(), tt.reason) {
+						t.Fatalf("close reason = %v, want %q", err, tt.reason)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("connection not closed")
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("connection not closed")
 			}
 			// The peer sees the connection end.
 			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -160,7 +166,7 @@ func TestIdleTimeoutDetectsSilentPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	nc.Write([]byte{ProtocolVersion}) // then silence: a half-open peer
+	nc.Write(Preamble()) // then silence: a half-open peer
 	start := time.Now()
 	select {
 	case err := <-closed:
