@@ -961,7 +961,14 @@ func (d *dropper) handle(m *routing.Message) error {
 			return nil
 		}
 	}
-	return d.n.Send(context.Background(), &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr("lossy")}, m.Return...), Payload: bytes.Clone(m.Payload)})
+	return passOn(d.n, "lossy", m)
+}
+
+// passOn sends m on past the relay worker at name, as the relay's
+// forwarder does: the rest of its onward route, name in front of its
+// return route.
+func passOn(n *router.Node, name string, m *routing.Message) error {
+	return n.Send(context.Background(), &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr(name)}, m.Return...), Payload: bytes.Clone(m.Payload)})
 }
 
 // TestFlowRepairsDroppedMessages: a relay that drops one bulk message in
@@ -1060,7 +1067,7 @@ func (d *tailDropper) handle(m *routing.Message) error {
 	if drop {
 		return nil
 	}
-	return d.n.Send(context.Background(), &routing.Message{Onward: m.Onward[1:].Clone(), Return: append(routing.Route{routing.LocalAddr("tail")}, m.Return...), Payload: bytes.Clone(m.Payload)})
+	return passOn(d.n, "tail", m)
 }
 
 // TestFlowEndSurvivesDrops: a relay drops one of the last messages of a
