@@ -54,7 +54,7 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
   --udp-rate RATE the iperf3 -u rate of the UDP measures (default 100M; 0 skips them)
   (NETNS_PREFIX and NETNS_IFPREFIX name the namespaces and interfaces; default ock, v;
    BENCH_NODE_FLAGS adds flags to the sidecars' node create, e.g. --window-budget-mib 64;
-   BENCH_PROFILE=DIR saves CPU profiles of the ockam nodes during wrk, BENCH_WRK_D=S sets wrk's seconds)
+   BENCH_PROFILE=DIR saves CPU profiles and /metrics of the ockam nodes during wrk and iperf, BENCH_WRK_D=S sets wrk's seconds)
 EOF
 }
 
@@ -894,12 +894,15 @@ run_iperf() { # PATH ROUND FLOWS [SUFFIX]
 	# test when the next one starts ("the server is busy"): wait for its
 	# connections to drain.
 	wait_until 30 "iperf3 server idle" _iperf_idle
+	profile_nodes "$p" "$r" $((T > 2 ? T - 1 : 1)) "$m"
 	before=$(stat_roles "$p")
 	if ! in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
 		-t "$T" -P "$n" -J --connect-timeout 5000 >"$f" 2>"$f.err"; then
 		err="iperf3 failed: $("$NB" iperf "$f" 2>&1 | tail -1) $(tail -1 "$f.err")"
 	fi
 	after=$(stat_roles "$p")
+	((${#PROF_PIDS[@]})) && wait "${PROF_PIDS[@]}"
+	metrics_nodes "$p" "$r" "$m" 1
 	if [[ -z $err ]] && ! data=$("$NB" iperf "$f" 2>&1); then
 		err=$data data=""
 	fi
@@ -947,20 +950,44 @@ run_latency() { # PATH ROUND rr|crr|urr
 }
 
 
-# profile_nodes PATH ROUND SECONDS: with BENCH_PROFILE=DIR, CPU profiles of
-# the three ockam nodes while wrk runs, to DIR/PATH-rROUND-NODE.pprof
-# (`go tool pprof -top DIR/ockam-r1-relay.pprof`). Backgrounded; the caller
-# waits for PROF_PIDS.
+# profile_nodes PATH ROUND SECONDS MEASURE: with BENCH_PROFILE=DIR, CPU
+# profiles of the three ockam nodes while MEASURE (wrk, iperf8, ...) runs, to
+# DIR/PATH-rROUND-MEASURE-NODE.pprof (`go tool pprof -top
+# DIR/ockam-r1-wrk-relay.pprof`), and their /metrics before, to
+# DIR/PATH-rROUND-MEASURE-NODE.metrics0 (metrics_nodes writes .metrics1
+# after). Backgrounded; the caller waits for PROF_PIDS.
 PROF_PIDS=()
 profile_nodes() {
 	PROF_PIDS=()
 	[[ -n ${BENCH_PROFILE:-} && ${1%@wan} == @(ockam|tun) ]] || return 0
 	mkdir -p "$BENCH_PROFILE"
+	metrics_nodes "$1" "$2" "$4" 0
 	local n
-	for n in client_sidecar relay server_sidecar; do
-		curl -sf --unix-socket "$OCKAM_HOME/run/$n.sock" -o "$BENCH_PROFILE/$1-r$2-$n.pprof" \
+	for n in $(profiled_nodes "$1"); do
+		curl -sf --unix-socket "$OCKAM_HOME/run/$n.sock" -o "$BENCH_PROFILE/$1-r$2-$4-$n.pprof" \
 			"http://node/debug/pprof/profile?seconds=$3" &
 		PROF_PIDS+=($!)
+	done
+}
+
+# profiled_nodes PATH: the names of PATH's three nodes (the packet line's
+# @wan paths have their own relay node).
+profiled_nodes() {
+	if [[ $1 == *@wan && $wan_line == packet ]]; then
+		echo client_sidecar relaywan server_sidecar
+	else
+		echo client_sidecar relay server_sidecar
+	fi
+}
+
+# metrics_nodes PATH ROUND MEASURE N: with BENCH_PROFILE=DIR, the three
+# nodes' /metrics to DIR/PATH-rROUND-MEASURE-NODE.metricsN.
+metrics_nodes() {
+	[[ -n ${BENCH_PROFILE:-} && ${1%@wan} == @(ockam|tun) ]] || return 0
+	local n
+	for n in $(profiled_nodes "$1"); do
+		curl -sf --unix-socket "$OCKAM_HOME/run/$n.sock" -o "$BENCH_PROFILE/$1-r$2-$3-$n.metrics$4" \
+			"http://node/metrics"
 	done
 }
 
@@ -969,12 +996,13 @@ profile_nodes() {
 # seconds per million requests (profiling, when on, is in that figure).
 run_wrk() {
 	local p=$1 r=$2 out rps reqs errs before after
-	profile_nodes "$p" "$r" $((WRK_D > 2 ? WRK_D - 1 : 1))
+	profile_nodes "$p" "$r" $((WRK_D > 2 ? WRK_D - 1 : 1)) wrk
 	before=$(stat_roles "$p")
 	out=$(in_ns "${EP_NS[$p]}" timeout $((WRK_D + 30)) wrk -t2 -c32 -d"${WRK_D}s" --timeout 5s \
 		"http://${EP_HOST[$p]}:${EP_HTTP[$p]}/" 2>&1)
 	after=$(stat_roles "$p")
 	((${#PROF_PIDS[@]})) && wait "${PROF_PIDS[@]}"
+	metrics_nodes "$p" "$r" wrk 1
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 	reqs=$(awk '/ requests in / {print $1}' <<<"$out")
 	errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
