@@ -204,6 +204,47 @@ func (w *world) bulk(t *testing.T, addr string, size int64, at func(k int)) (gap
 	return gap, before, after
 }
 
+// endOfStream sends size random bytes to the sink at addr, half-closes, and
+// calls cut at once (in-flight data and both ends of the stream meet it); it
+// checks the sink's sha256 and that the stream then ends (EOF, no reset).
+// It returns how long the close took and whether the end arrived after cut
+// returned (what was in flight crossed the cut).
+func (w *world) endOfStream(t *testing.T, addr string, size int, cut func()) (time.Duration, bool) {
+	t.Helper()
+	c, err := w.client.dial(addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * resumeGrace))
+	buf := make([]byte, size)
+	rand.Read(buf)
+	sum := sha256.Sum256(buf)
+	if _, err := c.Write(buf); err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	start := time.Now()
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan time.Time, 1)
+	var line []byte
+	go func() {
+		line, err = io.ReadAll(c)
+		ended <- time.Now()
+	}()
+	cut()
+	cutDone := time.Now()
+	end := <-ended
+	if err != nil {
+		t.Fatalf("reading the sink's sha256 and its end: %v (a reset reached the application)", err)
+	}
+	if got, want := strings.TrimSpace(string(line)), hex.EncodeToString(sum[:]); got != want {
+		t.Fatalf("the sink got sha256 %q, sent %s", got, want)
+	}
+	return end.Sub(start), end.After(cutDone)
+}
+
 func mibps(bps float64) string { return fmt.Sprintf("%.0f MiB/s", bps/(1<<20)) }
 
 // interactive sends a request every 100 ms on one connection to the echo at
@@ -284,6 +325,23 @@ func TestResumeAcrossRelayRestarts(t *testing.T) {
 		gap, before, after := w.bulk(t, fmt.Sprintf("%s:%d", w.ip, portSink), size/2, func(int) { r.restart(t, syscall.SIGKILL) })
 		t.Logf("%d MiB through the TUN, relay SIGKILLed and restarted twice: sha256 equal, no reset; longest write wait %v; %s before, %s after",
 			size>>21, gap.Round(time.Millisecond), mibps(before), mibps(after))
+	})
+	t.Run("end of stream, relay killed as it ends", func(t *testing.T) {
+		// The relay dies while a transfer's last bytes, its end (the
+		// client's half-close) and the sink's answer and end are on the
+		// way: they must all arrive, through the restarted relay.
+		crossed := 0
+		for i, addr := range []string{sink, fmt.Sprintf("%s:%d", w.ip, portSink), sink, fmt.Sprintf("%s:%d", w.ip, portSink)} {
+			took, after := w.endOfStream(t, addr, 4<<20, func() { r.restart(t, syscall.SIGKILL) })
+			if after {
+				crossed++
+			}
+			t.Logf("round %d (%s): 4 MiB, half-closed, relay SIGKILLed at once and restarted: sha256 equal, end of stream seen %s the restart, no reset, %v",
+				i+1, addr, map[bool]string{true: "after", false: "before"}[after], took.Round(time.Millisecond))
+		}
+		if crossed == 0 {
+			t.Fatal("every stream ended before the relay was killed: nothing was in flight, the test did not test")
+		}
 	})
 	t.Run("interactive, relay killed", func(t *testing.T) {
 		gap, n := w.interactive(t, echo, 5*time.Second, func() { r.restart(t, syscall.SIGKILL) })
