@@ -1089,8 +1089,6 @@ loss_off() {
 measure_path() {
 	local p=$1 r=$2
 	log "round $r: $p"
-	# Idle flows first: before bulk transfers grow the processes' heaps.
-	run_idle "$p" "$r"
 	run_iperf "$p" "$r" 1
 	run_iperf "$p" "$r" 8
 	# direct has no relay to drop on, but direct@wan crosses the packet lines.
@@ -1168,6 +1166,17 @@ log "paths: ${active[*]}"
 for ((r = 1; r <= rounds; r++)); do
 	for p in "${active[@]}"; do
 		measure_path "$p" "$r"
+	done
+done
+# Idle flows last, after every round: holding thousands of flows leaves some
+# processes slower for good (OpenSSH's channel table never shrinks: ssh -J's
+# HTTP req/s fell from 23.7K to 16-17K after 10,000 of them, rr p50 from 370
+# to 540 us), which would skew every measure after it. The cost: Go
+# processes' heaps have grown by then, so their figures are lower bounds.
+for ((r = 1; r <= rounds; r++)); do
+	for p in "${active[@]}"; do
+		((${IDLE_N[$p]:-0} > 0)) && log "round $r: $p idle flows"
+		run_idle "$p" "$r"
 	done
 done
 

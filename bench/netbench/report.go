@@ -431,7 +431,8 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 	w("(not wrk, not the HTTP server).\n")
 	w("KiB/idle flow: growth of the proportional set size of those processes with %s idle flows\n", meta["idle_flows"])
 	w("open (each proven by one round trip), divided by the number of flows; socat forks a process per\n")
-	w("flow, so it holds only %s. Measured first in each round, after a run with a tenth of the flows,\n", meta["idle_flows_socat"])
+	w("flow, so it holds only %s. Measured after every other measure of every round (holding them leaves\n", meta["idle_flows_socat"])
+	w("OpenSSH slower for good: its channel table never shrinks), after a run with a tenth of the flows,\n")
 	w("which is the figure shown for a path that could not hold them all. Go processes keep freed heap,\n")
 	w("so their figures are lower bounds and noisy around zero. \"kernel\": direct has no process on the path.\n\n")
 
