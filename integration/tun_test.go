@@ -143,8 +143,43 @@ func run(name string, args ...string) error {
 	return nil
 }
 
+// sweepStale removes, once per test binary, the namespaces an earlier test
+// binary left behind when it was killed (t.Cleanup does not run on
+// SIGKILL): ok{c,r,s}-TAG where no live process has pid%100000 == TAG and
+// no process is inside. Anything else is left alone.
+var sweepStale = sync.OnceFunc(func() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	live := map[string]bool{}
+	if ents, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range ents {
+			var pid int
+			if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err == nil && pid > 0 {
+				live[fmt.Sprint(pid%100000)] = true
+			}
+		}
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || len(f[0]) < 5 || !strings.HasPrefix(f[0], "ok") || !strings.ContainsRune("crs", rune(f[0][2])) || f[0][3] != '-' {
+			continue
+		}
+		tag := f[0][4:]
+		if strings.Trim(tag, "0123456789") != "" || live[tag] {
+			continue
+		}
+		if pids, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err != nil || len(bytes.TrimSpace(pids)) > 0 {
+			continue
+		}
+		run("ip", "netns", "del", f[0])
+	}
+})
+
 func newNS(t *testing.T, name string) *ns {
 	t.Helper()
+	sweepStale()
 	if err := run("ip", "netns", "add", name); err != nil {
 		t.Skipf("skipping: cannot create network namespaces: %v", err)
 	}
