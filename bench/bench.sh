@@ -5,6 +5,9 @@
 # Paths, measured in one run and interleaved (round 1: A B C ..., round 2: A B C ...):
 #   direct  client in the relay ns -> server veth address (one hop, no relay process)
 #   socat   plain TCP relay (socat -b 128K, fork per connection) in the relay ns
+#   chain   three plain socat hops, client ns -> relay ns -> server ns: our topology (and ssh -J's:
+#           a process at each end and one at the relay, four TCP connections) with no crypto
+#           and no framing, the floor any sidecar design reaches on this machine
 #   ssh     ssh -J relay -L ... server, aes128-gcm@openssh.com, sshd in relay and server ns
 #   wg      wireguard-go client <-> server, the relay ns routes their UDP (and nothing else)
 #   ockam   our seed demo: inlet (client ns) -> secure channel -> relay node -> outlet (server ns)
@@ -32,7 +35,7 @@ usage: ${0##*/} [--quick] [--rounds N] [--paths LIST] [--idle-flows N] [--ockam 
 
   --quick         brief measures, a smoke test (under 3 minutes)
   --rounds N      rounds of every path, interleaved (default 2, at least 2 is advised)
-  --paths LIST    comma-separated subset of: direct,socat,ssh,wg,ockam,tun (default all)
+  --paths LIST    comma-separated subset of: direct,socat,chain,ssh,wg,ockam,tun (default all)
   --idle-flows N  idle flows for the memory measure, 0 to skip (default 10000, quick 500;
                   socat, which forks per flow, gets a tenth)
   --ockam BIN     ockam binary to use (default: build ./cmd/ockam of the working tree,
@@ -63,7 +66,7 @@ root=$(dirname "$here")
 # shellcheck source=../scripts/netns.sh
 . "$root/scripts/netns.sh"
 
-mode=full rounds=2 want_paths=direct,socat,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
+mode=full rounds=2 want_paths=direct,socat,chain,ssh,wg,ockam,tun idle_flows="" ockam_bin="" ockam_rev=""
 results_dir="$root/bench/results" docs="$root/docs/benchmarks.md"  keep=0 wan="" wan_line=packet wan_only=0 loss="" udp_rate=100M
 while (($#)); do
 	case $1 in
@@ -278,6 +281,37 @@ setup_socat() {
 	EP_NS[socat]=$NS_CLIENT EP_HOST[socat]=$RELAY_CIP
 	EP_IPERF[socat]=$((P_IPERF + 1000)) EP_ECHO[socat]=$((P_ECHO + 1000)) EP_HTTP[socat]=$((P_HTTP + 1000))
 	ROLES[socat]="relay=$(IFS=,; echo "${pids[*]}")" IDLE_N[socat]=$idle_socat
+}
+
+# chain: socat in each namespace, each forking per connection, so a
+# connection crosses three processes and four TCP connections as through
+# the sidecars (client ns 127.0.0.1 -> relay -> server ns -> 127.0.0.1).
+setup_chain() {
+	local c=() r=() s=() p q
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		q=$((p + 6000))
+		spawn "$NS_SERVER" "$tmp/chain-s-$p.log" socat \
+			-b 131072 "TCP-LISTEN:$q,bind=$SERVER_IP,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:127.0.0.1:$p,nodelay"
+		s+=("$SPAWNED")
+		spawn "$NS_RELAY" "$tmp/chain-r-$p.log" socat \
+			-b 131072 "TCP-LISTEN:$q,bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:$SERVER_IP:$q,nodelay"
+		r+=("$SPAWNED")
+		spawn "$NS_CLIENT" "$tmp/chain-c-$p.log" socat \
+			-b 131072 "TCP-LISTEN:$q,bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay" \
+			"TCP:$RELAY_CIP:$q,nodelay"
+		c+=("$SPAWNED")
+	done
+	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
+		wait_listen "$NS_SERVER" $((p + 6000)) 10 || return 1
+		wait_listen "$NS_RELAY" $((p + 6000)) 10 || return 1
+		wait_listen "$NS_CLIENT" $((p + 6000)) 10 || return 1
+	done
+	EP_NS[chain]=$NS_CLIENT EP_HOST[chain]=127.0.0.1
+	EP_IPERF[chain]=$((P_IPERF + 6000)) EP_ECHO[chain]=$((P_ECHO + 6000)) EP_HTTP[chain]=$((P_HTTP + 6000))
+	ROLES[chain]="client=$(IFS=,; echo "${c[*]}") relay=$(IFS=,; echo "${r[*]}") server=$(IFS=,; echo "${s[*]}")"
+	IDLE_N[chain]=0
 }
 
 setup_ssh() {
@@ -1123,7 +1157,7 @@ measure_path() {
 # ---------------------------------------------------------------- run
 
 active=()
-for p in direct socat ssh wg ockam tun; do
+for p in direct socat chain ssh wg ockam tun; do
 	[[ ,$want_paths, == *,$p,* ]] || continue
 	log "setting up $p"
 	setup_$p >"$tmp/setup-$p.out" 2>"$tmp/setup-$p.err"

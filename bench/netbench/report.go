@@ -29,6 +29,7 @@ type sample struct {
 var paths = []struct{ id, label string }{
 	{"direct", "direct (relay ns → server, no hop)"},
 	{"socat", "socat TCP relay"},
+	{"chain", "socat ×3 (client, relay, server: our topology, no crypto)"},
 	{"ssh", "ssh -J, aes128-gcm"},
 	{"wg", "wireguard-go, relay routes UDP"},
 	{"ockam", "ockam inlet → relay → outlet"},
@@ -566,7 +567,7 @@ func chart(med map[string]map[string]float64, meta map[string]string) string {
 			ps = append(ps, p)
 		}
 	}
-	colors := map[string]string{"direct": "#7f7f7f", "socat": "#bcbd22", "ssh": "#1f77b4", "wg": "#9467bd", "ockam": "#d62728", "tun": "#ff7f0e"}
+	colors := map[string]string{"direct": "#7f7f7f", "socat": "#bcbd22", "chain": "#17becf", "ssh": "#1f77b4", "wg": "#9467bd", "ockam": "#d62728", "tun": "#ff7f0e"}
 	const (
 		width  = 980
 		colW   = 490
