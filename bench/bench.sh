@@ -267,12 +267,16 @@ setup_direct() {
 	ROLES[direct]="" IDLE_N[direct]=0 UDP_OK[direct]=1
 }
 
+# socat_hop NS LOG ADDR:PORT TARGET: a plain TCP relay in NS from ADDR:PORT
+# to TARGET (host:port), forking per connection; its PID in SPAWNED.
+socat_hop() {
+	spawn "$1" "$2" socat -b 131072 "TCP-LISTEN:${3##*:},bind=${3%:*},reuseaddr,fork,backlog=4096,nodelay" "TCP:$4,nodelay"
+}
+
 setup_socat() {
 	local pids=() p
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
-		spawn "$NS_RELAY" "$tmp/socat-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$((p + 1000)),bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:$SERVER_IP:$p,nodelay"
+		socat_hop "$NS_RELAY" "$tmp/socat-$p.log" "$RELAY_CIP:$((p + 1000))" "$SERVER_IP:$p"
 		pids+=("$SPAWNED")
 	done
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
@@ -290,17 +294,11 @@ setup_chain() {
 	local c=() r=() s=() p q
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		q=$((p + 6000))
-		spawn "$NS_SERVER" "$tmp/chain-s-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$q,bind=$SERVER_IP,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:127.0.0.1:$p,nodelay"
+		socat_hop "$NS_SERVER" "$tmp/chain-s-$p.log" "$SERVER_IP:$q" "127.0.0.1:$p"
 		s+=("$SPAWNED")
-		spawn "$NS_RELAY" "$tmp/chain-r-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$q,bind=$RELAY_CIP,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:$SERVER_IP:$q,nodelay"
+		socat_hop "$NS_RELAY" "$tmp/chain-r-$p.log" "$RELAY_CIP:$q" "$SERVER_IP:$q"
 		r+=("$SPAWNED")
-		spawn "$NS_CLIENT" "$tmp/chain-c-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$q,bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:$RELAY_CIP:$q,nodelay"
+		socat_hop "$NS_CLIENT" "$tmp/chain-c-$p.log" "127.0.0.1:$q" "$RELAY_CIP:$q"
 		c+=("$SPAWNED")
 	done
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
@@ -575,9 +573,7 @@ setup_socat_wan_stream() {
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
 		delay "$NS_RELAY" "$RELAY_CIP:$((p + 5000))" "127.0.0.1:$((p + 5000))" "$WAN_HALF" || return 1
 		delay "$NS_RELAY" "127.0.0.1:$((p + 5500))" "$SERVER_IP:$p" "$WAN_HALF" || return 1
-		spawn "$NS_RELAY" "$tmp/socat-wan-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$((p + 5000)),bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:127.0.0.1:$((p + 5500)),nodelay"
+		socat_hop "$NS_RELAY" "$tmp/socat-wan-$p.log" "127.0.0.1:$((p + 5000))" "127.0.0.1:$((p + 5500))"
 		pids+=("$SPAWNED")
 		wait_listen "$NS_RELAY" $((p + 5000)) 10 || return 1
 	done
@@ -845,9 +841,7 @@ setup_socat_wan_packet() {
 	wan_line_up || return 1
 	local pids=() p
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
-		spawn "$NS_RELAY" "$tmp/socat-wan-$p.log" socat \
-			-b 131072 "TCP-LISTEN:$((p + 5000)),bind=$W_RC,reuseaddr,fork,backlog=4096,nodelay" \
-			"TCP:$W_S:$p,nodelay"
+		socat_hop "$NS_RELAY" "$tmp/socat-wan-$p.log" "$W_RC:$((p + 5000))" "$W_S:$p"
 		pids+=("$SPAWNED")
 	done
 	for p in "$P_IPERF" "$P_ECHO" "$P_HTTP"; do
