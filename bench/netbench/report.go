@@ -367,7 +367,9 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 	w("Topology: three network namespaces, client ─veth─ relay ─veth─ server (1500 MTU). The client and\n")
 	w("the server reach only the relay; every path below carries the client's TCP to servers in the\n")
 	w("server namespace (iperf3, a 64-byte echo server, a small Go HTTP server). \"direct\" runs the\n")
-	w("client in the relay namespace against the server's veth address: one veth hop, no relay.\n\n")
+	w("client in the relay namespace against the server's veth address: one veth hop, no relay.\n")
+	w("\"socat ×3\" runs a socat in each namespace, client → relay → server: the hops of the sidecars\n")
+	w("and of ssh -J (three processes, four TCP connections) with no crypto, the floor of that shape.\n\n")
 	w("| | |\n|---|---|\n")
 	for _, k := range order {
 		if k == "results" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -29,6 +30,23 @@ func TestCPUPerMReq(t *testing.T) {
 	} {
 		if _, ok := cpuPerMReq("")(bad); ok {
 			t.Errorf("%s: cpuPerMReq gave a figure", name)
+		}
+	}
+}
+
+// TestChainRow: the socat ×3 floor gets its own row and its ratio to ssh.
+func TestChainRow(t *testing.T) {
+	med := map[string]map[string]float64{
+		"ssh":   {"rr50": 400},
+		"chain": {"rr50": 280},
+	}
+	md := markdown(map[string]string{"rounds": "2"}, nil, nil, med, nil, nil, "x.svg")
+	for _, want := range []string{
+		"| socat ×3 (client, relay, server: our topology, no crypto) | – | – | 280 |",
+		"| socat ×3 (client, relay, server: our topology, no crypto) | – | – | 0.70× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report has no line starting %q:\n%s", want, md)
 		}
 	}
 }
