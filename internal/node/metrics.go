@@ -44,8 +44,9 @@ var (
 	mHsFailures  = prometheus.NewDesc("ockam_secure_channel_handshake_failures_total", "Secure channel handshakes that failed, either side, by reason (timeout, unreachable, refused, untrusted, malformed, shed).", []string{"reason"}, nil)
 	mStalls      = prometheus.NewDesc("ockam_portal_window_stalls_total", "Times a flow had data to send and no credit: it waited for the peer's window.", nil, nil)
 	mResumes     = prometheus.NewDesc("ockam_portal_flow_resumes_total", "Flow suspensions (their path failed, or a relay dropped some of their messages) and resumes, by event.", []string{"event"}, nil)
+	mLaneMoves   = prometheus.NewDesc("ockam_portal_flow_lane_moves_total", "Bulk flows that moved off the shared lane 0 to a lane of their own.", nil, nil)
 	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mResumes, mWinBudget}
+	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mResumes, mLaneMoves, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -84,6 +85,7 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		sus, res := d.portals.Resumes()
 		cnt(mResumes, sus, "suspended")
 		cnt(mResumes, res, "resumed")
+		cnt(mLaneMoves, d.portals.LaneMoves.Load())
 	}
 
 	if r, err := d.Relays(ctx); err == nil {

@@ -63,6 +63,7 @@ func (d *Daemon) startSecure() error {
 		WindowBudget:  d.conf.Settings.WindowBudgetMiB << 20,
 		MaxFlowWindow: d.conf.Settings.MaxFlowWindowMiB << 20,
 		ResumeGrace:   grace,
+		Lanes:         d.conf.Settings.Lanes,
 		Allowed: func(peer string) error {
 			id, err := identity.ParseIdentifier(peer)
 			if err != nil {

@@ -56,9 +56,12 @@ type Flow struct {
 	paths  *paths
 	addr   string // our worker address
 	// lane is the transport lane the flow's messages take (Lane of
-	// routing.Message): one per flow, so they stay in order, the next
-	// flow's the next, so flows spread over a connection's lanes.
-	lane uint8
+	// routing.Message), one at a time so that they stay in order; see
+	// lanes.go for which, and when it changes.
+	lane atomic.Uint32
+	// moveAfter is the bytes sent (tx) at which the flow moves to a lane
+	// of its own; zero: it does not (any more). Under mu.
+	moveAfter uint64
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
@@ -185,7 +188,6 @@ func newFlow(p *Portals) (*Flow, error) {
 	f := &Flow{n: p.n, log: p.log, budget: &p.budget, stalls: &p.Stalls, paths: &p.paths, opened: make(chan Msg, 1), done: make(chan struct{}), rebound: make(chan struct{}, 1), Opened: time.Now().UTC(), path: p.cfg.Path, grace: p.grace(), portals: p}
 	f.cond = sync.NewCond(&f.mu)
 	f.win, f.granted = Window, Window
-	f.lane = uint8(p.lanes.Add(1))
 	var err error
 	f.addr, err = p.n.RegisterRandom("flow_", router.Channel, f.handle)
 	if err == nil {
@@ -208,7 +210,7 @@ func (f *Flow) send(payload []byte) error {
 		Onward:  remote,
 		Return:  routing.Route{routing.LocalAddr(f.addr)},
 		Payload: payload,
-		Lane:    f.lane,
+		Lane:    uint8(f.lane.Load()),
 	})
 }
 
@@ -690,7 +692,9 @@ func (f *Flow) fromLocal(c conn) {
 		}
 		buf := (*bp)[:cap(*bp)]
 		if n > 0 && f.resumable {
-			f.sendData(bp, n)
+			if f.sendData(bp, n) {
+				f.moveLane()
+			}
 		} else if n > 0 {
 			f.mu.Lock()
 			seq := f.sendSeq

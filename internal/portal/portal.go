@@ -48,6 +48,10 @@ type Config struct {
 	// the channel to come back after its session ended, to resume where it
 	// stopped (0: DefaultResumeGrace; negative: flows end with their path).
 	ResumeGrace time.Duration
+	// Lanes is how many lanes the node's transport bundles have
+	// (router.Config.Lanes; 0: router.DefaultLanes): bulk flows move to
+	// lanes 1..Lanes-1 (lanes.go).
+	Lanes int
 }
 
 func (p *Portals) grace() time.Duration {
@@ -76,7 +80,10 @@ type Portals struct {
 	Stalls atomic.Uint64
 
 	resumes, suspends atomic.Uint64 // over all flows
-	lanes             atomic.Uint32 // the last flow's lane (Flow.lane)
+	lanes             atomic.Uint32 // the round robin of lanes (nextLane)
+	// LaneMoves counts the flows that moved to a lane of their own
+	// (lanes.go).
+	LaneMoves atomic.Uint64
 
 	mu      sync.Mutex
 	inlets  map[string]*Inlet
@@ -151,6 +158,7 @@ func (p *Portals) dialEarly(ctx context.Context, route routing.Route, port uint1
 	}
 	f.pathEnd = pathEnd
 	f.resumable = pathEnd != nil && f.grace > 0
+	f.placeLane()
 	f.opener = true
 	f.openRoute = route.Clone()
 	f.tx, f.ubase, f.peerRecv = uint64(len(early)), uint64(len(early)), uint64(len(early))
@@ -163,7 +171,7 @@ func (p *Portals) dialEarly(ctx context.Context, route routing.Route, port uint1
 		f.mu.Unlock()
 	}
 	open := Append(make([]byte, 0, OpenHeader+len(early)), Msg{Kind: KindOpen, Window: Window, Port: port, Data: early})
-	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open, Lane: f.lane}); err != nil {
+	if err := p.n.Send(ctx, &routing.Message{Onward: route, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: open, Lane: uint8(f.lane.Load())}); err != nil {
 		p.n.Unregister(f.addr)
 		return nil, fmt.Errorf("portal: opening a flow to %s: %w", route, err)
 	}
@@ -717,6 +725,7 @@ func (o *Outlet) connect(ret routing.Route, peer string, window uint32, port uin
 	f.peerWindow = int(window)
 	f.pathEnd = pathEnd
 	f.resumable = pathEnd != nil && f.grace > 0
+	f.placeLane()
 	f.Client = peer
 	f.peer, f.hasPeer = peer, true
 	f.Target = target

@@ -181,12 +181,13 @@ func (f *Flow) pieceLocked(off uint64) []byte {
 
 // sendData sends (or, while the flow is held, only keeps) the n bytes read
 // into bp, then gives bp back unless it was kept.
-func (f *Flow) sendData(bp *[]byte, n int) {
+func (f *Flow) sendData(bp *[]byte, n int) (move bool) {
 	f.smu.Lock()
 	f.mu.Lock()
 	f.credit -= n
 	f.pruneLocked()
 	kept := f.keepLocked(bp, n)
+	move = f.moveAfter != 0 && f.tx >= f.moveAfter
 	held := f.held
 	seq := f.sendSeq
 	if !held {
@@ -205,6 +206,7 @@ func (f *Flow) sendData(bp *[]byte, n int) {
 		chunkPool.Put(bp)
 	}
 	f.BytesOut.Add(uint64(n))
+	return move
 }
 
 // sendFin sends Fin after the last Data (or, while held, leaves it to the
@@ -640,8 +642,9 @@ func (f *Flow) grantedLocked(granted, recv uint64) error {
 	f.pruneLocked()
 	if c := int(granted - f.tx); c > f.credit {
 		f.credit = c
-		f.cond.Broadcast()
 	}
+	f.cond.Broadcast() // fromLocal waits for credit, or for a lane move
+
 	return nil
 }
 
@@ -753,7 +756,7 @@ func (f *Flow) recover() bool {
 		// stops at awaitGen, fromLocal only buffers), so the peer's
 		// answer describes everything we sent on this path.
 		f.smu.Lock()
-		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg), Lane: f.lane})
+		f.n.Send(ctx, &routing.Message{Onward: f.openRoute, Return: routing.Route{routing.LocalAddr(f.addr)}, Payload: Append(nil, msg), Lane: uint8(f.lane.Load())})
 		f.smu.Unlock()
 		retry.Reset(resumeRetry)
 	wait:

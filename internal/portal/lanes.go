@@ -1,0 +1,112 @@
+package portal
+
+import (
+	"time"
+
+	"github.com/ockam-go/ockam/internal/router"
+)
+
+// The lane a flow's messages take (routing.Message.Lane).
+//
+// A transport connection to a peer is a bundle of lanes (several TCP
+// connections, transport.Config.Lanes), and a flow's messages go on one of
+// them, so that they stay in order. Which one decides what small messages
+// cost: a write and a read on every hop carry the messages of the flows
+// that share a lane, so flows of small messages spread over four lanes
+// cost each hop more wakeups and syscalls per message than on one (about
+// 12% CPU per request, docs/ARCHITECTURE.md), while bulk flows need the
+// lanes (one TCP connection carries at most its send buffer per round trip,
+// and a loss halves the window of everything on it).
+//
+// So a flow that resumes starts on lane 0, which every such flow of the
+// node shares, and a flow that has sent BulkAfter bytes moves, once, to a
+// lane of its own choosing among 1..lanes-1 (round robin). Small messages
+// then never wait behind a bulk flow's bytes in a kernel send buffer
+// either. A move must not reorder the stream, since the peer takes Data in
+// seq order and repairs a gap by resuming: the sender stops sending, sends
+// Probe behind its last Data on the old lane, and moves once the peer says
+// (Granted, or a Credit) it received every byte sent, so nothing of the
+// flow's stream is left on the old lane. That costs the flow a round trip,
+// once. No answer within moveWait, a suspend or a Fin meanwhile, and the
+// flow stays where it is. Credit, Release, Ping and Pong do not depend on
+// their order with other messages (credits are increments, the bytes
+// received a maximum).
+//
+// A flow that does not resume (no Probe to drain its lane) takes the next
+// lane of the round robin when it opens, for good. The lane is a hint: a
+// bundle of n lanes takes it modulo n, and a relay passes a message on
+// along the lane it came on (modulo the next bundle's size).
+
+const (
+	// BulkAfter is how many bytes a flow sends before it moves to a lane
+	// of its own.
+	BulkAfter = 1 << 20
+	// moveWait bounds the pause of a move: with no answer by then, the
+	// flow stays on its lane.
+	moveWait = time.Second
+)
+
+// lanes is how many lanes the node's bundles have (Config.Lanes).
+func (p *Portals) laneCount() int {
+	if p.cfg.Lanes > 0 {
+		return p.cfg.Lanes
+	}
+	return router.DefaultLanes
+}
+
+// nextLane is the next lane of the round robin over 1..lanes-1 (0 with one
+// lane).
+func (p *Portals) nextLane() uint32 {
+	n := p.laneCount()
+	if n <= 1 {
+		return 0
+	}
+	return 1 + (p.lanes.Add(1)-1)%uint32(n-1)
+}
+
+// placeLane sets the lane of a flow just made, once f.resumable is known.
+func (f *Flow) placeLane() {
+	if !f.resumable {
+		f.lane.Store(f.portals.nextLane())
+		return
+	}
+	if f.portals.laneCount() > 1 {
+		f.moveAfter = BulkAfter
+	}
+}
+
+// moveLane moves a bulk flow to a lane of its own (see above). It runs on
+// fromLocal, between two reads: no Data or Fin is sent meanwhile.
+func (f *Flow) moveLane() {
+	f.smu.Lock()
+	f.mu.Lock()
+	f.moveAfter = 0 // once
+	if f.held || f.resetErr != nil || f.finSent {
+		f.mu.Unlock()
+		f.smu.Unlock()
+		return
+	}
+	seq, sent := f.sendSeq, f.tx
+	f.mu.Unlock()
+	// Under smu, behind every Data sent: the peer answers it after those.
+	f.sendCtl(Msg{Kind: KindProbe, Seq: seq})
+	f.smu.Unlock()
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	late := false
+	t := time.AfterFunc(moveWait, func() {
+		f.mu.Lock()
+		late = true
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	defer t.Stop()
+	for f.peerRecv < sent && !f.held && f.resetErr == nil && !late {
+		f.cond.Wait()
+	}
+	if f.peerRecv >= sent && !f.held && f.resetErr == nil {
+		f.lane.Store(f.portals.nextLane())
+		f.portals.LaneMoves.Add(1)
+	}
+}
