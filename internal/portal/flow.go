@@ -62,6 +62,7 @@ type Flow struct {
 	// moveAfter is the bytes sent (tx) at which the flow moves to a lane
 	// of its own; zero: it does not (any more). Under mu.
 	moveAfter uint64
+	moveTries int // moves tried again (maxMoveTries); under mu
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
