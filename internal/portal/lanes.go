@@ -21,8 +21,9 @@ import (
 // So a flow that resumes starts on lane 0, which every such flow of the
 // node shares, and a flow that has sent BulkAfter bytes moves, once, to a
 // lane of its own choosing among 1..lanes-1 (round robin). Small messages
-// then never wait behind a bulk flow's bytes in a kernel send buffer
-// either. A move must not reorder the stream, since the peer takes Data in
+// then share no kernel send buffer with a bulk flow past its first
+// BulkAfter bytes (what that saves them on a congested path is not
+// measured). A move must not reorder the stream, since the peer takes Data in
 // seq order and repairs a gap by resuming: the sender stops sending, sends
 // Probe behind its last Data on the old lane, and moves once the peer says
 // (Granted, or a Credit) it received every byte sent, so nothing of the
@@ -32,18 +33,6 @@ import (
 // maxMoveTries times); after its Fin it stays. Credit, Release, Ping and
 // Pong do not depend on their order with other messages (credits are
 // increments, the bytes received a maximum).
-//
-// What placement does not give yet: a small flow's latency beside bulk
-// flows on the same channel (BenchmarkRRBesideBulk: about 30 ms p50 either
-// way in one process). The channel has one send queue and one flusher per
-// session (internal/secure/send.go), and the flusher waits for room on a
-// bulk lane with small messages queued behind it; a flusher per lane would
-// remove that wait.
-//
-// A flow that does not resume (no Probe to drain its lane) takes the next
-// lane of the round robin when it opens, for good. The lane is a hint: a
-// bundle of n lanes takes it modulo n, and a relay passes a message on
-// along the lane it came on (modulo the next bundle's size).
 
 const (
 	// BulkAfter is how many bytes a flow sends before it moves to a lane
@@ -77,10 +66,6 @@ func (p *Portals) nextLane() uint32 {
 
 // placeLane sets the lane of a flow just made, once f.resumable is known.
 func (f *Flow) placeLane() {
-	if f.portals.cfg.FixedLanes {
-		f.lane.Store(f.portals.lanes.Add(1))
-		return
-	}
 	if !f.resumable {
 		f.lane.Store(f.portals.nextLane())
 		return

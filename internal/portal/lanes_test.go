@@ -3,11 +3,8 @@ package portal_test
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"io"
 	"net"
-	"os"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -165,92 +162,4 @@ func TestSmallFlowsStayOnLaneZero(t *testing.T) {
 			t.Errorf("link %s lane 0 carried %d bytes, want the bulk flow's first %d and the small flows' (%v)", l.ID, bs[0], portal.BulkAfter, bs)
 		}
 	}
-}
-
-// BenchmarkRRBesideBulk measures 64-byte round trips through one flow while
-// four bulk flows upload through the same channel, with the flows placed by
-// behaviour (lanes.go: the small flow keeps lane 0, the bulk flows move off
-// it) and with every flow on a lane fixed at open (the small flow then
-// shares a lane, and its kernel send buffer, with a bulk flow):
-// `go test -run '^$' -bench RRBesideBulk ./internal/portal`.
-func BenchmarkRRBesideBulk(b *testing.B) {
-	b.Run("placed", func(b *testing.B) { benchRRBesideBulk(b, false) })
-	b.Run("fixed", func(b *testing.B) { benchRRBesideBulk(b, true) })
-}
-
-func benchRRBesideBulk(b *testing.B, fixed bool) {
-	const bulkFlows = 4
-	s := serve(b, func(c *net.TCPConn) {
-		var k [1]byte
-		if _, err := io.ReadFull(c, k[:]); err != nil {
-			return
-		}
-		if k[0] == 'b' {
-			io.Copy(io.Discard, c)
-			return
-		}
-		c.Write(k[:])
-		io.Copy(c, c)
-	})
-	cfg := portal.Config{FixedLanes: fixed}
-	w := newWorldConfig(b, s.addr(), cfg, cfg)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range bulkFlows {
-		c, err := net.Dial("tcp", w.inlet.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		wg.Go(func() {
-			defer c.Close()
-			c.Write([]byte("b"))
-			buf := make([]byte, 64<<10)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.SetWriteDeadline(time.Now().Add(time.Second))
-				if _, err := c.Write(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-					return
-				}
-			}
-		})
-	}
-	defer func() { close(stop); wg.Wait() }()
-	c, err := net.Dial("tcp", w.inlet.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	msg, buf := make([]byte, 64), make([]byte, 64)
-	c.SetDeadline(time.Now().Add(5 * time.Minute))
-	c.Write([]byte("e"))
-	if _, err := io.ReadFull(c, buf[:1]); err != nil {
-		b.Fatal(err)
-	}
-	// Let the bulk flows reach their lanes (BulkAfter sent each) first.
-	for deadline := time.Now().Add(30 * time.Second); w.cp.LaneMoves.Load() < bulkFlows && !fixed; {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d bulk flows moved off lane 0 in 30 s", w.cp.LaneMoves.Load(), bulkFlows)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	rtts := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-		rtts = append(rtts, time.Since(t0))
-	}
-	b.StopTimer()
-	slices.Sort(rtts)
-	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-µs")
 }

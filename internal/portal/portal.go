@@ -52,9 +52,6 @@ type Config struct {
 	// (router.Config.Lanes; 0: router.DefaultLanes): bulk flows move to
 	// lanes 1..Lanes-1 (lanes.go).
 	Lanes int
-	// FixedLanes gives every flow the next of all the lanes when it opens,
-	// for good: the placement before lanes.go, kept to compare against.
-	FixedLanes bool
 }
 
 func (p *Portals) grace() time.Duration {
