@@ -290,6 +290,19 @@ func (w *world) interactive(t *testing.T, addr string, d time.Duration, mid func
 	return gap, n
 }
 
+// metric is the value of the sample name (with its labels, if any) in the
+// node's /metrics, or 0.
+func (w *world) metric(t *testing.T, node, name string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(string(w.get(t, node, "/metrics")), "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(l, name+" "), 64)
+			return v
+		}
+	}
+	return 0
+}
+
 func resumeSize(t *testing.T) int64 {
 	mib := int64(256)
 	if s := os.Getenv("OCKAM_RESUME_MIB"); s != "" {
@@ -320,6 +333,11 @@ func TestResumeAcrossRelayRestarts(t *testing.T) {
 		gap, before, after := w.bulk(t, sink, size, func(k int) { away[k] = r.restart(t, syscall.SIGKILL) })
 		t.Logf("%d MiB, relay SIGKILLed and restarted twice (away %v, %v): sha256 equal, no reset; longest write wait %v; %s before, %s after the restarts",
 			size>>20, away[1].Round(time.Millisecond), away[2].Round(time.Millisecond), gap.Round(time.Millisecond), mibps(before), mibps(after))
+		// The flow moved off the shared lane 0 (portal lanes.go) on the
+		// way: the stream stayed whole across the move and the restarts.
+		if m := w.metric(t, "client_sidecar", "ockam_portal_flow_lane_moves_total"); m < 1 {
+			t.Errorf("the bulk flow never moved to a lane of its own (lane moves %v)", m)
+		}
 	})
 	t.Run("bulk through the TUN, relay killed twice", func(t *testing.T) {
 		gap, before, after := w.bulk(t, fmt.Sprintf("%s:%d", w.ip, portSink), size/2, func(int) { r.restart(t, syscall.SIGKILL) })
@@ -485,15 +503,7 @@ func TestResumeAfterRelayDrops(t *testing.T) {
 	if st.PID == 0 {
 		t.Fatal("no pid for server_sidecar")
 	}
-	metric := func(node, name string) float64 {
-		for _, l := range strings.Split(string(w.get(t, node, "/metrics")), "\n") {
-			if strings.HasPrefix(l, name+" ") {
-				v, _ := strconv.ParseFloat(strings.TrimPrefix(l, name+" "), 64)
-				return v
-			}
-		}
-		return 0
-	}
+	metric := func(node, name string) float64 { return w.metric(t, node, name) }
 	const resumed = `ockam_portal_flow_resumes_total{event="resumed"}`
 	before := metric("client_sidecar", resumed)
 	const flows, size = 64, 4 << 20
