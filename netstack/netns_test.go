@@ -2,6 +2,7 @@ package netstack_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -180,3 +182,42 @@ func newEnvNamed(tb testing.TB, prefix, ifname string, cfg netstack.Config) *env
 }
 
 var tunDelete = tun.Delete
+
+// TestAnswerCarriesTheAck: 64-byte exchanges through the TUN write one
+// packet per answer, not a pure ACK first and then the answer (acks.go);
+// an answer slower than ackDelay would still have its ACK sent, so the
+// bound leaves room for those.
+func TestAnswerCarriesTheAck(t *testing.T) {
+	targets := servers(t)
+	e := newEnv(t, netstack.Config{Handler: proxy(targets)})
+	c, err := e.ns.dial(t, "tcp", netip.AddrPortFrom(virt4, portEcho).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	msg, got := make([]byte, 64), make([]byte, 64)
+	exchange := func(n int) {
+		for range n {
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	exchange(10)
+	const n = 500
+	s0 := e.st.Stats()
+	exchange(n)
+	s1 := e.st.Stats()
+	out := float64(s1.PacketsOut-s0.PacketsOut) / n
+	t.Logf("%.2f packets written to the TUN per exchange", out)
+	if c := s1.AcksCarried - s0.AcksCarried; c < n/2 {
+		t.Errorf("%d of %d ACKs carried by the answer, want most", c, n)
+	}
+	if out > 1.5 {
+		t.Errorf("%.2f packets out per 64-byte exchange, want about 1: the pure ACK goes before the answer", out)
+	}
+}

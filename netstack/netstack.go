@@ -113,6 +113,7 @@ type Stats struct {
 	BytesOut    uint64 // bytes written to conns (sent to host applications)
 	PacketsIn   uint64 // packets read from the device
 	PacketsOut  uint64 // packets written to the device
+	AcksCarried uint64 // pure ACKs not written: the connection's next data carried them (acks.go)
 	DNSQueries  uint64 // DNS queries answered
 	EchoReplies uint64 // ICMP echo replies sent
 	UDPOpen     int64  // UDP associations open (Accept and DialUDP)
@@ -150,6 +151,7 @@ type Stack struct {
 		flowsTotal, synsRefused           atomic.Uint64
 		bytesIn, bytesOut                 atomic.Uint64
 		packetsIn, packetsOut             atomic.Uint64
+		acksCarried                       atomic.Uint64 // held ACKs replaced by data (acks.go)
 		dnsQueries, echoReplies, writeErr atomic.Uint64
 		inDropped                         atomic.Uint64
 		udpOpen                           atomic.Int64
@@ -284,6 +286,7 @@ func (st *Stack) Stats() Stats {
 		BytesOut:    c.bytesOut.Load(),
 		PacketsIn:   c.packetsIn.Load(),
 		PacketsOut:  c.packetsOut.Load(),
+		AcksCarried: c.acksCarried.Load(),
 		DNSQueries:  c.dnsQueries.Load(),
 		EchoReplies: c.echoReplies.Load(),
 		UDPOpen:     c.udpOpen.Load(),

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"encoding/binary"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -88,24 +89,48 @@ func (e *endpoint) enqueue(bp *[]byte) bool {
 func (e *endpoint) writeLoop() {
 	batch := make([]*[]byte, 0, maxWriteBatch)
 	bufs := make([][]byte, 0, maxWriteBatch)
+	acks := ackHolder{timer: time.NewTimer(time.Hour)}
+	acks.timer.Stop()
+	defer acks.timer.Stop()
 	for {
 		var bp *[]byte
-		select {
-		case bp = <-e.wq:
-		case <-e.done:
-			return
+		if len(acks.held) == 0 {
+			select {
+			case bp = <-e.wq:
+			case <-e.done:
+				return
+			}
+		} else {
+			select {
+			case bp = <-e.wq:
+			case now := <-acks.timer.C:
+				for _, a := range acks.due(now, false) {
+					e.writeFile(a)
+				}
+				continue
+			case <-e.done:
+				return
+			}
 		}
 		if bp == flushMark {
+			for _, a := range acks.due(time.Now(), true) {
+				e.writeFile(a)
+			}
 			e.markFlushed()
 			continue
 		}
 		if e.file != nil {
-			if _, err := e.file.Write((*bp)[outOffset-virtioNetHdrLen:]); err != nil {
-				e.writeFailed(err)
-			} else {
-				e.st.stats.packetsOut.Add(1)
+			first, write, dropped := acks.take(bp, time.Now())
+			if dropped != nil {
+				e.st.stats.acksCarried.Add(1)
+				outBufs.Put(dropped)
 			}
-			outBufs.Put(bp)
+			if first != nil {
+				e.writeFile(first)
+			}
+			if write {
+				e.writeFile(bp)
+			}
 			continue
 		}
 		// Plain mode: batch what is queued so that the device can
@@ -142,6 +167,16 @@ func (e *endpoint) writeLoop() {
 			e.markFlushed()
 		}
 	}
+}
+
+// writeFile writes one packet, virtio header first, and recycles it.
+func (e *endpoint) writeFile(bp *[]byte) {
+	if _, err := e.file.Write((*bp)[outOffset-virtioNetHdrLen:]); err != nil {
+		e.writeFailed(err)
+	} else {
+		e.st.stats.packetsOut.Add(1)
+	}
+	outBufs.Put(bp)
 }
 
 func (e *endpoint) markFlushed() {
