@@ -19,8 +19,8 @@ import (
 // and a loss halves the window of everything on it).
 //
 // So a flow that resumes starts on lane 0, which every such flow of the
-// node shares, and a flow that has sent BulkAfter bytes moves, once, to a
-// lane of its own choosing among 1..lanes-1 (round robin). Small messages
+// node shares, and a flow that has sent BulkAfter bytes moves, once, to the
+// next of lanes 1..lanes-1 (round robin). Small messages
 // then share no kernel send buffer with a bulk flow past its first
 // BulkAfter bytes (what that saves them on a congested path is not
 // measured). A move must not reorder the stream, since the peer takes Data in
@@ -46,7 +46,7 @@ const (
 	maxMoveTries = 3
 )
 
-// lanes is how many lanes the node's bundles have (Config.Lanes).
+// laneCount is how many lanes the node's bundles have (Config.Lanes).
 func (p *Portals) laneCount() int {
 	if p.cfg.Lanes > 0 {
 		return p.cfg.Lanes

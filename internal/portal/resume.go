@@ -644,7 +644,6 @@ func (f *Flow) grantedLocked(granted, recv uint64) error {
 		f.credit = c
 	}
 	f.cond.Broadcast() // fromLocal waits for credit, or for a lane move
-
 	return nil
 }
 
