@@ -108,20 +108,21 @@ func (h *ackHolder) take(bp *[]byte, now time.Time) (first *[]byte, write bool, 
 		}
 		return old.bp, true, nil
 	}
+	if !pure || len(h.held) >= maxHeldAcks {
+		return nil, true, nil
+	}
+	// Only a pure ACK looks up the bulk set: data packets stay off it.
 	if t, ok := h.bulk[k]; ok {
 		if now.Before(t) {
 			return nil, true, nil
 		}
 		delete(h.bulk, k)
 	}
-	if pure && len(h.held) < maxHeldAcks {
-		h.held = append(h.held, heldAck{key: k, ack: ack, bp: bp, due: now.Add(ackDelay)})
-		if len(h.held) == 1 {
-			h.timer.Reset(ackDelay)
-		}
-		return nil, false, nil
+	h.held = append(h.held, heldAck{key: k, ack: ack, bp: bp, due: now.Add(ackDelay)})
+	if len(h.held) == 1 {
+		h.timer.Reset(ackDelay)
 	}
-	return nil, true, nil
+	return nil, false, nil
 }
 
 // due removes and returns the held ACKs whose time has come (all, with

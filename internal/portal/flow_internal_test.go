@@ -10,22 +10,31 @@ import (
 	"github.com/ockam-go/ockam/internal/routing"
 )
 
-// TestFlowIgnoresOtherIdentities: a flow bound to one channel peer drops
-// messages that another identity sends to its address, and an inlet's flow
-// is bound by the first Opened it gets.
-func TestFlowIgnoresOtherIdentities(t *testing.T) {
+// newTestFlow is a flow of portals on a node of its own, with paths watched
+// by path (nil: none), not bound to any peer yet; the test's cleanup closes
+// them.
+func newTestFlow(t *testing.T, path Path) (*router.Node, *Portals, *Flow) {
+	t.Helper()
 	n := router.New(router.Config{})
-	defer n.Close()
-	p, err := New(n, Config{Allowed: func(string) error { return nil }})
+	t.Cleanup(func() { n.Close() })
+	p, err := New(n, Config{Path: path, Allowed: func(string) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	f, err := newFlow(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Unregister(f.addr)
+	t.Cleanup(func() { n.Unregister(f.addr) })
+	return n, p, f
+}
+
+// TestFlowIgnoresOtherIdentities: a flow bound to one channel peer drops
+// messages that another identity sends to its address, and an inlet's flow
+// is bound by the first Opened it gets.
+func TestFlowIgnoresOtherIdentities(t *testing.T) {
+	_, _, f := newTestFlow(t, nil)
 	msg := func(peer string, pm Msg) *routing.Message {
 		return &routing.Message{Onward: routing.Route{routing.LocalAddr(f.addr)}, Return: routing.Route{routing.LocalAddr("x")}, Payload: Append(nil, pm), Peer: peer}
 	}
@@ -69,17 +78,7 @@ func (anyChannel) Watch(_ context.Context, r routing.Route) (<-chan struct{}, er
 // another identity's, and anything else through another channel change
 // nothing.
 func TestResumeOnlyFromPeerFreshAndThroughAChannel(t *testing.T) {
-	n := router.New(router.Config{})
-	defer n.Close()
-	p, err := New(n, Config{Path: anyChannel{}, Allowed: func(string) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	f, err := newFlow(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, f := newTestFlow(t, anyChannel{})
 	defer f.finish() // stops watching the path it was moved to
 	f.peer, f.hasPeer, f.resumable = "Ialice", true, true
 	f.remote = routing.Route{routing.LocalAddr("chanA"), routing.LocalAddr("flow_peer")}

@@ -13,8 +13,7 @@ import (
 // its Data and moves only once the peer says it received every byte; with
 // no answer it stays on lane 0 and tries again after BulkAfter more bytes.
 func TestLaneMoveWaitsForTheDrain(t *testing.T) {
-	n := router.New(router.Config{})
-	defer n.Close()
+	n, p, f := newTestFlow(t, anyChannel{})
 	var mu sync.Mutex
 	var got []routing.Message // what the flow sent its peer
 	if err := n.Register("peer", router.Channel, func(m *routing.Message) error {
@@ -25,16 +24,6 @@ func TestLaneMoveWaitsForTheDrain(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(n, Config{Path: anyChannel{}, Allowed: func(string) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	f, err := newFlow(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Unregister(f.addr)
 	f.peer, f.hasPeer, f.resumable = "Ialice", true, true
 	f.remote = routing.Route{routing.LocalAddr("peer")}
 	f.placeLane()
