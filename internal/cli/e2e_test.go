@@ -61,17 +61,19 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, home: home}
 	t.Cleanup(func() {
 		pids := e.pids()
+		if t.Failed() || os.Getenv("E2E_LOGS") != "" {
+			// E2E_LOGS=1 shows them for passing tests too. Read before
+			// the delete below removes the node directories.
+			for _, n := range e.nodeNames() {
+				b, _ := os.ReadFile(filepath.Join(home, "nodes", n, "node.log"))
+				t.Logf("log of %s:\n%s", n, b)
+			}
+		}
 		e.run("node", "delete", "--all")
 		for _, p := range pids {
 			if processAlive(p) {
 				t.Errorf("node process %d still running after node delete --all", p)
 				syscall.Kill(p, syscall.SIGKILL)
-			}
-		}
-		if t.Failed() {
-			for _, n := range e.nodeNames() {
-				b, _ := os.ReadFile(filepath.Join(home, "nodes", n, "node.log"))
-				t.Logf("log of %s:\n%s", n, b)
 			}
 		}
 		os.RemoveAll(home)

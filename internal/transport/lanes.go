@@ -390,6 +390,41 @@ func (t *Transport) release(ip netip.Addr) {
 	}
 }
 
+// lingerEOF is called by c's reader when the peer ended the lane in order
+// (EOF at a frame boundary). A peer that stops half-closes every lane once
+// it has written what it queued (Transport.Close), and the lanes' EOFs
+// arrive in any order: closing the bundle at the first would discard what
+// the other lanes still carry. So c's reader waits, without reading, until
+// the last lane's EOF closes the bundle or CloseTimeout passes. It reports
+// whether it waited; false means c is the last lane (or alone), which the
+// caller closes, and the bundle with it.
+func (c *Conn) lingerEOF() bool {
+	b := c.b
+	if b == nil {
+		return false
+	}
+	c.t.mu.Lock()
+	c.readEOF = true
+	open := 0
+	for i := range b.lanes {
+		if l := b.lanes[i].Load(); l != nil && !l.readEOF {
+			open++
+		}
+	}
+	c.t.mu.Unlock()
+	if open == 0 {
+		return false
+	}
+	t := time.NewTimer(c.t.closeFlush)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.closeWith(io.EOF)
+	}
+	return true
+}
+
 // closeBundle closes every lane of c's bundle with err.
 func (c *Conn) closeBundle(err error) {
 	b := c.b

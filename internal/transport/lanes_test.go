@@ -55,6 +55,20 @@ func onlyConn(t *testing.T, tr *Transport) *Conn {
 	return c
 }
 
+// dialLanes dials srv at addr from cli and waits until both sides see a
+// bundle of n lanes; it returns the dialler's head.
+func dialLanes(t *testing.T, cli, srv *Transport, addr net.Addr, n int) *Conn {
+	t.Helper()
+	c, err := cli.Dial(context.Background(), addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the lanes at the dialler", func() bool { return len(c.Lanes()) == n })
+	sc := onlyConn(t, srv)
+	waitFor(t, "the lanes at the acceptor", func() bool { return len(sc.Lanes()) == n })
+	return c
+}
+
 // TestBundleSpreadsAndKeepsOrder: a dialled peer gets a bundle of 4 lanes,
 // the accepting side sees one connection of 4 lanes, a message goes on the
 // lane its hint names (modulo 4), arrives with that lane, and the messages
@@ -78,13 +92,7 @@ func TestBundleSpreadsAndKeepsOrder(t *testing.T) {
 	}
 	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}, Lanes: 4})
 	defer cli.Close()
-	c, err := cli.Dial(context.Background(), addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "4 lanes at the dialler", func() bool { return len(c.Lanes()) == 4 })
-	sc := onlyConn(t, srv)
-	waitFor(t, "4 lanes at the acceptor", func() bool { return len(sc.Lanes()) == 4 })
+	c := dialLanes(t, cli, srv, addr, 4)
 	if n := srv.socketCount(); n != 4 {
 		t.Fatalf("acceptor counts %d sockets, want 4", n)
 	}
@@ -347,4 +355,61 @@ func FuzzParseHello(f *testing.F) {
 			t.Fatalf("round trip: %x, want %x", got, b)
 		}
 	})
+}
+
+// TestCloseDeliversWhatWasQueued: a transport closed while its writers
+// still hold queued frames on a 4-lane bundle, behind a peer that is not
+// reading yet, delivers every message. Its writers empty the queues before
+// the sockets close, and the peer keeps reading the lanes that still carry
+// data after the first lane's EOF (lane 0 carries one message, so its EOF
+// comes first).
+func TestCloseDeliversWhatWasQueued(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var got atomic.Int64
+	gate := make(chan struct{})
+	closed := make(chan error, 1)
+	srv := New(Config{
+		OnMessage: func(c *Conn, m *routing.Message) { <-gate; got.Add(1) },
+		OnClose:   func(c *Conn, err error) { closed <- err },
+	})
+	defer srv.Close()
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := New(Config{OnMessage: func(*Conn, *routing.Message) {}, Lanes: 4})
+	c := dialLanes(t, cli, srv, addr, 4)
+	m := &routing.Message{Onward: routing.Route{routing.LocalAddr("x")}, Payload: bytes.Repeat([]byte{'x'}, 1000)}
+	if err := c.Lane(0).Send(m); err != nil {
+		t.Fatal(err)
+	}
+	sent, queued := int64(1), int64(0)
+	for _, l := range c.Lanes()[1:] {
+		// The socket buffers fill first, then the writer's queue: stop
+		// at half of SendQueueBytes, below where Send would wait.
+		for i := 0; l.Queued() < SendQueueBytes/2; i++ {
+			if i > 1e6 {
+				t.Fatal("the queue never filled")
+			}
+			if err := l.Send(m); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		queued += l.Queued()
+	}
+	done := make(chan struct{})
+	go func() { cli.Close(); close(done) }()
+	waitFor(t, "Close to start", func() bool { cli.mu.Lock(); defer cli.mu.Unlock(); return cli.closed })
+	close(gate)
+	<-done
+	select {
+	case err := <-closed:
+		t.Logf("%d messages, %d bytes queued at Close; the acceptor's bundle closed: %v", sent, queued, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the acceptor's bundle did not close")
+	}
+	if n := got.Load(); n != sent {
+		t.Fatalf("the acceptor got %d messages of %d sent before Close", n, sent)
+	}
 }

@@ -56,6 +56,9 @@ const (
 	// WriteTimeout closes a connection whose socket took nothing for this
 	// long: a peer that stopped reading.
 	WriteTimeout = DefaultIdleTimeout
+	// CloseTimeout bounds how long Close spends letting the connections'
+	// queued frames reach their peers (see closeGracefully).
+	CloseTimeout = time.Second
 
 	frameHeader   = 4
 	readBufMin    = 4 << 10   // a new connection's read buffer
@@ -144,6 +147,8 @@ type Config struct {
 	Limits Limits
 	// WriteTimeout overrides WriteTimeout when non-zero.
 	WriteTimeout time.Duration
+	// CloseTimeout overrides CloseTimeout when non-zero.
+	CloseTimeout time.Duration
 	// Lanes is how many TCP connections Dial opens to a peer, used as one
 	// (see lanes.go); zero means DefaultLanes, 1 one connection, at most
 	// MaxLanes.
@@ -157,6 +162,7 @@ type Transport struct {
 	keepalive    time.Duration
 	idle         time.Duration
 	writeTimeout time.Duration
+	closeFlush   time.Duration
 	lim          Limits
 
 	queuedTotal atomic.Int64 // bytes queued on every connection
@@ -209,6 +215,10 @@ func New(cfg Config) *Transport {
 	t.writeTimeout = cfg.WriteTimeout
 	if t.writeTimeout <= 0 {
 		t.writeTimeout = WriteTimeout
+	}
+	t.closeFlush = cfg.CloseTimeout
+	if t.closeFlush <= 0 {
+		t.closeFlush = CloseTimeout
 	}
 	if t.keepalive <= 0 {
 		t.keepalive = DefaultKeepalive
@@ -459,11 +469,72 @@ func (t *Transport) Close() error {
 	for _, ln := range lns {
 		ln.Close()
 	}
+	t.closeGracefully(conns, time.Now().Add(t.closeFlush))
+	t.wg.Wait()
+	return nil
+}
+
+// closeGracefully ends conns so that what the node's senders queued before
+// Close reaches the peers: a stopping node's last messages (its flows'
+// resets, its channels' closes) would otherwise die in the queues, and the
+// peers would wait for a resume that never comes. By deadline, in three
+// steps across every lane at once: the writers empty the queues; each
+// socket is half-closed, so the peer reads the rest and then EOF; and the
+// readers keep reading until the peer closes in turn. Closing a socket that
+// still holds unread bytes sends a reset, which can discard what its send
+// buffer still holds: hence the wait. Whatever is not done by deadline is
+// cut.
+func (t *Transport) closeGracefully(conns []*Conn, deadline time.Time) {
+	var lanes []*Conn
+	for _, c := range conns {
+		lanes = append(lanes, c.lanes()...)
+	}
+	for _, l := range lanes {
+		l.waitDrained(deadline)
+	}
+	for _, l := range lanes {
+		if cw, ok := l.nc.(interface{ CloseWrite() error }); ok && l.queued.Load() == 0 {
+			cw.CloseWrite()
+		}
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for _, l := range lanes {
+		select {
+		case <-l.done:
+		case <-timer.C:
+			timer.Reset(0) // expired: the others are cut at once
+		}
+	}
 	for _, c := range conns {
 		c.closeWith(net.ErrClosed)
 	}
-	t.wg.Wait()
-	return nil
+}
+
+// lanes returns the lanes of c's bundle that are attached, c alone if it has
+// none.
+func (c *Conn) lanes() []*Conn {
+	if c.b == nil {
+		return []*Conn{c}
+	}
+	var out []*Conn
+	for i := range c.b.lanes {
+		if l := c.b.lanes[i].Load(); l != nil {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, c)
+	}
+	return out
+}
+
+// waitDrained waits until the writer has written everything queued, the
+// connection has ended, or deadline.
+func (c *Conn) waitDrained(deadline time.Time) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	c.waitSpace(func() bool { return c.queued.Load() == 0 }, timer.C)
 }
 
 // Conn is one TCP connection to another node. It is addressed on its node by
@@ -509,6 +580,8 @@ type Conn struct {
 	// TrySend and uncork).
 	more   bool
 	corked []*Conn
+
+	readEOF bool // the peer ended this lane in order; under Transport.mu
 }
 
 // maxCorked bounds the destinations a reader holds frames for before it
@@ -776,15 +849,26 @@ func (c *Conn) SendBatch(ms []routing.Message, wait bool) error {
 // waitRoom waits until size more bytes fit under SendQueueBytes (or nothing
 // is queued); it fails once the connection has ended.
 func (c *Conn) waitRoom(size int64) error {
-	for {
-		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
-			return nil
-		}
+	room := func() bool { q := c.queued.Load(); return q == 0 || q+size <= SendQueueBytes }
+	if room() {
+		return nil
+	}
+	return c.waitSpace(room, nil)
+}
+
+// errExpired is waitSpace's error when expire fired first.
+var errExpired = errors.New("transport: wait expired")
+
+// waitSpace waits until ok holds, checking it each time the writer drains
+// some of the queue. It fails with net.ErrClosed once the connection has
+// ended, and with errExpired when expire (nil: never) fires first.
+func (c *Conn) waitSpace(ok func() bool, expire <-chan time.Time) error {
+	for !ok() {
 		c.waiters.Add(1)
 		c.spaceMu.Lock()
 		ch := c.space
 		c.spaceMu.Unlock()
-		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
+		if ok() {
 			c.waiters.Add(-1)
 			return nil
 		}
@@ -794,8 +878,12 @@ func (c *Conn) waitRoom(size int64) error {
 		case <-c.done:
 			c.waiters.Add(-1)
 			return net.ErrClosed
+		case <-expire:
+			c.waiters.Add(-1)
+			return errExpired
 		}
 	}
+	return nil
 }
 
 // fits reports whether a frame of size bytes passed on from src fits the
@@ -1197,6 +1285,9 @@ func (c *Conn) readLoop() {
 		}
 		body, err := fr.next()
 		if err != nil {
+			if errors.Is(err, io.EOF) && c.lingerEOF() {
+				return
+			}
 			c.closeWith(err)
 			return
 		}
