@@ -46,7 +46,9 @@ var (
 	mResumes     = prometheus.NewDesc("ockam_portal_flow_resumes_total", "Flow suspensions (their path failed, or a relay dropped some of their messages) and resumes, by event.", []string{"event"}, nil)
 	mLaneMoves   = prometheus.NewDesc("ockam_portal_flow_lane_moves_total", "Bulk flows that moved off the shared lane 0 to a lane of their own.", nil, nil)
 	mWinBudget   = prometheus.NewDesc("ockam_portal_window_budget_bytes", "Receive-window growth the flows hold now (used) out of the node's budget (limit, --window-budget-mib).", []string{"state"}, nil)
-	allNodeDescs = []*prometheus.Desc{mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mResumes, mLaneMoves, mWinBudget}
+	mTunPackets  = prometheus.NewDesc("ockam_tun_packets", "Packets the TUN interface's netstack read from the device (in) and wrote to it (out), since the interface was created.", []string{"direction"}, nil)
+	mTunAcks     = prometheus.NewDesc("ockam_tun_acks_carried", "Pure TCP ACKs the TUN netstack did not write because the connection's next data packet carried them, since the interface was created.", nil, nil)
+	allNodeDescs = []*prometheus.Desc{mTunPackets, mTunAcks, mInfo, mConns, mConnBytes, mSlowDrops, mDropped, mRefused, mHosted, mRegistered, mChannels, mChanMsgs, mChanEpochs, mFlowsOpen, mFlowsAll, mFlowBytes, mPortals, mErrReplies, mChanBytes, mHsFailures, mStalls, mResumes, mLaneMoves, mWinBudget}
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -86,6 +88,11 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		cnt(mResumes, sus, "suspended")
 		cnt(mResumes, res, "resumed")
 		cnt(mLaneMoves, d.portals.LaneMoves.Load())
+	}
+	if st, ok := d.tunStats(); ok {
+		g(mTunPackets, float64(st.PacketsIn), "in")
+		g(mTunPackets, float64(st.PacketsOut), "out")
+		g(mTunAcks, float64(st.AcksCarried))
 	}
 
 	if r, err := d.Relays(ctx); err == nil {

@@ -534,6 +534,20 @@ func (d *Daemon) deleteTun() error {
 	return err
 }
 
+// tunStats returns the TUN interface's netstack counters, if it has one.
+func (d *Daemon) tunStats() (netstack.Stats, bool) {
+	t := d.tun
+	if t == nil {
+		return netstack.Stats{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ifc == nil || t.ifc.st == nil {
+		return netstack.Stats{}, false
+	}
+	return t.ifc.st.Stats(), true
+}
+
 func (d *Daemon) tunInfo() api.TunInfo {
 	t := d.tun
 	out := api.TunInfo{Mappings: []api.Mapping{}}
