@@ -493,6 +493,14 @@ func (t *Transport) closeGracefully(conns []*Conn, deadline time.Time) {
 		l.waitDrained(deadline)
 	}
 	for _, l := range lanes {
+		// Under qmu, so that a sender writing directly has pushed the
+		// rest of its frame; from here on the lane takes nothing new.
+		l.qmu.Lock()
+		l.closing.Store(true)
+		l.qmu.Unlock()
+	}
+	for _, l := range lanes {
+		l.waitDrained(deadline)
 		if cw, ok := l.nc.(interface{ CloseWrite() error }); ok && l.queued.Load() == 0 {
 			cw.CloseWrite()
 		}
@@ -582,6 +590,10 @@ type Conn struct {
 	corked []*Conn
 
 	readEOF bool // the peer ended this lane in order; under Transport.mu
+	// closing is set by Transport.Close before it half-closes the lane:
+	// new frames are refused (net.ErrClosed), and the lane's end is
+	// expected whatever its error.
+	closing atomic.Bool
 }
 
 // maxCorked bounds the destinations a reader holds frames for before it
@@ -630,7 +642,7 @@ func (c *Conn) closeWith(err error) {
 		c.nc.Close()
 		c.closeBundle(err)
 		c.t.remove(c)
-		if isExpected(err) {
+		if isExpected(err) || c.closing.Load() {
 			c.log.Debug("connection closed", "reason", err)
 		} else {
 			c.t.closeLog.Info("connection closed", "conn", c.id, "remote", c.remote, "reason", err)
@@ -723,30 +735,11 @@ func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) erro
 		}
 		c.wmu.Unlock()
 	}
-	for wait {
-		q := c.queued.Load()
-		// Small frames (replies, credits, keepalives of channels) are
-		// never held back by SendQueueBytes: a connection's reader may
-		// send them, and must not wait on its own connection's writer.
-		if q == 0 || q+size <= SendQueueBytes || size <= smallFrame {
-			break
-		}
-		// Wait for the writer to drain some. Count ourselves first, then
-		// take the channel and look again: a drain after the look closes
-		// the channel we hold (see notifySpace).
-		c.waiters.Add(1)
-		c.spaceMu.Lock()
-		ch := c.space
-		c.spaceMu.Unlock()
-		if q := c.queued.Load(); q == 0 || q+size <= SendQueueBytes {
-			c.waiters.Add(-1)
-			break
-		}
-		select {
-		case <-ch:
-			c.waiters.Add(-1)
-		case <-c.done:
-			c.waiters.Add(-1)
+	// Small frames (replies, credits, keepalives of channels) are never
+	// held back by SendQueueBytes: a connection's reader may send them,
+	// and must not wait on its own connection's writer.
+	if wait && size > smallFrame && !c.room(size) {
+		if err := c.waitSpace(func() bool { return c.room(size) }, nil); err != nil {
 			bufPool.Put(bp)
 			return net.ErrClosed
 		}
@@ -768,6 +761,10 @@ func (c *Conn) send(m *routing.Message, srcID string, cork bool, src *Conn) erro
 		bufPool.Put(bp)
 		return net.ErrClosed
 	default:
+	}
+	if c.closing.Load() {
+		bufPool.Put(bp)
+		return net.ErrClosed
 	}
 	if !wait && !c.fits(srcID, size) {
 		bufPool.Put(bp)
@@ -849,18 +846,26 @@ func (c *Conn) SendBatch(ms []routing.Message, wait bool) error {
 // waitRoom waits until size more bytes fit under SendQueueBytes (or nothing
 // is queued); it fails once the connection has ended.
 func (c *Conn) waitRoom(size int64) error {
-	room := func() bool { q := c.queued.Load(); return q == 0 || q+size <= SendQueueBytes }
-	if room() {
+	if c.room(size) {
 		return nil
 	}
-	return c.waitSpace(room, nil)
+	return c.waitSpace(func() bool { return c.room(size) }, nil)
+}
+
+// room reports whether size more bytes fit under SendQueueBytes, or nothing
+// is queued.
+func (c *Conn) room(size int64) bool {
+	q := c.queued.Load()
+	return q == 0 || q+size <= SendQueueBytes
 }
 
 // errExpired is waitSpace's error when expire fired first.
 var errExpired = errors.New("transport: wait expired")
 
 // waitSpace waits until ok holds, checking it each time the writer drains
-// some of the queue. It fails with net.ErrClosed once the connection has
+// some of the queue. It counts itself a waiter before it takes the channel
+// and looks again, so a drain after the look closes the channel it holds
+// (see notifySpace). It fails with net.ErrClosed once the connection has
 // ended, and with errExpired when expire (nil: never) fires first.
 func (c *Conn) waitSpace(ok func() bool, expire <-chan time.Time) error {
 	for !ok() {
@@ -966,6 +971,10 @@ func (c *Conn) pushQuiet(bp *[]byte, src string) bool {
 		bufPool.Put(bp)
 		return false
 	default:
+	}
+	if c.closing.Load() {
+		bufPool.Put(bp)
+		return false
 	}
 	size := int64(len(*bp))
 	c.queued.Add(size)
@@ -1100,6 +1109,9 @@ func (c *Conn) writeDirect(frame []byte) (int, error) {
 	case <-c.done:
 		return 0, net.ErrClosed
 	default:
+	}
+	if c.closing.Load() {
+		return 0, net.ErrClosed
 	}
 	if c.raw == nil {
 		return 0, nil // no raw access: let the writer do it
