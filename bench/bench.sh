@@ -966,6 +966,31 @@ run_iperf_udp() {
 	fi
 }
 
+# run_rr_bulk PATH ROUND: rr on its own connection while one iperf3 flow
+# fills the same path (a shell or an API call beside a download), for up to
+# T-1 s; the flow runs T s. On paths that multiplex connections over one
+# (ssh -J, our secure channel) the small messages can wait behind the bulk.
+run_rr_bulk() {
+	local p=$1 r=$2 f=$tmp/iperfb-$1-$2.json ipid data err=""
+	wait_until 30 "iperf3 server idle" _iperf_idle
+	in_ns "${EP_NS[$p]}" timeout $((T + 30)) iperf3 -c "${EP_HOST[$p]}" -p "${EP_IPERF[$p]}" \
+		-t "$T" -P 1 -J --connect-timeout 5000 >"$f" 2>"$f.err" &
+	ipid=$!
+	if ! data=$(in_ns "${EP_NS[$p]}" timeout 120 "$NB" rr -addr "${EP_HOST[$p]}:${EP_ECHO[$p]}" \
+		-warmup 50 -n "$RR_N" -for "$((T > 2 ? T - 1 : 1))s" 2>&1); then
+		err=$data data=""
+	fi
+	if ! wait "$ipid"; then
+		err="${err:+$err; }iperf3 beside rr failed: $(tail -1 "$f.err")"
+	fi
+	emit "$p" "$r" rrbulk "${data:-}" "" "" "$err"
+	if [[ -n $err ]]; then
+		kill "$IPERF_PID" 2>/dev/null
+		wait "$IPERF_PID" 2>/dev/null
+		start_iperf_server
+	fi
+}
+
 run_latency() { # PATH ROUND rr|crr|urr
 	local p=$1 r=$2 k=$3 n data
 	[[ $k == crr ]] && n=$CRR_N || n=$RR_N
@@ -1140,6 +1165,7 @@ measure_path() {
 		loss_off "$p"
 	fi
 	run_latency "$p" "$r" rr
+	[[ $p == *@wan ]] || run_rr_bulk "$p" "$r"
 	run_latency "$p" "$r" crr
 	run_wrk "$p" "$r"
 	if [[ -n $udp_rate && -n ${UDP_OK[$p]:-} ]]; then
@@ -1218,6 +1244,7 @@ ver() { "$@" 2>&1 | head -1; }
 	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "mode=$mode (iperf3 ${T}s, rr ${RR_N}, crr ${CRR_N}, wrk ${WRK_D}s)"
 	echo "rounds=$rounds"
+	echo "rrbulk=rr (up to ${RR_N}, for up to $((T > 2 ? T - 1 : 1)) s) on its own connection while one iperf3 flow fills the same path, LAN only"
 	echo "machine=$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 	echo "ockam=$ockam_src"
 	echo "go=$(go version | cut -d' ' -f3)"

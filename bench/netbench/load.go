@@ -225,6 +225,7 @@ func rr(args []string) error {
 	n := fs.Int("n", 10000, "round trips measured")
 	warm := fs.Int("warmup", 200, "round trips not measured")
 	timeout := fs.Duration("timeout", 60*time.Second, "overall deadline")
+	dur := fs.Duration("for", 0, "stop measuring after this long, even short of -n (0: never; at least 10 round trips)")
 	fs.Parse(args)
 	c, err := net.DialTimeout("tcp", *addr, 5*time.Second)
 	if err != nil {
@@ -238,13 +239,14 @@ func rr(args []string) error {
 			return fmt.Errorf("warmup %d: %w", i, err)
 		}
 	}
-	d := make([]time.Duration, *n)
-	for i := range d {
+	d := make([]time.Duration, 0, *n)
+	start := time.Now()
+	for len(d) < *n && (*dur == 0 || len(d) < 10 || time.Since(start) < *dur) {
 		t := time.Now()
 		if err := roundTrip(c, req, resp); err != nil {
-			return fmt.Errorf("round trip %d: %w", i, err)
+			return fmt.Errorf("round trip %d: %w", len(d), err)
 		}
-		d[i] = time.Since(t)
+		d = append(d, time.Since(t))
 	}
 	return printJSON(summarize(d))
 }

@@ -117,6 +117,8 @@ var metrics = []metric{
 	{"iperf1nooff", "1 flow Gbit/s, lines without offloads, no loss", "Gbit/s", true, 2, dataField("iperf1nooff", "gbps")},
 	{"rr50", "rr p50 µs", "µs", false, 0, dataField("rr", "p50_us")},
 	{"rr99", "rr p99 µs", "µs", false, 0, dataField("rr", "p99_us")},
+	{"rrbulk50", "rr p50 µs beside a bulk flow", "µs", false, 0, dataField("rrbulk", "p50_us")},
+	{"rrbulk99", "rr p99 µs beside a bulk flow", "µs", false, 0, dataField("rrbulk", "p99_us")},
 	{"crr50", "new conn + rr p50 µs", "µs", false, 0, dataField("crr", "p50_us")},
 	{"crr99", "new conn + rr p99 µs", "µs", false, 0, dataField("crr", "p99_us")},
 	{"wrk", "HTTP req/s (32 conns)", "req/s", true, 0, dataField("wrk", "rps")},
@@ -378,7 +380,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		w("| %s | %s |\n", k, strings.ReplaceAll(meta[k], "|", "\\|"))
 	}
 	w("\n## Results (median over %s rounds, paths interleaved A B C … A B C …)\n\n", meta["rounds"])
-	cols := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpureq", "cpu", "cpurelay", "idle", "idlerelay"}
+	cols := []string{"iperf1", "iperf8", "rr50", "rr99", "rrbulk50", "rrbulk99", "crr50", "crr99", "wrk", "cpureq", "cpu", "cpurelay", "idle", "idlerelay"}
 	byID := map[string]metric{}
 	for _, m := range metrics {
 		byID[m.id] = m
@@ -445,7 +447,7 @@ func markdown(meta map[string]string, order []string, samples []sample, med map[
 		}
 		w("## Relative to %s\n\n", refLabel)
 		w("Each cell is path ÷ %s. For Gbit/s and req/s higher is better; for latency, CPU and memory lower is better.\n\n", refLabel)
-		rc := []string{"iperf1", "iperf8", "rr50", "rr99", "crr50", "crr99", "wrk", "cpureq", "cpu", "idle"}
+		rc := []string{"iperf1", "iperf8", "rr50", "rr99", "rrbulk50", "rrbulk99", "crr50", "crr99", "wrk", "cpureq", "cpu", "idle"}
 		w("| path |")
 		for _, c := range rc {
 			w(" %s |", byID[c].label)
