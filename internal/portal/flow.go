@@ -20,6 +20,7 @@ import (
 
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
+	"github.com/ockam-go/ockam/internal/sched"
 )
 
 const (
@@ -652,6 +653,7 @@ func (f *Flow) finish() {
 // readable before taking one from the pool.
 func (f *Flow) fromLocal(c conn) {
 	defer f.exited()
+	var y sched.Yielder
 	for {
 		f.mu.Lock()
 		if f.credit <= 0 && f.resetErr == nil {
@@ -713,6 +715,9 @@ func (f *Flow) fromLocal(c conn) {
 		} else {
 			chunkPool.Put(bp)
 		}
+		// A bulk flow's reader rarely blocks: give the node's other
+		// goroutines their turn (sched.Yielder).
+		y.Moved(n)
 		if err != nil {
 			if errors.Is(err, io.EOF) && f.resumable {
 				f.sendFin()
@@ -748,6 +753,7 @@ func (f *Flow) toLocal(c conn) {
 	defer f.exited()
 	var bufs net.Buffers // allocated with the first data: idle flows are many
 	var chunks []*[]byte
+	var y sched.Yielder
 	for {
 		f.mu.Lock()
 		for len(f.queue) == 0 && !f.finRecv && f.resetErr == nil {
@@ -786,6 +792,7 @@ func (f *Flow) toLocal(c conn) {
 			return
 		}
 		f.BytesIn.Add(uint64(n))
+		y.Moved(n)
 		f.mu.Lock()
 		f.writing = false
 		credit := f.wroteLocked(n)

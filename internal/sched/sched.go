@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Setting is the GODEBUG entry a node runs with.
@@ -102,4 +103,57 @@ func SetProcs() int {
 	}
 	runtime.GOMAXPROCS(Procs)
 	return Procs
+}
+
+// Bounds of a Yielder's interval, in bytes moved between turns.
+const (
+	YieldEvery = 256 << 10
+	YieldMax   = 4 << 20
+)
+
+// yieldStall is how long a turn takes when nothing else wanted the P: the
+// runtime then waits in the network poller, in whole milliseconds, for an
+// event or the turn's end.
+const yieldStall = 200 * time.Microsecond
+
+// Yielder lets a goroutine that moves bulk data give the others of its
+// process a turn every so many bytes.
+//
+// Such a goroutine never blocks while its sockets always have data or room,
+// and on a node's one P (Procs) the goroutines the network poller would
+// wake (the reader of a small message: a keystroke, a request beside a
+// download) wait until the runtime polls again: when the P has nothing else
+// to run, or sysmon's 10 ms. runtime.Gosched does not help: the yielding
+// goroutine goes on the global run queue, which the scheduler takes before
+// it polls. A short sleep takes the goroutine off the run queues, so the
+// scheduler polls the network first and runs what it woke.
+//
+// When nothing else wanted the P the sleep lasts up to a millisecond (the
+// poller's resolution), so the interval adapts: it doubles after a turn that
+// stalled, up to YieldMax, and halves after one that did not, down to
+// YieldEvery. The zero value is ready; a Yielder belongs to one goroutine.
+//
+// The portal's flows use one in each direction (a flow's reader of its
+// local socket, and its writer). In the transport's connection readers
+// too, it only cost bulk throughput: measured beside a bulk flow, the small
+// messages' wait came from the flows' loops.
+type Yielder struct{ n, every int }
+
+// Moved counts n bytes moved and takes a turn once the interval has been.
+func (y *Yielder) Moved(n int) {
+	if y.every == 0 {
+		y.every = YieldEvery
+	}
+	y.n += n
+	if y.n < y.every {
+		return
+	}
+	y.n = 0
+	t := time.Now()
+	time.Sleep(time.Microsecond)
+	if time.Since(t) > yieldStall {
+		y.every = min(2*y.every, YieldMax)
+	} else {
+		y.every = max(y.every/2, YieldEvery)
+	}
 }

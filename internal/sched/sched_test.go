@@ -1,11 +1,13 @@
 package sched
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -84,5 +86,69 @@ func TestSetProcs(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "3")
 	if got := SetProcs(); got != 3 || runtime.GOMAXPROCS(0) != 3 {
 		t.Errorf("with GOMAXPROCS=3: SetProcs() = %d, GOMAXPROCS %d; want 3", got, runtime.GOMAXPROCS(0))
+	}
+}
+
+// TestYielderLetsThePollerIn: on one P, a goroutine that never blocks and
+// moves "bytes" through a Yielder must let a reader the network poller
+// wakes run within a couple of intervals: at most 2*YieldMax bytes after the
+// byte was written. Without the Yielder (or with runtime.Gosched in its
+// place) the reader waits for sysmon's poll, 10 ms later: tens of
+// thousands of calls here.
+func TestYielderLetsThePollerIn(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	const chunk = 64 << 10
+	var calls atomic.Int64
+	stop := make(chan struct{})
+	spun := make(chan struct{})
+	go func() {
+		defer close(spun)
+		var y Yielder
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			calls.Add(1)
+			y.Moved(chunk)
+		}
+	}()
+	got := make(chan int64, 1)
+	go func() {
+		b := make([]byte, 1)
+		r.Read(b)
+		got <- calls.Load()
+	}()
+	for calls.Load() < 1000 {
+		runtime.Gosched() // the spinner has settled its interval
+	}
+	at := calls.Load()
+	if _, err := w.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	woke := <-got
+	close(stop)
+	<-spun
+	if d := woke - at; d > 2*YieldMax/chunk {
+		t.Fatalf("the reader ran %d calls (%d MiB) after its byte was written, want at most %d", d, d*chunk>>20, 2*YieldMax/chunk)
+	} else {
+		t.Logf("the reader ran %d calls (%d KiB) after its byte was written", d, d*chunk>>10)
 	}
 }
