@@ -63,7 +63,12 @@ type Flow struct {
 	// moveAfter is the bytes sent (tx) at which the flow moves to a lane
 	// of its own; zero: it does not (any more). Under mu.
 	moveAfter uint64
-	moveTries int // moves tried again (maxMoveTries); under mu
+	moveTries int  // moves tried again (maxMoveTries); under mu
+	moving    bool // a move waits for the peer's answer: no grants (lanes.go); under mu
+	// probesOut counts the Probes sent (under smu and mu), grantedIn the
+	// Granted answers taken (under mu): a move waits for the answer to
+	// its own Probe (lanes.go).
+	probesOut, grantedIn uint32
 
 	remote  routing.Route // to the peer flow
 	pathEnd <-chan struct{}
@@ -346,16 +351,9 @@ func (f *Flow) handle(m *routing.Message) error {
 		if f.awaitGen == 0 { // else the resume's answer resets the sample
 			credit = f.pongedLocked(pm.ID)
 		}
-		recv := f.rx
-		if credit > 0 {
-			f.acked = recv
-			f.creditsOut.Add(1)
-		}
+		recv := f.creditOutLocked(credit)
 		f.mu.Unlock()
-		if credit > 0 {
-			f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
-			f.creditSent()
-		}
+		f.sendCredit(credit, recv)
 	case KindRelease:
 		f.mu.Lock()
 		ok := f.releasedLocked(int(pm.Credit))
@@ -501,6 +499,27 @@ func (f *Flow) armIdleLocked(onlyIfUnset bool) {
 	}
 }
 
+// creditOutLocked counts a Credit of credit bytes (if any), decided and in
+// f.granted, as not yet sent (creditsOut), and returns the bytes received
+// it acknowledges. The caller sends it with sendCredit once f.mu is
+// released.
+func (f *Flow) creditOutLocked(credit int) (recv uint64) {
+	recv = f.rx
+	if credit > 0 {
+		f.acked = recv
+		f.creditsOut.Add(1)
+	}
+	return recv
+}
+
+// sendCredit sends the Credit counted by creditOutLocked.
+func (f *Flow) sendCredit(credit int, recv uint64) {
+	if credit > 0 {
+		f.sendCtl(Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
+		f.creditSent()
+	}
+}
+
 // sendCtl sends a control message of the flow; a failure resets it.
 func (f *Flow) sendCtl(m Msg) {
 	f.mu.Lock()
@@ -508,6 +527,11 @@ func (f *Flow) sendCtl(m Msg) {
 	f.mu.Unlock()
 	if stop {
 		return
+	}
+	if m.Kind == KindProbe {
+		f.mu.Lock()
+		f.probesOut++ // the callers hold smu: in the order they go
+		f.mu.Unlock()
 	}
 	var b [MaxCtl]byte
 	if err := f.send(Append(b[:0], m)); err != nil {

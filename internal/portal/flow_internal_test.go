@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ockam-go/ockam/internal/router"
 	"github.com/ockam-go/ockam/internal/routing"
@@ -151,5 +152,56 @@ func TestSmallMessagesStartFewSamples(t *testing.T) {
 				t.Fatalf("%d messages of %d bytes started %d samples, want 1..%d", tc.n, tc.size, pings, tc.wantPings)
 			}
 		})
+	}
+}
+
+// TestSuspendedOpenerGrantsAfterTheAnswer: an opener writing what it had
+// queued while suspended grants nothing (a Credit decided after its Resume
+// state reaches an outlet that has not taken the Resume, which drops it),
+// and grants what came due once it takes the answer.
+func TestSuspendedOpenerGrantsAfterTheAnswer(t *testing.T) {
+	n, _, f := newTestFlow(t, anyChannel{})
+	sent := make(chan Msg, 4)
+	if err := n.Register("peer", router.Channel, func(m *routing.Message) error {
+		pm, err := Decode(m.Payload)
+		if err != nil {
+			t.Error(err)
+		}
+		sent <- pm
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.peer, f.hasPeer, f.resumable, f.opener = "Ialice", true, true, true
+	f.remote = routing.Route{routing.LocalAddr("peer")}
+	f.running.Store(2) // as run does: the retransmitter claims a third
+	f.mu.Lock()
+	f.suspended, f.held = true, true
+	f.rx = Window // received in full, written to the socket while suspended
+	credit := f.wroteLocked(Window)
+	granted := f.granted
+	f.awaitGen, f.gen = 1, 1
+	f.nextPath = make(chan struct{})
+	f.mu.Unlock()
+	if credit != 0 || granted != Window {
+		t.Fatalf("suspended, the opener granted %d more (in all %d), want none (%d)", credit, granted, Window)
+	}
+	if err := f.handleResumed(Msg{Kind: KindResumed, Gen: 1, Granted: Window}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case pm := <-sent:
+		if pm.Kind != KindCredit || pm.Credit != Window || pm.Recv != Window {
+			t.Fatalf("after the answer the opener sent %v credit %d recv %d, want Credit %d recv %d", pm.Kind, pm.Credit, pm.Recv, Window, Window)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Credit after the answer")
+	}
+	f.mu.Lock()
+	granted = f.granted
+	f.paths.remove(f, f.pathEnd) // the portals' Close stops the watcher
+	f.mu.Unlock()
+	if granted != 2*Window {
+		t.Fatalf("granted %d in all after the answer, want %d", granted, 2*Window)
 	}
 }

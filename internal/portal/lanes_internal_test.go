@@ -82,6 +82,16 @@ func TestLaneMoveWaitsForTheDrain(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	probe()
+	// Meanwhile its socket took Window bytes of the peer's stream: the
+	// Credit waits for the move (a grant in all on the new lane must not
+	// overtake it).
+	f.mu.Lock()
+	f.rx = Window
+	held := f.wroteLocked(Window)
+	f.mu.Unlock()
+	if held != 0 {
+		t.Fatalf("a moving flow granted %d, want nothing until it moved", held)
+	}
 	answer := func(recv uint64) {
 		m := &routing.Message{Onward: routing.Route{routing.LocalAddr(f.addr)}, Return: routing.Route{routing.LocalAddr("peer")},
 			Payload: Append(nil, Msg{Kind: KindGranted, Granted: sent + Window, Recv: recv}), Peer: "Ialice"}
@@ -101,9 +111,19 @@ func TestLaneMoveWaitsForTheDrain(t *testing.T) {
 	case <-time.After(moveWait / 2):
 		t.Fatal("the flow did not move once the peer had every byte")
 	}
-	if lane := f.lane.Load(); lane < 1 || lane >= uint32(router.DefaultLanes) || p.LaneMoves.Load() != 1 {
+	lane = f.lane.Load()
+	if lane < 1 || lane >= uint32(router.DefaultLanes) || p.LaneMoves.Load() != 1 {
 		t.Fatalf("after the answer: lane %d, %d moves; want one of 1..%d, 1", lane, p.LaneMoves.Load(), router.DefaultLanes-1)
 	}
+	mu.Lock()
+	if len(got) != 1 {
+		t.Fatalf("after the move the flow sent %d messages, want the Credit that came due", len(got))
+	}
+	pm, err := Decode(got[0].Payload)
+	if err != nil || pm.Kind != KindCredit || pm.Credit != Window || uint32(got[0].Lane) != lane {
+		t.Fatalf("after the move: %v credit %d on lane %d (%v), want Credit %d on lane %d", pm.Kind, pm.Credit, got[0].Lane, err, Window, lane)
+	}
+	mu.Unlock()
 	f.mu.Lock()
 	due = f.moveAfter
 	f.mu.Unlock()

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -53,7 +55,8 @@ func newWorld(t testing.TB, target string) *world {
 func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *world {
 	t.Helper()
 	w := &world{}
-	w.relayN = router.New(router.Config{})
+	log := testLogger(t)
+	w.relayN = router.New(router.Config{Logger: log.With("node", "relay")})
 	ra, err := w.relayN.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,11 +67,15 @@ func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *worl
 	cid, _ := identity.Generate(nil)
 	sid, _ := identity.Generate(nil)
 	w.sid = sid
-	w.client, w.server = router.New(router.Config{}), router.New(router.Config{})
-	w.cm, _ = secure.NewManager(w.client, secure.Config{Identity: cid, Trust: trustAll})
-	w.sm, _ = secure.NewManager(w.server, secure.Config{Identity: sid, Trust: trustAll})
+	clog, slg := log.With("node", "client"), log.With("node", "server")
+	w.client, w.server = router.New(router.Config{Logger: clog}), router.New(router.Config{Logger: slg})
+	w.cm, _ = secure.NewManager(w.client, secure.Config{Identity: cid, Trust: trustAll, Logger: clog})
+	w.sm, _ = secure.NewManager(w.server, secure.Config{Identity: sid, Trust: trustAll, Logger: slg})
 	if _, err := w.sm.Listen("api", nil, false); err != nil {
 		t.Fatal(err)
+	}
+	if ccfg.Logger == nil {
+		ccfg.Logger, scfg.Logger = clog, slg
 	}
 	ccfg.Path, ccfg.Allowed = w.cm, func(string) error { return nil }
 	scfg.Path, scfg.Allowed = w.sm, func(string) error { return nil }
@@ -104,6 +111,37 @@ func newWorldConfig(t testing.TB, target string, ccfg, scfg portal.Config) *worl
 		w.relayN.Close()
 	})
 	return w
+}
+
+// testLogger keeps the nodes' debug logs of a test, up to maxTestLogs, and
+// prints them if it fails (PORTAL_LOGS=1: always).
+func testLogger(t testing.TB) *slog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if t.Failed() || os.Getenv("PORTAL_LOGS") != "" {
+			t.Logf("node logs:\n%s", buf.Bytes())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+const maxTestLogs = 4 << 20
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < maxTestLogs {
+		l.b.Write(b)
+	}
+	return len(b), nil
 }
 
 // server is a real TCP server run by the test.

@@ -332,6 +332,7 @@ func (f *Flow) applyLocked(p *Msg) error {
 		return errors.New("portal: peer resumes after a Fin we did not send")
 	}
 	f.peerRecv = p.Recv
+	f.grantedIn = f.probesOut // answers to Probes before it will not come
 	f.pruneLocked()
 	f.cursor = p.Recv
 	f.sendSeq = p.Seq
@@ -393,10 +394,18 @@ func (f *Flow) retransmit() {
 			var reply []byte
 			if !f.opener {
 				reply = Append(nil, f.stateLocked(KindResumed, p.Gen))
+			} else if credit := f.creditDueLocked(); credit > 0 {
+				// What came due while suspended (creditDueLocked).
+				f.acked = f.rx
+				f.creditsOut.Add(1)
+				reply = Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: f.rx})
 			}
 			f.mu.Unlock()
 			if reply != nil {
 				f.send(reply)
+				if f.opener {
+					f.creditSent()
+				}
 			}
 			continue
 		}
@@ -639,6 +648,7 @@ func (f *Flow) grantedLocked(granted, recv uint64) error {
 		return fmt.Errorf("portal: peer grants %d bytes in all and received %d, %d sent", granted, recv, f.tx)
 	}
 	f.peerRecv = max(f.peerRecv, recv)
+	f.grantedIn++
 	f.pruneLocked()
 	if c := int(granted - f.tx); c > f.credit {
 		f.credit = c

@@ -104,7 +104,16 @@ func (f *Flow) wroteLocked(n int) int {
 
 // creditDueLocked returns the credit that keeps the peer's grant at
 // consumed + win, once it is worth a message (a quarter window).
+//
+// Nothing is granted while the flow moves lanes (lanes.go), nor by an
+// opener while suspended: a Credit decided after its Resume state reaches
+// an outlet that has not taken the Resume yet, which drops it, and the
+// grant would be lost until a Probe found it; what came due goes once the
+// answer is taken (retransmit).
 func (f *Flow) creditDueLocked() int {
+	if f.moving || f.opener && f.suspended {
+		return 0
+	}
 	due := int64(f.consumed) + int64(f.win) - int64(f.granted)
 	if due <= 0 || due < int64(min(f.win/4, creditStep)) {
 		return 0
