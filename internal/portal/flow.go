@@ -654,7 +654,7 @@ func (f *Flow) finish() {
 		if f.pathEnd != nil {
 			f.paths.remove(f, f.pathEnd) // under f.mu: a resume moves it
 		}
-		c := f.c
+		c, reset := f.c, f.resetErr != nil
 		for _, bp := range f.queue {
 			chunkPool.Put(bp)
 		}
@@ -662,7 +662,11 @@ func (f *Flow) finish() {
 		f.shrinkLocked(f.win - Window) // the window's growth back to the budget
 		f.mu.Unlock()
 		f.freeUnacked()
-		if c != nil {
+		if c != nil && reset {
+			// Both directions may end before reset gets to abort: the
+			// application must see a reset, not an end of stream.
+			abort(c)
+		} else if c != nil {
 			c.Close()
 		}
 		close(f.done)

@@ -3,7 +3,9 @@ package portal
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,5 +205,37 @@ func TestSuspendedOpenerGrantsAfterTheAnswer(t *testing.T) {
 	f.mu.Unlock()
 	if granted != 2*Window {
 		t.Fatalf("granted %d in all after the answer, want %d", granted, 2*Window)
+	}
+}
+
+// TestResetFlowFinishesWithAReset: a flow reset while both its directions
+// end on their own (before reset gets to abort the socket) still ends the
+// application's connection with a TCP reset, never an end of stream.
+func TestResetFlowFinishesWithAReset(t *testing.T) {
+	_, _, f := newTestFlow(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	app, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	local, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.c = local.(*net.TCPConn)
+	f.resetErr = errors.New("portal: reset by peer: test")
+	f.mu.Unlock()
+	f.running.Store(1)
+	f.exited() // the last direction ends: finish
+	app.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = app.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the application read %v, want a connection reset", err)
 	}
 }
