@@ -396,9 +396,8 @@ func (f *Flow) retransmit() {
 				reply = Append(nil, f.stateLocked(KindResumed, p.Gen))
 			} else if credit := f.creditDueLocked(); credit > 0 {
 				// What came due while suspended (creditDueLocked).
-				f.acked = f.rx
-				f.creditsOut.Add(1)
-				reply = Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: f.rx})
+				recv := f.creditOutLocked(credit)
+				reply = Append(nil, Msg{Kind: KindCredit, Credit: uint32(credit), Recv: recv})
 			}
 			f.mu.Unlock()
 			if reply != nil {
