@@ -239,3 +239,29 @@ func TestResetFlowFinishesWithAReset(t *testing.T) {
 		t.Fatalf("the application read %v, want a connection reset", err)
 	}
 }
+
+// TestStaleGrantedGivesNothing: a Granted below the bytes sent (a Credit
+// the peer sent after it, on its new lane, came first and was spent) is
+// taken for its bytes received only; one granting more than any window, or
+// acknowledging more than was sent, resets.
+func TestStaleGrantedGivesNothing(t *testing.T) {
+	_, _, f := newTestFlow(t, nil)
+	f.resumable = true
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tx, f.credit = 3*Window, Window
+	if err := f.grantedLocked(2*Window, 2*Window); err != nil {
+		t.Fatalf("a stale Granted: %v, want it taken", err)
+	}
+	if f.credit != Window || f.peerRecv != 2*Window {
+		t.Fatalf("after a stale Granted: credit %d, peer received %d; want %d, %d", f.credit, f.peerRecv, Window, 2*Window)
+	}
+	if err := f.grantedLocked(5*Window, 3*Window); err != nil || f.credit != 2*Window {
+		t.Fatalf("a fresh Granted: %v, credit %d; want credit %d", err, f.credit, 2*Window)
+	}
+	for _, g := range [][2]uint64{{3*Window + MaxWindow + 1, 0}, {4 * Window, 3*Window + 1}, {Window, 2 * Window}} {
+		if err := f.grantedLocked(g[0], g[1]); err == nil {
+			t.Fatalf("Granted %d, received %d with %d sent: taken, want an error", g[0], g[1], f.tx)
+		}
+	}
+}

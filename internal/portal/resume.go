@@ -638,18 +638,22 @@ func (f *Flow) handleProbe(seq uint32) {
 
 // grantedLocked takes the peer's answer to a Probe: its grant in all, and
 // the bytes it received. Every Credit it sent before is counted already, so
-// the credit is what the grant leaves; it never shrinks here. f.mu is held.
+// the credit is what the grant leaves; it never shrinks here. A grant below
+// what we sent is stale, not a lie: a Credit the peer sent after it, on the
+// lane the peer moved to (lanes.go), came first and we spent it; it gives
+// nothing (the peer's own check, bytes received ≤ granted, still holds
+// everything we send to the truth). f.mu is held.
 func (f *Flow) grantedLocked(granted, recv uint64) error {
 	if !f.resumable {
 		return errors.New("portal: unexpected granted on a flow that does not resume")
 	}
-	if granted < f.tx || granted-f.tx > MaxWindow || recv > f.tx {
+	if granted > f.tx && granted-f.tx > MaxWindow || recv > f.tx || recv > granted {
 		return fmt.Errorf("portal: peer grants %d bytes in all and received %d, %d sent", granted, recv, f.tx)
 	}
 	f.peerRecv = max(f.peerRecv, recv)
 	f.grantedIn++
 	f.pruneLocked()
-	if c := int(granted - f.tx); c > f.credit {
+	if c := int(granted) - int(f.tx); c > f.credit {
 		f.credit = c
 	}
 	f.cond.Broadcast() // fromLocal waits for credit, or for a lane move
